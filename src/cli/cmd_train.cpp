@@ -1,0 +1,29 @@
+// mmtune train --config FILE [key.sub=value ...] [--dry-run] [--resume [DIR]]
+#include "commands.h"
+
+namespace mmtune::cli {
+
+void add_train_command(CLI::App& app, Action& action) {
+  struct Args {
+    ConfigArgs config;
+    bool dry_run = false;
+    std::string resume;
+  };
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("train", "Tune an adapter on frozen backbones (data-parallel under torchrun)");
+  add_config_args(cmd, args->config);
+  cmd->add_flag("--dry-run", args->dry_run, "build the model on the meta device and print the trainable parameters");
+  cmd->add_option("--resume", args->resume, "resume from the latest checkpoint in output_dir, or from DIR")
+      ->expected(0, 1)
+      ->default_str("latest");
+  cmd->footer("Examples:\n  mmtune train --config configs/lavin/tiny.yaml train.epochs=2\n"
+              "  torchrun --nproc-per-node 2 --no-python mmtune train --config configs/scienceqa.yaml");
+  cmd->callback([&action, args] {
+    action = [args]() -> int {
+      load_run_config(args->config);  // config problems surface now, before anything is built
+      not_built_yet("train", "issue #6: trainer; --dry-run arrives with issue #5");
+    };
+  });
+}
+
+}  // namespace mmtune::cli

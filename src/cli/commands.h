@@ -1,0 +1,37 @@
+// The verbs of the mmtune binary. Each file registers one verb's flags and its action; main.cpp
+// owns parsing, logging setup and the single try/catch that maps errors to exit codes.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include <mmtune/config/config.h>
+
+namespace mmtune::cli {
+
+/// What runs after parsing; returns the exit code.
+using Action = std::function<int()>;
+
+/// --config FILE and trailing key.sub=value overrides, shared by the verbs that take a config.
+struct ConfigArgs {
+  std::string path;
+  std::vector<std::string> overrides;
+};
+void add_config_args(CLI::App* cmd, ConfigArgs& args, bool required = true);
+/// Loads and validates the config with the built-in adapter families; throws ConfigError.
+config::RunConfig load_run_config(const ConfigArgs& args);
+/// Throws UsageError: the verb parses and validates its input, but its machinery is not built yet.
+[[noreturn]] void not_built_yet(const std::string& verb, const std::string& issue);
+
+void add_train_command(CLI::App& app, Action& action);
+void add_eval_command(CLI::App& app, Action& action);
+void add_chat_command(CLI::App& app, Action& action);
+void add_convert_command(CLI::App& app, Action& action);
+void add_bench_command(CLI::App& app, Action& action);
+void add_config_command(CLI::App& app, Action& action);
+void add_version_command(CLI::App& app, Action& action);
+
+}  // namespace mmtune::cli

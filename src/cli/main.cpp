@@ -1,0 +1,66 @@
+// The mmtune binary: parse the verb, set up logging, run, and turn any error into one clean line
+// and an exit code (0 ok, 1 runtime error, 2 usage or config error, 130 Ctrl-C).
+#include <mmtune/core/dist_env.h>
+#include <mmtune/core/errors.h>
+#include <mmtune/core/logging.h>
+#include <mmtune/core/signals.h>
+#include <mmtune/core/version.h>
+
+#include <iostream>
+
+#include <c10/util/Exception.h>
+
+#include "commands.h"
+
+namespace {
+
+int report(const mmtune::Error& e) {
+  mmtune::log::error() << e.one_line();
+  return static_cast<int>(e.exit_code());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace mmtune;
+  install_interrupt_handler();
+
+  CLI::App app{"mmtune: tune small adapters on frozen multimodal LLMs (LaVIN/MMA, IAA, MoLE, LoRA)", "mmtune"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "off"}));
+  app.set_version_flag("--version", std::string("mmtune ") + kVersion);
+  app.footer("Run `mmtune VERB --help` for a verb's flags and an example.");
+
+  cli::Action action;
+  cli::add_train_command(app, action);
+  cli::add_eval_command(app, action);
+  cli::add_chat_command(app, action);
+  cli::add_convert_command(app, action);
+  cli::add_bench_command(app, action);
+  cli::add_config_command(app, action);
+  cli::add_version_command(app, action);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : static_cast<int>(ExitCode::kUsage);
+  }
+
+  const auto level = log::parse_level(log_level).value_or(log::Level::kInfo);
+  try {
+    const DistEnv env = DistEnv::from_env();
+    log::init(level, env.rank, env.world_size);
+    return action ? action() : static_cast<int>(ExitCode::kUsage);
+  } catch (const Error& e) {
+    return report(e);
+  } catch (const c10::Error& e) {
+    // torch's own errors: the message alone, its C++ backtrace only when debugging.
+    log::error() << "torch: " << (level <= log::Level::kDebug ? e.what() : e.what_without_backtrace());
+    return static_cast<int>(ExitCode::kRuntime);
+  } catch (const std::exception& e) {
+    log::error() << "internal error: " << e.what() << " (hint: rerun with --log-level debug and report it)";
+    return static_cast<int>(ExitCode::kRuntime);
+  }
+}
