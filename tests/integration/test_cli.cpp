@@ -1,0 +1,82 @@
+// The mmtune binary as a user runs it: verbs, help, exit codes, config printing.
+#include <gtest/gtest.h>
+
+#include "test_utils.h"
+
+namespace mmtune::testing {
+namespace {
+
+ProcessResult mmtune(std::vector<std::string> args) {
+  args.insert(args.begin(), kMmtuneBin);
+  return run_process(args);
+}
+
+std::string config(const std::string& rel) { return std::string(kSourceDir) + "/configs/" + rel; }
+
+TEST(Cli, HelpListsEveryVerb) {
+  const auto r = mmtune({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* verb : {"train", "eval", "chat", "convert", "bench", "config", "version"}) {
+    EXPECT_NE(r.out.find(std::string("\n  ") + verb + " "), std::string::npos) << verb << " missing in\n" << r.out;
+  }
+}
+
+TEST(Cli, EveryVerbHelpHasAnExample) {
+  for (const char* verb : {"train", "eval", "chat", "convert", "bench", "config", "version"}) {
+    const auto r = mmtune({verb, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << verb;
+    EXPECT_NE(r.out.find("Example"), std::string::npos) << verb << ":\n" << r.out;
+  }
+}
+
+TEST(Cli, ConfigPrintShowsOverriddenValue) {
+  const auto r = mmtune({"config", "print", "--config", config("lavin/tiny.yaml"), "train.lr=1e-4"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  lr: 1e-4\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  family: mma\n"), std::string::npos);
+}
+
+TEST(Cli, UnknownOverrideExitsTwoNamingKeyAndSuggestion) {
+  const auto r = mmtune({"config", "print", "--config", config("lavin/tiny.yaml"), "train.lrr=1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(r.out.empty()) << "nothing printed on error, got:\n" << r.out;
+  EXPECT_NE(r.err.find("train.lrr"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("did you mean train.lr?"), std::string::npos) << r.err;
+}
+
+TEST(Cli, MissingConfigFileExitsTwo) {
+  const auto r = mmtune({"config", "validate", "--config", "/nonexistent/x.yaml"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("/nonexistent/x.yaml: config file not found"), std::string::npos) << r.err;
+}
+
+TEST(Cli, UsageErrorsExitTwo) {
+  EXPECT_EQ(mmtune({}).exit_code, 2);
+  EXPECT_EQ(mmtune({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(mmtune({"train"}).exit_code, 2);  // --config is required
+  EXPECT_EQ(mmtune({"bench", "fly", "--config", config("lavin/tiny.yaml")}).exit_code, 2);
+}
+
+TEST(Cli, VerbsNotBuiltYetSaySoAndExitTwoAfterCheckingTheConfig) {
+  const auto r = mmtune({"train", "--config", config("lavin/tiny.yaml")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("`mmtune train` is not built yet"), std::string::npos) << r.err;
+  // A bad config is reported first, as the real verb will.
+  const auto bad = mmtune({"train", "--config", config("lavin/tiny.yaml"), "adapter.mma.dim=-2"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("adapter.mma.dim"), std::string::npos) << bad.err;
+}
+
+TEST(Cli, ConfigKeysAndVersion) {
+  const auto keys = mmtune({"config", "keys"});
+  EXPECT_EQ(keys.exit_code, 0);
+  EXPECT_NE(keys.out.find("adapter.mma.clip_router_mode  (one of per_sample_cls | official_lnd_quirk"),
+            std::string::npos);
+  const auto v = mmtune({"version"});
+  EXPECT_EQ(v.exit_code, 0);
+  EXPECT_NE(v.out.find("torch 2."), std::string::npos) << v.out;
+  EXPECT_NE(v.out.find("gloo"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mmtune::testing
