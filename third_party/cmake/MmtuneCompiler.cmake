@@ -1,10 +1,12 @@
 # Compiler setup shared by every mmtune target: ccache, warnings, one place for flags.
 find_program(MMTUNE_CCACHE ccache)
 if(MMTUNE_CCACHE)
-  # ccache only hits with a precompiled header when these are sloppy; passing them through the
-  # launcher makes every build use them, whoever starts it.
+  # ccache only hits with a precompiled header when these are sloppy; BASEDIR makes paths inside
+  # the checkout relative, so a fresh clone elsewhere (CI) hits the same cache entries. Passing
+  # them through the launcher makes every build use them, whoever starts it.
   set(CMAKE_CXX_COMPILER_LAUNCHER ${CMAKE_COMMAND} -E env
-      CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime ${MMTUNE_CCACHE})
+      CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+      CCACHE_BASEDIR=${PROJECT_SOURCE_DIR} ${MMTUNE_CCACHE})
   message(STATUS "mmtune: ccache ${MMTUNE_CCACHE}")
 endif()
 

@@ -3,6 +3,8 @@
 
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
+#include <mmtune/config/run_dir.h>
+#include <mmtune/core/logging.h>
 
 #include <filesystem>
 #include <set>
@@ -60,6 +62,25 @@ TEST(ConfigPrint, SaveIntoAnUnwritablePlaceThrowsWithAHint) {
     EXPECT_NE(std::string(e.what()).find(blocker), std::string::npos);
     EXPECT_FALSE(e.hint().empty());
   }
+}
+
+TEST(RunDir, SavesTheConfigAndLogsIntoTheOutputDirectory) {
+  TempDir d;
+  RunConfig c = load(d.write("c.yaml", "model:\n  path: /m\ntrain:\n  lr: 1e-4\n"));
+  c.output_dir = d.path() + "/run";
+  log::init(log::Level::kInfo, 0, 1);
+  EXPECT_EQ(prepare_run_dir(c, 0), c.output_dir + "/mmtune.log");
+  log::close_file();
+  EXPECT_EQ(to_yaml(load(c.output_dir + "/config.yaml")), to_yaml(c));
+  EXPECT_NE(testing::read_text(c.output_dir + "/mmtune.log").find("[rank 0/1] [info] output directory"),
+            std::string::npos);
+  // Other ranks write no config, only their own log.
+  RunConfig other = c;
+  other.output_dir = d.path() + "/run1";
+  EXPECT_EQ(prepare_run_dir(other, 1), other.output_dir + "/mmtune.rank1.log");
+  log::close_file();
+  EXPECT_FALSE(std::filesystem::exists(other.output_dir + "/config.yaml"));
+  log::init(log::Level::kWarn, 0, 1);
 }
 
 TEST(ConfigKeys, ListsEveryKeyOnceIncludingEachFamily) {
