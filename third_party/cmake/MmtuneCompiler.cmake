@@ -2,11 +2,12 @@
 find_program(MMTUNE_CCACHE ccache)
 if(MMTUNE_CCACHE)
   # ccache only hits with a precompiled header when these are sloppy; BASEDIR makes paths inside
-  # the checkout relative, so a fresh clone elsewhere (CI) hits the same cache entries. Passing
-  # them through the launcher makes every build use them, whoever starts it.
+  # the checkout relative and NOHASHDIR keeps the build directory out of the hash (we compile with
+  # -g1), so a fresh clone elsewhere (CI) hits the same cache entries. Passing them through the
+  # launcher makes every build use them, whoever starts it.
   set(CMAKE_CXX_COMPILER_LAUNCHER ${CMAKE_COMMAND} -E env
       CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-      CCACHE_BASEDIR=${PROJECT_SOURCE_DIR} ${MMTUNE_CCACHE})
+      CCACHE_BASEDIR=${PROJECT_SOURCE_DIR} CCACHE_NOHASHDIR=true ${MMTUNE_CCACHE})
   message(STATUS "mmtune: ccache ${MMTUNE_CCACHE}")
 endif()
 
