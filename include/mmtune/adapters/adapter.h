@@ -1,0 +1,107 @@
+// The adapter hook interface: how an adapter family plugs into the frozen models without the
+// models knowing it (../shared/STYLE.md §11). Header-only: the model layer (mmtune_model) includes
+// this file and nothing else from adapters/, and never names a family.
+//
+// Two levels:
+//  - BlockAdapterImpl: per block (LLaMA decoder block or CLIP block). Residual-stream sites
+//    (block in, after the attention norm, after the MLP norm, block out) and additive deltas on the
+//    frozen projections (q k v o gate up down; CLIP's fc1/fc2 map to up/down). LaVIN's MM-adapter
+//    uses kPreAttn (+ kPreMlp), LoRA and MoLE use deltas.
+//  - DecoderAdapterImpl: per decoder. Attention-mask edits (LaVIN blocks column 0), a layer
+//    schedule (IAA runs an inserted block after chosen frozen layers), and per-workflow embedding /
+//    final norm / LM head overrides (IAA).
+// Per-forward state lives in ForwardContext, never in modules: cached router weights survive the
+// decode steps of one generation; MoLE's routing and aux losses are collected per forward.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace mmtune::adapters {
+
+/// Residual-stream sites inside one block, in execution order.
+enum class Site { kBlockIn, kPreAttn /* after the attention norm */, kPreMlp /* after the MLP norm */, kBlockOut };
+inline constexpr int kNumSites = 4;
+
+/// Frozen projections a family may add a delta to. CLIP: kO = out_proj, kUp = fc1, kDown = fc2.
+enum class Proj { kQ, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr int kNumProjs = 7;
+
+/// Shapes a family needs to build its per-block modules: in/out width of every projection (zero
+/// where a block has no such projection) and the residual width.
+struct BlockShape {
+  int64_t width = 0;                   // residual stream width (D, or the ViT width)
+  int64_t in[kNumProjs] = {};          // input width of each projection
+  int64_t out[kNumProjs] = {};         // output width of each projection
+};
+
+/// State of one forward pass (training) or of one generation (prefill + decode steps).
+struct ForwardContext {
+  int64_t layer = -1;    // index of the block running now (set by the model)
+  bool prefill = true;   // false while decoding with a KV cache
+  bool vision = false;   // true inside the vision tower, false inside the LLM
+  torch::Tensor modality;    // [B] int64: 1 image sample, 0 text-only (LaVIN's router input); optional
+  torch::Tensor image_mask;  // [B, T] bool: image-token positions (IAA / MoLE); optional
+  torch::Tensor valid_mask;  // [B, T] bool: non-padding positions of the current input; set by the model
+  /// Adapter state keyed by the adapter ("mma.llm.3.router"): survives decode steps, reset per sequence.
+  std::map<std::string, torch::Tensor> state;
+  /// Auxiliary losses added during the forward ("mole.balance"); the trainer weights and sums them.
+  std::vector<std::pair<std::string, torch::Tensor>> aux_losses;
+};
+
+/// A trainable module attached to one frozen block.
+class BlockAdapterImpl : public torch::nn::Module {
+ public:
+  ~BlockAdapterImpl() override = default;
+  virtual bool uses(Site) const { return false; }
+  virtual bool uses(Proj) const { return false; }
+  /// The new residual-stream value at `site`; `h` is [B, T, C].
+  virtual torch::Tensor at(Site site, torch::Tensor h, ForwardContext& ctx) { return h; }
+  /// An additive delta for frozen projection `p` given its input x [B, T, in] (result [B, T, out]),
+  /// or an undefined tensor for none.
+  virtual torch::Tensor delta(Proj p, const torch::Tensor& x, ForwardContext& ctx) { return {}; }
+  /// The parameters this adapter trains (default: all of its own).
+  virtual std::vector<torch::Tensor> adapter_parameters() { return parameters(); }
+  /// A disabled adapter is skipped: the block computes the base output exactly.
+  void set_enabled(bool on) { enabled_ = on; }
+  bool enabled() const { return enabled_; }
+
+ private:
+  bool enabled_ = true;
+};
+
+/// What a decoder-level adapter may run after a frozen layer (IAA's inserted layers): `run(h)`
+/// applies the frozen model's own block code to a block the adapter owns.
+struct ScheduledBlock {
+  std::shared_ptr<torch::nn::Module> block;  // a model::LlamaBlockImpl owned by the adapter
+  std::string cache_key;                     // its KV-cache slot ("iaa.mm.0")
+};
+
+/// A trainable module attached to a whole decoder (LLaMA).
+class DecoderAdapterImpl : public torch::nn::Module {
+ public:
+  ~DecoderAdapterImpl() override = default;
+  /// Edits the boolean attention mask [B, 1, T, S] (true = may attend) before the blocks run.
+  virtual void edit_attention_mask(torch::Tensor& mask, ForwardContext& ctx) {}
+  /// Blocks to run right after frozen layer `layer`, in order (empty: none).
+  virtual std::vector<ScheduledBlock> after_layer(int64_t layer, ForwardContext& ctx) { return {}; }
+  /// Overrides of the token embedding [V, D], final norm weight [D] and LM head [V, D]; undefined
+  /// tensors mean "use the frozen model's".
+  virtual torch::Tensor embedding_weight() { return {}; }
+  virtual torch::Tensor final_norm_weight() { return {}; }
+  virtual torch::Tensor head_weight() { return {}; }
+  virtual std::vector<torch::Tensor> adapter_parameters() { return parameters(); }
+  void set_enabled(bool on) { enabled_ = on; }
+  bool enabled() const { return enabled_; }
+
+ private:
+  bool enabled_ = true;
+};
+
+}  // namespace mmtune::adapters

@@ -1,0 +1,63 @@
+// Building blocks shared by the frozen models: projections and embeddings that allocate their
+// weights once, uninitialised, with the caller's TensorOptions (device incl. meta, dtype) — the
+// weights come from a checkpoint, so a 7B model is never built in fp32 and converted, and a meta
+// model costs no memory — plus RMSNorm and rotary position embeddings (HF rotate-half layout).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <mmtune/model/llama_config.h>
+
+namespace mmtune::model {
+
+/// y = x W^T (+ b). W: [out, in] (checkpoint key "weight"), b: [out] ("bias").
+class ProjectionImpl : public torch::nn::Module {
+ public:
+  ProjectionImpl(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+};
+TORCH_MODULE(Projection);
+
+/// Token embedding table. weight: [V, D].
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options);
+  /// ids [B, T] -> [B, T, D]; `table` overrides the weight (IAA workflows) when defined.
+  torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& table = {});
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
+/// LLaMA RMSNorm, computed in fp32 and cast back (as transformers does). weight: [D].
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps, const torch::TensorOptions& options);
+  /// `weight_override` replaces the weight when defined (IAA's per-workflow final norm).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight_override = {});
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+/// cos/sin tables for given positions: each [B, T, head_dim], in the activation dtype.
+struct RopeTables {
+  torch::Tensor cos, sin;
+};
+
+/// Rotary embeddings with HF's rotate-half layout; llama3 frequency scaling when configured.
+class Rope {
+ public:
+  Rope(const LlamaConfig& config, const torch::Device& device);
+  /// positions [B, T] int64 -> tables in `dtype` (computed in fp32).
+  RopeTables tables(const torch::Tensor& positions, torch::Dtype dtype) const;
+  const torch::Tensor& inv_freq() const { return inv_freq_; }
+
+ private:
+  torch::Tensor inv_freq_;  // [head_dim / 2] fp32
+};
+
+/// x * cos + rotate_half(x) * sin for x [B, heads, T, head_dim] and tables [B, T, head_dim].
+torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope);
+
+}  // namespace mmtune::model

@@ -1,0 +1,54 @@
+// Tokenizers behind one interface: SentencePiece `tokenizer.model` (LLaMA, LLaMA-2, Vicuna, the
+// llama2.c models) now; Llama-3's byte-level BPE `tokenizer.json` implements the same interface
+// later (IAA issue).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mmtune::model {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  /// Token ids of `text`, optionally with BOS in front / EOS at the end.
+  virtual std::vector<int64_t> encode(std::string_view text, bool add_bos, bool add_eos) const = 0;
+  /// Text of `ids`; BOS/EOS/pad and other control tokens are skipped; byte-fallback pieces
+  /// (<0xNN>) are reassembled into UTF-8.
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  /// The piece string of one id (for debugging and tests).
+  virtual std::string id_to_piece(int64_t id) const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t bos_id() const = 0;
+  virtual int64_t eos_id() const = 0;
+  /// The pad id: the model's pad piece if it has one, else 0 (LLaMA's <unk>, as LaVIN pads).
+  virtual int64_t pad_id() const = 0;
+};
+
+/// Incremental detokenizer for streaming: push one id at a time, get the new text that is final
+/// (a multi-byte UTF-8 character split over byte-fallback tokens is held back until complete;
+/// SentencePiece's leading-space handling matches decode() of the whole sequence).
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  /// Returns the text that this token completes (possibly empty).
+  std::string push(int64_t id);
+  /// Whatever is still held back (call at the end).
+  std::string flush();
+
+ private:
+  const Tokenizer& tok_;
+  std::vector<int64_t> ids_;
+  size_t emitted_ = 0;        // bytes of decode(ids_) already returned
+  std::string emitted_text_;  // those bytes
+};
+
+/// Loads `path`: a SentencePiece .model file (or a directory containing tokenizer.model).
+/// Throws mmtune::CheckpointError naming the file, with a hint (e.g. that tokenizer.json BPE
+/// arrives with the IAA issue).
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+}  // namespace mmtune::model

@@ -1,0 +1,75 @@
+#include <mmtune/model/layers.h>
+
+#include <cmath>
+
+namespace mmtune::model {
+
+namespace F = torch::nn::functional;
+
+ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool has_bias, const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({out, in}, options), /*requires_grad=*/false);
+  if (has_bias) bias = register_parameter("bias", torch::empty({out}, options), false);
+}
+
+torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) { return F::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options) {
+  weight = register_parameter("weight", torch::empty({vocab, dim}, options), false);
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids, const torch::Tensor& table) {
+  return torch::embedding(table.defined() ? table : weight, ids);
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, const torch::TensorOptions& options) : eps(eps_) {
+  weight = register_parameter("weight", torch::empty({dim}, options), false);
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x, const torch::Tensor& weight_override) {
+  const auto& w = weight_override.defined() ? weight_override : weight;
+  const torch::Tensor xf = x.to(torch::kFloat32);
+  const torch::Tensor normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return w * normed.to(x.scalar_type());
+}
+
+namespace {
+
+// Llama-3.1 scaling: long wavelengths divided by `factor`, short ones kept, a smooth blend between.
+torch::Tensor llama3_scale(torch::Tensor inv_freq, const RopeScaling& s) {
+  const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+  const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+  const torch::Tensor wavelen = 2 * M_PI / inv_freq;
+  torch::Tensor scaled = torch::where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq);
+  const torch::Tensor smooth =
+      (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  const torch::Tensor blended = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  const torch::Tensor medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen);
+  return torch::where(medium, blended, scaled);
+}
+
+}  // namespace
+
+Rope::Rope(const LlamaConfig& c, const torch::Device& device) {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  // inv_freq[i] = theta^(-2i / head_dim), i < head_dim / 2; computed like transformers (int64 arange
+  // cast to float) so the bits match.
+  torch::Tensor exponents = torch::arange(0, c.head_dim, 2, f32.dtype(torch::kInt64)).to(torch::kFloat32) /
+                            static_cast<double>(c.head_dim);
+  inv_freq_ = 1.0 / torch::pow(c.rope_theta, exponents);
+  if (c.rope_scaling.type == "llama3") inv_freq_ = llama3_scale(inv_freq_, c.rope_scaling);
+}
+
+RopeTables Rope::tables(const torch::Tensor& positions, torch::Dtype dtype) const {
+  // freqs [B, T, hd/2] = positions x inv_freq; emb = cat(freqs, freqs) -> [B, T, hd]
+  const torch::Tensor freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.to(positions.device());
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
+  const int64_t half = x.size(-1) / 2;
+  const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * rope.cos.unsqueeze(1) + rotated * rope.sin.unsqueeze(1);
+}
+
+}  // namespace mmtune::model

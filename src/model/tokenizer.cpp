@@ -1,0 +1,111 @@
+// SentencePiece tokenizer (LLaMA / LLaMA-2 / Vicuna / llama2.c vocabularies) and stream decoding.
+#include <mmtune/core/errors.h>
+#include <mmtune/model/tokenizer.h>
+
+#include <filesystem>
+
+#include <sentencepiece_processor.h>
+
+namespace mmtune::model {
+namespace {
+
+class SentencePieceTokenizer final : public Tokenizer {
+ public:
+  explicit SentencePieceTokenizer(const std::string& path) {
+    const auto status = sp_.Load(path);
+    if (!status.ok()) {
+      throw CheckpointError(path, "not a SentencePiece model: " + status.ToString(),
+                            "tokenizer.model must be the model's SentencePiece file");
+    }
+  }
+  std::vector<int64_t> encode(std::string_view text, bool add_bos, bool add_eos) const override {
+    std::vector<int> ids;
+    const auto status = sp_.Encode(std::string(text), &ids);
+    if (!status.ok()) throw Error("tokenizer failed to encode: " + status.ToString());
+    std::vector<int64_t> out;
+    out.reserve(ids.size() + 2);
+    if (add_bos && sp_.bos_id() >= 0) out.push_back(sp_.bos_id());
+    out.insert(out.end(), ids.begin(), ids.end());
+    if (add_eos && sp_.eos_id() >= 0) out.push_back(sp_.eos_id());
+    return out;
+  }
+  std::string decode(const std::vector<int64_t>& ids) const override {
+    std::vector<int> v;
+    v.reserve(ids.size());
+    for (int64_t id : ids) {
+      if (id >= 0 && id < sp_.GetPieceSize() && !sp_.IsControl(static_cast<int>(id))) v.push_back(static_cast<int>(id));
+    }
+    std::string text;
+    const auto status = sp_.Decode(v, &text);
+    if (!status.ok()) throw Error("tokenizer failed to decode: " + status.ToString());
+    return text;
+  }
+  std::string id_to_piece(int64_t id) const override {
+    if (id < 0 || id >= sp_.GetPieceSize()) return "";
+    return sp_.IdToPiece(static_cast<int>(id));
+  }
+  int64_t vocab_size() const override { return sp_.GetPieceSize(); }
+  int64_t bos_id() const override { return sp_.bos_id(); }
+  int64_t eos_id() const override { return sp_.eos_id(); }
+  int64_t pad_id() const override { return sp_.pad_id() >= 0 ? sp_.pad_id() : 0; }
+
+ private:
+  sentencepiece::SentencePieceProcessor sp_;
+};
+
+// Bytes at the end of `s` that start an incomplete UTF-8 sequence (0 if it ends complete).
+size_t incomplete_utf8_tail(const std::string& s) {
+  const size_t n = s.size();
+  for (size_t back = 1; back <= 4 && back <= n; ++back) {
+    const auto c = static_cast<unsigned char>(s[n - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead byte
+    const size_t need = (c & 0x80) == 0 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    return need > back ? back : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string StreamDecoder::push(int64_t id) {
+  ids_.push_back(id);
+  const std::string text = tok_.decode(ids_);
+  // Hold back a split UTF-8 character and a trailing U+FFFD (an unfinished byte-fallback sequence
+  // decodes to it until its last byte arrives).
+  size_t stable = text.size() - incomplete_utf8_tail(text);
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  while (stable >= kReplacement.size() && text.compare(stable - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
+    stable -= kReplacement.size();
+  // Nothing new yet, or (never seen with SentencePiece) earlier text changed: leave it to flush().
+  if (stable <= emitted_ || text.compare(0, emitted_, emitted_text_) != 0) return {};
+  std::string out = text.substr(emitted_, stable - emitted_);
+  emitted_text_ += out;
+  emitted_ = stable;
+  return out;
+}
+
+std::string StreamDecoder::flush() {
+  const std::string text = tok_.decode(ids_);
+  std::string out = text.size() > emitted_ ? text.substr(emitted_) : std::string();
+  emitted_text_ += out;
+  emitted_ = emitted_text_.size();
+  return out;
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::string file = path;
+  if (fs::is_directory(path)) {
+    if (fs::exists(fs::path(path) / "tokenizer.model")) file = (fs::path(path) / "tokenizer.model").string();
+    else if (fs::exists(fs::path(path) / "tokenizer.json")) file = (fs::path(path) / "tokenizer.json").string();
+    else throw CheckpointError(path, "no tokenizer.model in this directory", "pass the tokenizer file explicitly");
+  }
+  if (!fs::exists(file)) throw CheckpointError(file, "tokenizer file not found", "check model.tokenizer / --tokenizer");
+  if (fs::path(file).extension() == ".json") {
+    throw CheckpointError(file, "tokenizer.json (byte-level BPE, Llama-3) is not supported yet",
+                          "it arrives with the IAA issue; SentencePiece tokenizer.model files work");
+  }
+  return std::make_unique<SentencePieceTokenizer>(file);
+}
+
+}  // namespace mmtune::model

@@ -1,0 +1,89 @@
+#include <mmtune/core/errors.h>
+#include <mmtune/core/logging.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/model/weights.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+namespace mmtune::model {
+
+void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ckpt,
+                  const std::vector<std::string>& ignore,
+                  const std::function<std::string(const std::string&)>& checkpoint_name) {
+  std::vector<std::string> missing, shape_errors;  // shape_errors: wrong shape or dtype kind
+  std::set<std::string> used;
+  torch::NoGradGuard no_grad;
+  auto load_one = [&](const std::string& module_name, torch::Tensor& dst) {
+    const std::string name = checkpoint_name ? checkpoint_name(module_name) : module_name;
+    if (!ckpt.contains(name)) {
+      missing.push_back(name);
+      return;
+    }
+    used.insert(name);
+    const torch::Tensor src = ckpt.tensor(name);
+    if (dst.is_floating_point() != src.is_floating_point()) {
+      shape_errors.push_back(cat(name, " has dtype ", src.scalar_type(), " in the checkpoint, ", dst.scalar_type(),
+                                 " in the model"));
+      return;
+    }
+    if (src.sizes() != dst.sizes()) {
+      shape_errors.push_back(cat(name, " is ", src.sizes(), " in the checkpoint, ", dst.sizes(), " in the model"));
+      return;
+    }
+    dst.copy_(src);  // casts dtype, moves device
+  };
+  for (auto& p : module.named_parameters(/*recurse=*/true)) load_one(p.key(), p.value());
+  for (auto& b : module.named_buffers(/*recurse=*/true)) load_one(b.key(), b.value());
+  std::vector<std::string> unexpected;
+  for (const auto& name : ckpt.names()) {
+    if (!used.count(name) && std::find(ignore.begin(), ignore.end(), name) == ignore.end()) unexpected.push_back(name);
+  }
+  if (missing.empty() && unexpected.empty() && shape_errors.empty()) return;
+  auto list = [](const std::vector<std::string>& v) {
+    std::vector<std::string> head(v.begin(), v.begin() + std::min<size_t>(v.size(), 8));
+    return join(head, ", ") + (v.size() > 8 ? cat(", ... (", v.size(), " in all)") : "");
+  };
+  std::string msg = "checkpoint does not fit the model:";
+  if (!missing.empty()) msg += cat(" missing ", missing.size(), " [", list(missing), "];");
+  if (!unexpected.empty()) msg += cat(" unexpected ", unexpected.size(), " [", list(unexpected), "];");
+  if (!shape_errors.empty()) msg += cat(" wrong shape or dtype ", shape_errors.size(), " [", list(shape_errors), "];");
+  msg.pop_back();
+  throw CheckpointError(ckpt.path(), msg, "maybe config.json and the weights come from different models?");
+}
+
+LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const LlamaConfig config = LlamaConfig::from_hf(dir);
+  const auto ckpt = io::SafetensorsCheckpoint::open(dir);
+  LlamaDecoder model(config, options);
+  // transformers drops lm_head.weight from tied checkpoints, but some writers keep it
+  std::vector<std::string> ignore;
+  if (config.tie_word_embeddings) ignore.push_back("lm_head.weight");
+  load_weights(*model, ckpt, ignore);
+  model->eval();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log::info() << "loaded " << dir << " (" << config.describe() << ") in " << s << " s";
+  return model;
+}
+
+torch::TensorOptions model_options(const std::string& device, const std::string& dtype) {
+  torch::Dtype dt = torch::kFloat32;
+  if (dtype == "bf16") dt = torch::kBFloat16;
+  else if (dtype == "fp16") dt = torch::kFloat16;
+  else if (dtype != "fp32") throw UsageError("unknown dtype '" + dtype + "'", "use fp32, bf16 or fp16");
+  torch::Device dev(torch::kCPU);
+  try {
+    dev = torch::Device(device);
+  } catch (const c10::Error&) {
+    throw UsageError("unknown device '" + device + "'", "use cpu, cuda or cuda:N");
+  }
+  if (dev.is_cuda() && !torch::cuda::is_available()) {
+    throw UsageError("device '" + device + "' asked for, but no CUDA device is available here",
+                     "use device: cpu (or run on a machine with a GPU)");
+  }
+  return torch::TensorOptions().dtype(dt).device(dev);
+}
+
+}  // namespace mmtune::model
