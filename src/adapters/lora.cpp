@@ -2,6 +2,7 @@
 #include <mmtune/core/strings.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace mmtune::adapters {
 
@@ -42,8 +43,53 @@ void LoraConfig::validate(config::Problems& p, const std::string& path) const {
   }
 }
 
+Proj projection_from_name(const std::string& name) {
+  const auto& names = lora_projection_names();
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it == names.end()) throw Error("unknown projection '" + name + "'", "projections: " + join(names, ", "));
+  return static_cast<Proj>(it - names.begin());
+}
+
+const char* projection_name(Proj p) { return lora_projection_names()[static_cast<int>(p)].c_str(); }
+
+LoraBlockImpl::LoraBlockImpl(int64_t rank, double alpha, double dropout, const std::vector<std::string>& targets,
+                             const BlockShape& shape, const torch::Device& device)
+    : scale_(alpha / static_cast<double>(rank)), dropout_(dropout) {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  for (const auto& t : targets) {
+    const int p = static_cast<int>(projection_from_name(t));
+    TORCH_CHECK(shape.in[p] > 0, "this block has no '", t, "' projection");
+    targeted_[p] = true;
+    auto pair_module = register_module(t, std::make_shared<torch::nn::Module>());
+    // A: Kaiming-uniform with a = sqrt(5) (bound 1 / sqrt(in)), as nn.Linear and PEFT; B: zero,
+    // so a fresh adapter leaves the block unchanged.
+    const double bound = 1.0 / std::sqrt(static_cast<double>(shape.in[p]));
+    a_[p] = pair_module->register_parameter("lora_A", torch::empty({rank, shape.in[p]}, f32).uniform_(-bound, bound));
+    b_[p] = pair_module->register_parameter("lora_B", torch::zeros({shape.out[p], rank}, f32));
+  }
+}
+
+torch::Tensor LoraBlockImpl::delta(Proj p, const torch::Tensor& x, ForwardContext&) {
+  const int i = static_cast<int>(p);
+  torch::Tensor h = x.to(torch::kFloat32);
+  if (dropout_ > 0 && is_training()) h = torch::dropout(h, dropout_, /*train=*/true);
+  // [B, T, in] -> [B, T, r] -> [B, T, out]
+  return (torch::nn::functional::linear(torch::nn::functional::linear(h, a_[i]), b_[i]) * scale_).to(x.scalar_type());
+}
+
+std::pair<torch::Tensor, torch::Tensor> LoraBlockImpl::pair(Proj p) const {
+  return {a_[static_cast<int>(p)], b_[static_cast<int>(p)]};
+}
+
 FamilyEntry lora_family() {
-  return {"lora", "plain LoRA on chosen projections", [] { return std::make_unique<LoraConfig>(); }};
+  FamilyEntry e{"lora", "plain LoRA on chosen projections", [] { return std::make_unique<LoraConfig>(); }, {}};
+  e.make_llm_block = [](const config::FamilyConfig& options, const BlockShape& shape, int64_t layer, int64_t,
+                        const torch::Device& device) -> std::shared_ptr<BlockAdapterImpl> {
+    const auto& c = dynamic_cast<const LoraConfig&>(options);
+    if (!c.layers.empty() && std::find(c.layers.begin(), c.layers.end(), layer) == c.layers.end()) return nullptr;
+    return std::make_shared<LoraBlockImpl>(c.rank, c.alpha, c.dropout, c.targets, shape, device);
+  };
+  return e;
 }
 
 }  // namespace mmtune::adapters

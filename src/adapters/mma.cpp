@@ -31,7 +31,7 @@ void MmaConfig::validate(config::Problems& p, const std::string& path) const {
 
 FamilyEntry mma_family() {
   return {"mma", "LaVIN's routed mixture-of-modality adapters (LLM + ViT)",
-          [] { return std::make_unique<MmaConfig>(); }};
+          [] { return std::make_unique<MmaConfig>(); }, {}};
 }
 
 }  // namespace mmtune::adapters

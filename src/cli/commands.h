@@ -33,5 +33,6 @@ void add_convert_command(CLI::App& app, Action& action);
 void add_bench_command(CLI::App& app, Action& action);
 void add_config_command(CLI::App& app, Action& action);
 void add_version_command(CLI::App& app, Action& action);
+void add_generate_command(CLI::App& app, Action& action);
 
 }  // namespace mmtune::cli

@@ -30,6 +30,28 @@ void validate_lora_options(config::Problems& p, const std::string& path, int64_t
                            double dropout, const std::vector<std::string>& targets,
                            const std::string& targets_key);
 
+/// One LoRA pair per targeted projection of one block, under <proj>.lora_A / <proj>.lora_B
+/// (A: [r, in], B: [out, r]). delta(x) = (alpha / r) * dropout(x) A^T B^T, in fp32, cast to x's dtype.
+class LoraBlockImpl : public BlockAdapterImpl {
+ public:
+  LoraBlockImpl(int64_t rank, double alpha, double dropout, const std::vector<std::string>& targets,
+                const BlockShape& shape, const torch::Device& device);
+  bool uses(Proj p) const override { return targeted_[static_cast<int>(p)]; }
+  torch::Tensor delta(Proj p, const torch::Tensor& x, ForwardContext& ctx) override;
+  /// A [r, in] and B [out, r] of projection `p` (undefined if not targeted).
+  std::pair<torch::Tensor, torch::Tensor> pair(Proj p) const;
+
+ private:
+  double scale_, dropout_;
+  bool targeted_[kNumProjs] = {};
+  torch::Tensor a_[kNumProjs], b_[kNumProjs];
+};
+TORCH_MODULE(LoraBlock);
+
+/// Projection short name ("q", "gate", ...) <-> Proj.
+Proj projection_from_name(const std::string& name);
+const char* projection_name(Proj p);
+
 FamilyEntry lora_family();
 
 }  // namespace mmtune::adapters

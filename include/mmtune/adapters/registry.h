@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include <mmtune/adapters/adapter.h>
 #include <mmtune/config/schema.h>
 
 namespace mmtune::adapters {
@@ -20,6 +21,11 @@ struct FamilyEntry {
   std::string description;  // one line for `mmtune config keys` / errors
   /// The family's option struct with its defaults (validates its own `adapter.<name>` subtree).
   std::function<std::unique_ptr<config::FamilyConfig>()> make_config;
+  /// The adapter for LLM block `layer` of `num_layers` (nullptr: none on that layer). Parameters are
+  /// created in fp32 on `device` (trainable master weights). Empty for families without LLM blocks.
+  std::function<std::shared_ptr<BlockAdapterImpl>(const config::FamilyConfig& options, const BlockShape& shape,
+                                                  int64_t layer, int64_t num_layers, const torch::Device& device)>
+      make_llm_block;
 };
 
 class AdapterRegistry final : public config::FamilyCatalog {

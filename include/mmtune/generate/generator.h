@@ -1,0 +1,51 @@
+// Batched generation with a KV cache: prompts are left-padded into one batch, prefilled at once,
+// then decoded a token per step for the whole batch (greedy, or temperature / top-k / top-p with a
+// seed), each row stopping at EOS, a stop string or max_new_tokens. Frozen models run under
+// inference mode.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include <mmtune/adapters/adapter.h>
+#include <mmtune/model/llama.h>
+#include <mmtune/model/tokenizer.h>
+
+namespace mmtune::generate {
+
+struct SamplingOptions {
+  int64_t max_new_tokens = 64;
+  double temperature = 0.0;  // 0 = greedy (argmax)
+  double top_p = 1.0;
+  int64_t top_k = 0;         // 0 = off
+  double repetition_penalty = 1.0;
+  uint64_t seed = 1;
+  std::vector<std::string> stop;  // stop strings (the text is cut before them)
+  bool stop_at_eos = true;
+};
+
+struct Generation {
+  std::vector<int64_t> tokens;  // generated ids (EOS excluded)
+  std::string text;             // decoded, cut at a stop string
+  std::string finish_reason;    // "eos" | "stop" | "length"
+};
+
+/// Called with (row, text) as soon as text of that row is final (streaming).
+using StreamCallback = std::function<void(int64_t row, const std::string& text)>;
+
+/// Next-token ids [B] from logits [B, V]; `generated` [B, N] (ids so far, for the repetition
+/// penalty) may be undefined. Greedy when temperature == 0.
+torch::Tensor sample_next(torch::Tensor logits, const SamplingOptions& opt, torch::Generator& gen,
+                          const torch::Tensor& generated);
+
+/// Generates a continuation for every prompt (token ids, BOS included if wanted).
+/// Throws mmtune::UsageError when a prompt plus max_new_tokens exceeds the model's context.
+std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::Tokenizer& tokenizer,
+                                 const std::vector<std::vector<int64_t>>& prompts, const SamplingOptions& opt,
+                                 const StreamCallback& on_text = {}, adapters::ForwardContext* ctx = nullptr);
+
+}  // namespace mmtune::generate

@@ -1,0 +1,53 @@
+// mmtune generate --model DIR --prompt TEXT: plain completion with a frozen model, streamed.
+#include <mmtune/core/logging.h>
+#include <mmtune/generate/generator.h>
+#include <mmtune/model/tokenizer.h>
+#include <mmtune/model/weights.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "commands.h"
+
+namespace mmtune::cli {
+
+void add_generate_command(CLI::App& app, Action& action) {
+  struct Args {
+    std::string model, prompt, tokenizer, device = "cpu", dtype = "fp32";
+    generate::SamplingOptions sampling;
+    bool no_bos = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("generate", "Complete a text prompt with a frozen model (streamed)");
+  cmd->add_option("--model", args->model, "Hugging Face model directory (config.json + safetensors)")->required();
+  cmd->add_option("--prompt", args->prompt, "text to continue (empty: start from BOS alone)");
+  cmd->add_option("--tokenizer", args->tokenizer, "tokenizer.model; default: the one in --model");
+  cmd->add_option("--max-new-tokens", args->sampling.max_new_tokens, "tokens to generate at most")->check(CLI::PositiveNumber);
+  cmd->add_option("--temperature", args->sampling.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", args->sampling.top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-k", args->sampling.top_k, "0 = off")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--repetition-penalty", args->sampling.repetition_penalty, "1 = off");
+  cmd->add_option("--seed", args->sampling.seed, "sampling seed");
+  cmd->add_option("--stop", args->sampling.stop, "stop strings (repeatable)");
+  cmd->add_option("--device", args->device, "cpu | cuda | cuda:N");
+  cmd->add_option("--dtype", args->dtype, "fp32 | bf16 | fp16")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_flag("--no-bos", args->no_bos, "do not put BOS in front of the prompt");
+  cmd->footer("Example:\n  mmtune generate --model models/stories260K --prompt 'Once upon a time' --max-new-tokens 64\n"
+              "(llama2.c checkpoints: python scripts/convert_llama2c.py IN.bin --tokenizer TOK.model --out DIR)");
+  cmd->callback([&action, args] {
+    action = [args]() -> int {
+      const auto options = model::model_options(args->device, args->dtype);
+      auto tok = model::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
+      auto llm = model::load_llama(args->model, options);
+      const std::vector<int64_t> ids = tok->encode(args->prompt, !args->no_bos, false);
+      std::cout << args->prompt << std::flush;
+      const auto out = generate::generate(*llm, *tok, {ids}, args->sampling,
+                                          [](int64_t, const std::string& text) { std::cout << text << std::flush; });
+      std::cout << "\n";
+      log::debug() << "finished: " << out[0].finish_reason << ", " << out[0].tokens.size() << " tokens";
+      return 0;
+    };
+  });
+}
+
+}  // namespace mmtune::cli

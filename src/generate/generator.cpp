@@ -1,0 +1,140 @@
+#include <mmtune/core/errors.h>
+#include <mmtune/core/signals.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/generate/generator.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+
+namespace mmtune::generate {
+
+torch::Tensor sample_next(torch::Tensor logits, const SamplingOptions& opt, torch::Generator& gen,
+                          const torch::Tensor& generated) {
+  logits = logits.to(torch::kFloat32);  // [B, V]
+  if (opt.repetition_penalty != 1.0 && generated.defined() && generated.numel() > 0) {
+    // CTRL penalty on ids already generated: positive logits divided, negative multiplied
+    const torch::Tensor seen = logits.gather(1, generated);
+    const torch::Tensor penalised =
+        torch::where(seen > 0, seen / opt.repetition_penalty, seen * opt.repetition_penalty);
+    logits = logits.scatter(1, generated, penalised);
+  }
+  if (opt.temperature <= 0) return logits.argmax(-1);
+  logits = logits / opt.temperature;
+  if (opt.top_k > 0 && opt.top_k < logits.size(-1)) {
+    const torch::Tensor kth = std::get<0>(logits.topk(opt.top_k, -1)).narrow(-1, opt.top_k - 1, 1);
+    logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
+  }
+  if (opt.top_p < 1.0) {
+    // keep the smallest prefix of the sorted distribution whose mass reaches top_p
+    auto [sorted, order] = logits.sort(-1, /*descending=*/true);
+    const torch::Tensor cum = sorted.softmax(-1).cumsum(-1);
+    const torch::Tensor drop_sorted = (cum - sorted.softmax(-1)) > opt.top_p;  // mass before this token
+    const torch::Tensor drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
+    logits = logits.masked_fill(drop, -std::numeric_limits<float>::infinity());
+  }
+  return torch::multinomial(logits.softmax(-1), 1, /*replacement=*/false, gen).squeeze(-1);
+}
+
+namespace {
+
+// Left-pads prompts into ids [B, T] and a mask [B, T] (1 = real token).
+std::pair<torch::Tensor, torch::Tensor> left_pad(const std::vector<std::vector<int64_t>>& prompts, int64_t pad,
+                                                 const torch::Device& dev) {
+  int64_t T = 0;
+  for (const auto& p : prompts) T = std::max<int64_t>(T, p.size());
+  const int64_t B = prompts.size();
+  torch::Tensor ids = torch::full({B, T}, pad, torch::kLong);
+  torch::Tensor mask = torch::zeros({B, T}, torch::kLong);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = prompts[b].size();
+    if (n == 0) continue;
+    ids[b].narrow(0, T - n, n).copy_(torch::tensor(prompts[b], torch::kLong));
+    mask[b].narrow(0, T - n, n).fill_(1);
+  }
+  return {ids.to(dev), mask.to(dev)};
+}
+
+// Cuts `text` before the first stop string; true if one was found.
+bool cut_at_stop(std::string& text, const std::vector<std::string>& stops) {
+  size_t best = std::string::npos;
+  for (const auto& s : stops) {
+    if (!s.empty()) best = std::min(best, text.find(s));
+  }
+  if (best == std::string::npos) return false;
+  text.resize(best);
+  return true;
+}
+
+}  // namespace
+
+std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::Tokenizer& tok,
+                                 const std::vector<std::vector<int64_t>>& prompts, const SamplingOptions& opt,
+                                 const StreamCallback& on_text, adapters::ForwardContext* ctx_in) {
+  torch::InferenceMode guard;
+  const int64_t B = prompts.size();
+  std::vector<Generation> out(B);
+  if (B == 0) return out;
+  auto [ids, mask] = left_pad(prompts, tok.pad_id(), model.options().device());
+  const int64_t T = ids.size(1);
+  const int64_t limit = model.config().max_position_embeddings;
+  if (T + opt.max_new_tokens > limit) {
+    throw UsageError(cat("prompt of ", T, " tokens + ", opt.max_new_tokens, " new tokens exceeds the model's context of ",
+                         limit, " positions"), "shorten the prompt or lower max_new_tokens");
+  }
+  adapters::ForwardContext local_ctx;
+  adapters::ForwardContext& ctx = ctx_in ? *ctx_in : local_ctx;
+  model::KVCache cache = model.new_cache(B, T + opt.max_new_tokens);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
+  // Each row's stream decoder is primed with its prompt, so the text it returns is exactly what
+  // follows the prompt (SentencePiece drops a leading space only at the start of a sequence).
+  std::vector<model::StreamDecoder> streams(B, model::StreamDecoder(tok));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t id : prompts[b]) streams[b].push(id);
+  }
+  std::vector<bool> done(B, false);
+  torch::Tensor logits = model.forward({ids, {}, mask, {}}, &cache, ctx).select(1, T - 1);  // [B, V]
+  torch::Tensor generated;  // [B, N]
+  const torch::Tensor ones = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
+    throw_if_interrupted();
+    const torch::Tensor next = sample_next(logits, opt, gen, generated).to(torch::kLong);  // [B]
+    generated = generated.defined() ? torch::cat({generated, next.unsqueeze(1)}, 1) : next.unsqueeze(1);
+    const auto next_cpu = next.cpu();
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      const int64_t id = next_cpu[b].item<int64_t>();
+      if (opt.stop_at_eos && id == tok.eos_id()) {
+        done[b] = true;
+        out[b].finish_reason = "eos";
+        const std::string rest = streams[b].flush();
+        out[b].text += rest;
+        if (cut_at_stop(out[b].text, opt.stop)) out[b].finish_reason = "stop";
+        if (on_text && !rest.empty()) on_text(b, rest);
+        continue;
+      }
+      out[b].tokens.push_back(id);
+      const std::string piece = streams[b].push(id);
+      out[b].text += piece;
+      if (cut_at_stop(out[b].text, opt.stop)) {
+        done[b] = true;
+        out[b].finish_reason = "stop";
+      }
+      if (on_text && !piece.empty()) on_text(b, piece);
+    }
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; }) || step + 1 == opt.max_new_tokens) break;
+    logits = model.forward({next.unsqueeze(1), {}, ones, {}}, &cache, ctx).select(1, 0);
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    if (out[b].finish_reason.empty()) {
+      out[b].finish_reason = "length";
+      const std::string rest = streams[b].flush();
+      out[b].text += rest;
+      if (on_text && !rest.empty()) on_text(b, rest);
+      if (cut_at_stop(out[b].text, opt.stop)) out[b].finish_reason = "stop";
+    }
+  }
+  return out;
+}
+
+}  // namespace mmtune::generate
