@@ -16,13 +16,13 @@ std::string config(const std::string& rel) { return std::string(kSourceDir) + "/
 TEST(Cli, HelpListsEveryVerb) {
   const auto r = mmtune({"--help"});
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* verb : {"train", "eval", "chat", "convert", "bench", "config", "version"}) {
+  for (const char* verb : {"train", "eval", "chat", "generate", "convert", "bench", "config", "version"}) {
     EXPECT_NE(r.out.find(std::string("\n  ") + verb + " "), std::string::npos) << verb << " missing in\n" << r.out;
   }
 }
 
 TEST(Cli, EveryVerbHelpHasAnExample) {
-  for (const char* verb : {"train", "eval", "chat", "convert", "bench", "config", "version"}) {
+  for (const char* verb : {"train", "eval", "chat", "generate", "convert", "bench", "config", "version"}) {
     const auto r = mmtune({verb, "--help"});
     EXPECT_EQ(r.exit_code, 0) << verb;
     EXPECT_NE(r.out.find("Example"), std::string::npos) << verb << ":\n" << r.out;

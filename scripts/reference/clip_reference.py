@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Independent reference for mmtune's CLIP vision tower: transformers' CLIPVisionModel.
+
+  python scripts/reference/clip_reference.py --model DIR --out FILE.safetensors
+
+Writes pixels [2, 3, S, S] (seeded normal), every hidden state hidden_{k} [2, N, W] for
+k = 0..L (transformers' output_hidden_states: 0 = embeddings after pre_layrnorm), and the pooled
+output (post_layernorm of the CLS token), in fp32.
+"""
+import argparse
+
+import torch
+from safetensors.torch import save_file
+from transformers import CLIPVisionModel
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.manual_seed(3)
+    torch.set_num_threads(1)
+    model = CLIPVisionModel.from_pretrained(args.model, dtype=torch.float32).eval()
+    size = model.config.image_size
+    pixels = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        out = model(pixel_values=pixels, output_hidden_states=True)
+    tensors = {"pixels": pixels, "pooled": out.pooler_output.contiguous()}
+    for k, h in enumerate(out.hidden_states):
+        tensors[f"hidden_{k}"] = h.contiguous()
+    save_file(tensors, args.out)
+    print(f"{args.out}: {len(out.hidden_states)} hidden states of {tuple(out.hidden_states[0].shape)}")
+
+
+if __name__ == "__main__":
+    main()

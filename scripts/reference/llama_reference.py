@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Independent reference for mmtune's LLaMA parity tests: transformers' own LlamaForCausalLM.
+
+  python scripts/reference/llama_reference.py --model DIR --out FILE.safetensors [--new-tokens 32]
+
+Encodes a fixed set of prompts of different lengths with the model's SentencePiece tokenizer (BOS
+in front), left-pads them into one batch (pad id 0) and writes, in fp32:
+  input_ids [B, T] int64, attention_mask [B, T] int64, logits [B, T, V]   (one forward; positions are
+      the count of real tokens before each one, as transformers' generate() computes them)
+  generated [B, N] int64        transformers generate(), greedy, N new tokens, EOS not stopping
+  margins [B, N]                top-1 minus top-2 logit at each generated step (ties cannot decide)
+  nll_tokens, nll_sum           perplexity of the first prompt: token count and summed NLL (float64)
+"""
+import argparse
+
+import sentencepiece as spm
+import torch
+from safetensors.torch import save_file
+from transformers import GenerationConfig, LlamaForCausalLM
+
+PROMPTS = [
+    "Which figure of speech is used in this text?",
+    "The answer is",
+    "Options: (A) simile (B) metaphor\nResponse:",
+    "Grüße aus München, 水是液体 and more words about energy and force in a long sentence",
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    sp = spm.SentencePieceProcessor(model_file=f"{args.model}/tokenizer.model")
+    ids = [[1] + sp.encode(p) for p in PROMPTS]
+    T = max(len(x) for x in ids)
+    input_ids = torch.zeros(len(ids), T, dtype=torch.long)
+    mask = torch.zeros(len(ids), T, dtype=torch.long)
+    for b, x in enumerate(ids):
+        input_ids[b, T - len(x):] = torch.tensor(x)
+        mask[b, T - len(x):] = 1
+    model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model.generation_config.eos_token_id = None  # generate all N tokens; EOS is just another token here
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits.float()
+        gen = model.generate(input_ids=input_ids, attention_mask=mask,
+                             generation_config=GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens,
+                                                                min_new_tokens=0, eos_token_id=None, pad_token_id=0,
+                                                                output_scores=True, return_dict_in_generate=True))
+        scores = torch.stack(gen.scores, 1).float()  # [B, N, V]
+        top2 = scores.topk(2, -1).values
+        margins = top2[..., 0] - top2[..., 1]
+        first = torch.tensor([ids[0]])
+        lp = model(input_ids=first).logits.double().log_softmax(-1)[0, :-1]
+        nll = -lp.gather(-1, first[0, 1:, None]).sum()
+    save_file({"input_ids": input_ids, "attention_mask": mask, "logits": logits.contiguous(),
+               "generated": gen.sequences[:, T:].contiguous(), "margins": margins.contiguous(),
+               "nll_tokens": torch.tensor([first.shape[1] - 1]), "nll_sum": nll.reshape(1)}, args.out)
+    print(f"{args.out}: B={len(ids)} T={T} min margin {margins.min().item():.4g}")
+
+
+if __name__ == "__main__":
+    main()

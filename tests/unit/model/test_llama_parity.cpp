@@ -1,0 +1,159 @@
+// The frozen LLaMA decoder against transformers' LlamaForCausalLM (scripts/reference/llama_reference.py)
+// on the three tiny shapes: MHA + tied embeddings, GQA, llama3 rope scaling.
+#include <gtest/gtest.h>
+
+#include <mmtune/generate/generator.h>
+#include <mmtune/io/safetensors.h>
+#include <mmtune/model/tokenizer.h>
+#include <mmtune/model/weights.h>
+
+#include <filesystem>
+
+#include "test_utils.h"
+
+namespace mmtune::model {
+namespace {
+
+using mmtune::testing::TempDir;
+
+struct Reference {
+  std::shared_ptr<const io::SafetensorsFile> file;
+  torch::Tensor get(const std::string& name) const { return file->tensor(name).clone(); }
+};
+
+Reference run_reference(const std::string& model_dir, const TempDir& d) {
+  const std::string out = d.path() + "/ref.safetensors";
+  const auto r = testing::run_process({testing::kPython, std::string(testing::kSourceDir) + "/scripts/reference/llama_reference.py",
+                                       "--model", model_dir, "--out", out},
+                                      {}, std::chrono::seconds(120));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return {io::SafetensorsFile::open(out)};
+}
+
+class LlamaParity : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string dir() const { return std::string(testing::kTinyDir) + "/" + GetParam(); }
+};
+
+TEST_P(LlamaParity, LogitsMatchTransformersAtRealPositionsOfALeftPaddedBatch) {
+  TempDir d;
+  const Reference ref = run_reference(dir(), d);
+  auto model = load_llama(dir(), torch::kFloat32);
+  const torch::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask");
+  adapters::ForwardContext ctx;
+  torch::Tensor logits;
+  {
+    torch::InferenceMode guard;
+    logits = model->forward({ids, {}, mask, {}}, nullptr, ctx);  // [B, T, V]
+  }
+  const torch::Tensor real = mask.to(torch::kBool);
+  const torch::Tensor diff = (logits - ref.get("logits")).abs().amax(-1).masked_select(real);
+  EXPECT_LE(diff.max().item<double>(), 1e-4) << GetParam();
+  EXPECT_TRUE(torch::isfinite(logits).all().item<bool>()) << "padding rows must not turn into NaN";
+  std::cout << GetParam() << " logits max-abs diff " << diff.max().item<double>() << "\n";
+}
+
+TEST_P(LlamaParity, GreedyGenerationIsTokenIdenticalToTransformersGenerate) {
+  TempDir d;
+  const Reference ref = run_reference(dir(), d);
+  const torch::Tensor margins = ref.get("margins");
+  ASSERT_GT(margins.min().item<double>(), 1e-3) << "top-1 margins too small: a tie could decide";
+  auto model = load_llama(dir(), torch::kFloat32);
+  auto tok = load_tokenizer(dir());
+  const torch::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask"), expected = ref.get("generated");
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    const torch::Tensor row = ids[b].masked_select(mask[b].to(torch::kBool));
+    prompts.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+  }
+  generate::SamplingOptions opt;
+  opt.max_new_tokens = expected.size(1);
+  opt.stop_at_eos = false;
+  const auto out = generate::generate(*model, *tok, prompts, opt);
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    const auto& e = expected[b];
+    EXPECT_EQ(out[b].tokens, std::vector<int64_t>(e.data_ptr<int64_t>(), e.data_ptr<int64_t>() + e.numel()))
+        << GetParam() << " row " << b;
+  }
+}
+
+TEST_P(LlamaParity, PerplexityMatchesTransformers) {
+  TempDir d;
+  const Reference ref = run_reference(dir(), d);
+  auto model = load_llama(dir(), torch::kFloat32);
+  const torch::Tensor ids = ref.get("input_ids")[0].masked_select(ref.get("attention_mask")[0].to(torch::kBool));
+  adapters::ForwardContext ctx;
+  torch::InferenceMode guard;
+  const torch::Tensor lp = model->forward({ids.unsqueeze(0), {}, {}, {}}, nullptr, ctx)[0].to(torch::kFloat64).log_softmax(-1);
+  const int64_t n = ids.size(0) - 1;
+  const double nll = -lp.narrow(0, 0, n).gather(-1, ids.narrow(0, 1, n).unsqueeze(-1)).sum().item<double>();
+  EXPECT_EQ(ref.get("nll_tokens").item<int64_t>(), n);
+  const double expected = ref.get("nll_sum").item<double>();
+  EXPECT_NEAR(nll, expected, 1e-5 * std::abs(expected));
+  EXPECT_NEAR(std::exp(nll / n), std::exp(expected / n), 1e-5 * std::exp(expected / n));
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyShapes, LlamaParity, ::testing::Values("llama-mha-tied", "llama-gqa", "llama3-rope"));
+
+TEST(LlamaModel, MetaDeviceBuildsA7BShapeWithoutMemory) {
+  LlamaConfig c;  // defaults: LLaMA-7B
+  LlamaDecoder m(c, torch::TensorOptions().device(torch::kMeta).dtype(torch::kBFloat16));
+  int64_t n = 0;
+  for (const auto& p : m->parameters()) {
+    EXPECT_TRUE(p.is_meta());
+    n += p.numel();
+  }
+  EXPECT_EQ(n, 6738415616);  // LLaMA-7B
+}
+
+TEST(LlamaModel, CheckpointProblemsAreListedTogether) {
+  TempDir d;
+  const std::string src = std::string(testing::kTinyDir) + "/llama-gqa";
+  std::filesystem::copy_file(src + "/config.json", d.path() + "/config.json");
+  auto ckpt = io::SafetensorsCheckpoint::open(src);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& name : ckpt.names()) {
+    if (name == "model.norm.weight") continue;                                  // missing
+    torch::Tensor t = ckpt.tensor(name).clone();
+    if (name == "model.layers.0.mlp.up_proj.weight") t = t.narrow(0, 0, 8).clone();  // wrong shape
+    if (name == "model.layers.1.input_layernorm.weight") t = t.to(torch::kInt64);    // wrong dtype
+    tensors.emplace_back(name, t);
+  }
+  tensors.emplace_back("model.extra.weight", torch::zeros({2}));  // unexpected
+  io::save_safetensors(d.path() + "/model.safetensors", tensors);
+  try {
+    load_llama(d.path(), torch::kFloat32);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("missing 1 [model.norm.weight]"), std::string::npos) << m;
+    EXPECT_NE(m.find("unexpected 1 [model.extra.weight]"), std::string::npos) << m;
+    EXPECT_NE(m.find("model.layers.0.mlp.up_proj.weight is [8, 64] in the checkpoint, [176, 64] in the model"),
+              std::string::npos) << m;
+    EXPECT_NE(m.find("model.layers.1.input_layernorm.weight has dtype Long"), std::string::npos) << m;
+    EXPECT_NE(e.hint().find("different models"), std::string::npos);
+  }
+}
+
+TEST(LlamaConfig, ReadsBothRopeSpellingsAndRejectsNonsense) {
+  TempDir d;
+  const auto c5 = LlamaConfig::from_hf(std::string(testing::kTinyDir) + "/llama3-rope");
+  EXPECT_EQ(c5.rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(c5.rope_theta, 500000.0);
+  EXPECT_EQ(c5.num_kv_heads, 1);
+  const auto c4 = LlamaConfig::from_hf(d.write("c.json",
+      R"({"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+          "num_attention_heads": 2, "rope_theta": 5e5, "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+          "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})"));
+  EXPECT_EQ(c4.rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(c4.rope_theta, 5e5);
+  EXPECT_EQ(c4.num_kv_heads, 2);
+  EXPECT_THROW(LlamaConfig::from_hf(d.write("bad.json", R"({"vocab_size": 10})")), CheckpointError);
+  EXPECT_THROW(LlamaConfig::from_hf(d.write("heads.json",
+      R"({"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+          "num_attention_heads": 2, "num_key_value_heads": 3})")), CheckpointError);
+  EXPECT_THROW(LlamaConfig::from_hf(d.path() + "/nope"), CheckpointError);
+}
+
+}  // namespace
+}  // namespace mmtune::model
