@@ -4,6 +4,7 @@
 #include <mmtune/model/tokenizer.h>
 #include <mmtune/model/weights.h>
 
+#include <chrono>
 #include <filesystem>
 #include <iostream>
 
@@ -41,10 +42,13 @@ void add_generate_command(CLI::App& app, Action& action) {
       auto llm = model::load_llama(args->model, options);
       const std::vector<int64_t> ids = tok->encode(args->prompt, !args->no_bos, false);
       std::cout << args->prompt << std::flush;
+      const auto t0 = std::chrono::steady_clock::now();
       const auto out = generate::generate(*llm, *tok, {ids}, args->sampling,
                                           [](int64_t, const std::string& text) { std::cout << text << std::flush; });
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::cout << "\n";
-      log::debug() << "finished: " << out[0].finish_reason << ", " << out[0].tokens.size() << " tokens";
+      log::info() << "generated " << out[0].tokens.size() << " tokens (" << out[0].finish_reason << ") from a "
+                  << ids.size() << "-token prompt in " << s << " s: " << out[0].tokens.size() / s << " tok/s";
       return 0;
     };
   });

@@ -157,3 +157,27 @@ TEST(LlamaConfig, ReadsBothRopeSpellingsAndRejectsNonsense) {
 
 }  // namespace
 }  // namespace mmtune::model
+
+namespace mmtune::model {
+namespace {
+
+// bf16 on CPU runs the same code path: weights built directly in bf16, the same logits up to bf16
+// rounding, the same top-1 almost everywhere.
+TEST(LlamaModel, Bf16OnCpuRunsTheSamePath) {
+  const std::string dir = std::string(testing::kTinyDir) + "/llama-gqa";
+  auto f32 = load_llama(dir, torch::kFloat32);
+  auto bf16 = load_llama(dir, torch::kBFloat16);
+  for (const auto& p : bf16->parameters()) EXPECT_EQ(p.scalar_type(), torch::kBFloat16);
+  const torch::Tensor ids = torch::randint(3, 400, {2, 16});
+  adapters::ForwardContext ctx;
+  torch::InferenceMode guard;
+  const torch::Tensor a = f32->forward({ids, {}, {}, {}}, nullptr, ctx);
+  const torch::Tensor b = bf16->forward({ids, {}, {}, {}}, nullptr, ctx);
+  EXPECT_EQ(b.scalar_type(), torch::kBFloat16);
+  const double scale = a.abs().max().item<double>();
+  EXPECT_LT((a - b.to(torch::kFloat32)).abs().max().item<double>(), 0.1 * scale);
+  EXPECT_GE((a.argmax(-1) == b.argmax(-1)).to(torch::kFloat32).mean().item<double>(), 0.8);
+}
+
+}  // namespace
+}  // namespace mmtune::model
