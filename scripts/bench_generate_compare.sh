@@ -18,7 +18,7 @@ for model in build/tiny/llama-gqa build/bench-small; do
   for dtype in fp32 bf16; do
     log=$(mktemp)
     /usr/bin/time -f '%M' -o "$log.rss" "$bin" generate --model "$model" --prompt "Once upon a time" \
-      --max-new-tokens "$n" --dtype "$dtype" >/dev/null 2>"$log"
+      --max-new-tokens "$n" --dtype "$dtype" --ignore-eos >/dev/null 2>"$log"
     load=$(grep -o 'in [0-9.e-]* s$' "$log" | head -1 | awk '{print $2}')
     tps=$(grep -o '[0-9.]* tok/s' "$log" | awk '{print $1}')
     echo "{\"impl\": \"mmtune\", \"model\": \"$model\", \"dtype\": \"$dtype\", \"load_s\": $load, \"tok_per_s\": $tps, \"peak_rss_mb\": $(( $(cat "$log.rss") / 1024 ))}"

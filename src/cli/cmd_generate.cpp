@@ -17,6 +17,7 @@ void add_generate_command(CLI::App& app, Action& action) {
     std::string model, prompt, tokenizer, device = "cpu", dtype = "fp32";
     generate::SamplingOptions sampling;
     bool no_bos = false;
+    bool ignore_eos = false;
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("generate", "Complete a text prompt with a frozen model (streamed)");
@@ -33,6 +34,7 @@ void add_generate_command(CLI::App& app, Action& action) {
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N");
   cmd->add_option("--dtype", args->dtype, "fp32 | bf16 | fp16")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_flag("--no-bos", args->no_bos, "do not put BOS in front of the prompt");
+  cmd->add_flag("--ignore-eos", args->ignore_eos, "keep generating after EOS (benchmarks)");
   cmd->footer("Example:\n  mmtune generate --model models/stories260K --prompt 'Once upon a time' --max-new-tokens 64\n"
               "(llama2.c checkpoints: python scripts/convert_llama2c.py IN.bin --tokenizer TOK.model --out DIR)");
   cmd->callback([&action, args] {
@@ -41,6 +43,7 @@ void add_generate_command(CLI::App& app, Action& action) {
       auto tok = model::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
       auto llm = model::load_llama(args->model, options);
       const std::vector<int64_t> ids = tok->encode(args->prompt, !args->no_bos, false);
+      args->sampling.stop_at_eos = !args->ignore_eos;
       std::cout << args->prompt << std::flush;
       const auto t0 = std::chrono::steady_clock::now();
       const auto out = generate::generate(*llm, *tok, {ids}, args->sampling,
