@@ -20,7 +20,9 @@ torch::Tensor sample_next(torch::Tensor logits, const SamplingOptions& opt, torc
     logits = logits.scatter(1, generated, penalised);
   }
   if (opt.temperature <= 0) return logits.argmax(-1);
-  logits = logits / opt.temperature;
+  // Sampling runs on the CPU with the seeded CPU generator, whatever the model's device: [B, V] is
+  // small, and the same seed gives the same text on CPU and CUDA.
+  logits = logits.to(torch::kCPU) / opt.temperature;
   if (opt.top_k > 0 && opt.top_k < logits.size(-1)) {
     const torch::Tensor kth = std::get<0>(logits.topk(opt.top_k, -1)).narrow(-1, opt.top_k - 1, 1);
     logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
@@ -98,8 +100,8 @@ std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::To
   const torch::Tensor ones = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
     throw_if_interrupted();
-    const torch::Tensor next = sample_next(logits, opt, gen, generated).to(torch::kLong);  // [B]
-    generated = generated.defined() ? torch::cat({generated, next.unsqueeze(1)}, 1) : next.unsqueeze(1);
+    const torch::Tensor next = sample_next(logits, opt, gen, generated).to(ids.device(), torch::kLong);  // [B]
+    generated = generated.defined() ? torch::cat({generated, next.unsqueeze(1)}, 1) : next.unsqueeze(1);  // [B, N]
     const auto next_cpu = next.cpu();
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;

@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <mmtune/generate/generator.h>
+#include <mmtune/io/safetensors.h>
 #include <mmtune/model/tokenizer.h>
 #include <mmtune/model/weights.h>
 
 #include <filesystem>
+#include <functional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -134,6 +136,32 @@ TEST_F(Stories260K, BadCheckpointsExitOneWithANamedError) {
   r = run_process({kMmtuneBin, "generate", "--model", d.path() + "/pickle", "--max-new-tokens", "4"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("convert"), std::string::npos) << r.err;
+  // garbage header, a tensor of the wrong shape, a missing tensor: each named, each exit 1
+  auto variant = [&](const std::string& name, const std::function<void(const std::string&)>& write) {
+    std::filesystem::create_directories(d.path() + "/" + name);
+    std::filesystem::copy_file(model_dir() + "/config.json", d.path() + "/" + name + "/config.json");
+    std::filesystem::copy_file(model_dir() + "/tokenizer.model", d.path() + "/" + name + "/tokenizer.model");
+    write(d.path() + "/" + name + "/model.safetensors");
+    return run_process({kMmtuneBin, "generate", "--model", d.path() + "/" + name, "--max-new-tokens", "4"});
+  };
+  r = variant("garbage", [&](const std::string& p) { d.write(p.substr(d.path().size() + 1), std::string("\x10\0\0\0\0\0\0\0{not json at all", 24)); });
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("bad-header-json"), std::string::npos) << r.err;
+  const auto ckpt = io::SafetensorsCheckpoint::open(model_dir());
+  auto rewrite = [&](const std::string& p, const std::string& drop, const std::string& shrink) {
+    std::vector<std::pair<std::string, torch::Tensor>> ts;
+    for (const auto& n : ckpt.names()) {
+      if (n == drop) continue;
+      ts.emplace_back(n, n == shrink ? ckpt.tensor(n).narrow(0, 0, 2).clone() : ckpt.tensor(n).clone());
+    }
+    io::save_safetensors(p, ts);
+  };
+  r = variant("shape", [&](const std::string& p) { rewrite(p, "", "model.layers.0.mlp.up_proj.weight"); });
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("wrong shape or dtype 1 [model.layers.0.mlp.up_proj.weight is [2, 64]"), std::string::npos) << r.err;
+  r = variant("missing", [&](const std::string& p) { rewrite(p, "model.norm.weight", ""); });
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("missing 1 [model.norm.weight]"), std::string::npos) << r.err;
 }
 
 }  // namespace
