@@ -77,43 +77,24 @@ ClipBlockImpl::ClipBlockImpl(const ClipVisionConfig& c, const torch::TensorOptio
 }
 
 void ClipBlockImpl::attach(const std::string& family, std::shared_ptr<adapters::BlockAdapterImpl> adapter) {
-  if (!adapters_dict_) adapters_dict_ = register_module("adapters", torch::nn::ModuleDict());
-  TORCH_CHECK(!adapters_dict_->contains(family), "adapter family '", family, "' attached twice");
-  adapters_dict_->update({{family, adapter}});
-  adapters_.push_back(std::move(adapter));
-}
-
-torch::Tensor ClipBlockImpl::site(Site s, torch::Tensor h, ForwardContext& ctx) {
-  for (auto& a : adapters_) {
-    if (a->enabled() && a->uses(s)) h = a->at(s, h, ctx);
-  }
-  return h;
-}
-
-torch::Tensor ClipBlockImpl::proj(Proj p, Projection& w, const torch::Tensor& x, ForwardContext& ctx) {
-  torch::Tensor y = w->forward(x);
-  for (auto& a : adapters_) {
-    if (!a->enabled() || !a->uses(p)) continue;
-    if (torch::Tensor d = a->delta(p, x, ctx); d.defined()) y = y + d;
-  }
-  return y;
+  slots_.attach(*this, family, std::move(adapter));
 }
 
 torch::Tensor ClipBlockImpl::forward(const torch::Tensor& x, ForwardContext& ctx) {
   const int64_t B = x.size(0), N = x.size(1), W = x.size(2);
-  torch::Tensor h = site(Site::kBlockIn, x, ctx);
-  const torch::Tensor a = site(Site::kPreAttn, layer_norm1_->forward(h), ctx);
+  torch::Tensor h = slots_.site(Site::kBlockIn, x, ctx);
+  const torch::Tensor a = slots_.site(Site::kPreAttn, layer_norm1_->forward(h), ctx);
   // q, k, v [B, Hh, N, hd]; no mask: every token sees every token
   auto heads = [&](const torch::Tensor& t) { return t.view({B, N, heads_, head_dim_}).transpose(1, 2); };
-  const torch::Tensor o = at::scaled_dot_product_attention(heads(proj(Proj::kQ, q_proj_, a, ctx)),
-                                                           heads(proj(Proj::kK, k_proj_, a, ctx)),
-                                                           heads(proj(Proj::kV, v_proj_, a, ctx)));
-  h = h + proj(Proj::kO, out_proj_, o.transpose(1, 2).reshape({B, N, W}), ctx);
-  const torch::Tensor m = site(Site::kPreMlp, layer_norm2_->forward(h), ctx);
-  torch::Tensor u = proj(Proj::kUp, fc1_, m, ctx);
+  const torch::Tensor o = at::scaled_dot_product_attention(heads(slots_.proj(Proj::kQ, q_proj_, a, ctx)),
+                                                           heads(slots_.proj(Proj::kK, k_proj_, a, ctx)),
+                                                           heads(slots_.proj(Proj::kV, v_proj_, a, ctx)));
+  h = h + slots_.proj(Proj::kO, out_proj_, o.transpose(1, 2).reshape({B, N, W}), ctx);
+  const torch::Tensor m = slots_.site(Site::kPreMlp, layer_norm2_->forward(h), ctx);
+  torch::Tensor u = slots_.proj(Proj::kUp, fc1_, m, ctx);
   u = quick_gelu_ ? u * torch::sigmoid(1.702 * u) : F::gelu(u);
-  h = h + proj(Proj::kDown, fc2_, u, ctx);
-  return site(Site::kBlockOut, h, ctx);
+  h = h + slots_.proj(Proj::kDown, fc2_, u, ctx);
+  return slots_.site(Site::kBlockOut, h, ctx);
 }
 
 ClipVisionTransformerImpl::ClipVisionTransformerImpl(const ClipVisionConfig& c, const torch::TensorOptions& o)

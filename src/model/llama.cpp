@@ -1,7 +1,6 @@
 #include <mmtune/core/strings.h>
 #include <mmtune/model/llama.h>
 
-#include <stdexcept>
 
 namespace mmtune::model {
 
@@ -34,39 +33,16 @@ LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& c, const torch::TensorOptions&
 }
 
 void LlamaBlockImpl::attach(const std::string& family, std::shared_ptr<adapters::BlockAdapterImpl> adapter) {
-  if (!adapters_dict_) adapters_dict_ = register_module("adapters", torch::nn::ModuleDict());
-  if (adapters_dict_->contains(family)) throw std::invalid_argument("adapter family '" + family + "' attached twice");
-  adapters_dict_->update({{family, adapter}});
-  adapters_.push_back(adapter);
-  for (int s = 0; s < adapters::kNumSites; ++s) site_used_[s] |= adapter->uses(static_cast<Site>(s));
-  for (int p = 0; p < adapters::kNumProjs; ++p) proj_used_[p] |= adapter->uses(static_cast<Proj>(p));
-}
-
-torch::Tensor LlamaBlockImpl::site(Site s, torch::Tensor h, ForwardContext& ctx) {
-  if (!site_used_[static_cast<int>(s)]) return h;
-  for (auto& a : adapters_) {
-    if (a->enabled() && a->uses(s)) h = a->at(s, h, ctx);
-  }
-  return h;
-}
-
-torch::Tensor LlamaBlockImpl::proj(Proj p, Projection& w, const torch::Tensor& x, ForwardContext& ctx) {
-  torch::Tensor y = w->forward(x);
-  if (!proj_used_[static_cast<int>(p)]) return y;
-  for (auto& a : adapters_) {
-    if (!a->enabled() || !a->uses(p)) continue;
-    if (torch::Tensor d = a->delta(p, x, ctx); d.defined()) y = y + d;
-  }
-  return y;
+  slots_.attach(*this, family, std::move(adapter));
 }
 
 torch::Tensor LlamaBlockImpl::attention(const torch::Tensor& a, const BlockInputs& in, LayerCache* cache,
                                         ForwardContext& ctx) {
   const int64_t B = a.size(0), T = a.size(1);
   // q [B, H, T, hd]; k, v [B, Hkv, T, hd]
-  torch::Tensor q = proj(Proj::kQ, q_proj_, a, ctx).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
-  torch::Tensor k = proj(Proj::kK, k_proj_, a, ctx).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
-  torch::Tensor v = proj(Proj::kV, v_proj_, a, ctx).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor q = slots_.proj(Proj::kQ, q_proj_, a, ctx).view({B, T, n_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor k = slots_.proj(Proj::kK, k_proj_, a, ctx).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
+  torch::Tensor v = slots_.proj(Proj::kV, v_proj_, a, ctx).view({B, T, n_kv_heads_, head_dim_}).transpose(1, 2);
   q = apply_rope(q, in.rope);
   k = apply_rope(k, in.rope);
   if (cache) {
@@ -79,19 +55,19 @@ torch::Tensor LlamaBlockImpl::attention(const torch::Tensor& a, const BlockInput
   // o [B, H, T, hd] -> [B, T, H * hd]
   const torch::Tensor o = at::scaled_dot_product_attention(q, k, v, in.mask, 0.0, false, std::nullopt,
                                                            /*enable_gqa=*/n_kv_heads_ != n_heads_);
-  return proj(Proj::kO, o_proj_, o.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}), ctx);
+  return slots_.proj(Proj::kO, o_proj_, o.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}), ctx);
 }
 
 torch::Tensor LlamaBlockImpl::forward(const torch::Tensor& x, const BlockInputs& in, LayerCache* cache,
                                       ForwardContext& ctx) {
-  torch::Tensor h = site(Site::kBlockIn, x, ctx);
-  const torch::Tensor a = site(Site::kPreAttn, input_layernorm_->forward(h), ctx);
+  torch::Tensor h = slots_.site(Site::kBlockIn, x, ctx);
+  const torch::Tensor a = slots_.site(Site::kPreAttn, input_layernorm_->forward(h), ctx);
   h = h + attention(a, in, cache, ctx);
-  const torch::Tensor m = site(Site::kPreMlp, post_attention_layernorm_->forward(h), ctx);
-  const torch::Tensor g = proj(Proj::kGate, gate_proj_, m, ctx);
-  const torch::Tensor u = proj(Proj::kUp, up_proj_, m, ctx);
-  h = h + proj(Proj::kDown, down_proj_, torch::silu(g) * u, ctx);
-  return site(Site::kBlockOut, h, ctx);
+  const torch::Tensor m = slots_.site(Site::kPreMlp, post_attention_layernorm_->forward(h), ctx);
+  const torch::Tensor g = slots_.proj(Proj::kGate, gate_proj_, m, ctx);
+  const torch::Tensor u = slots_.proj(Proj::kUp, up_proj_, m, ctx);
+  h = h + slots_.proj(Proj::kDown, down_proj_, torch::silu(g) * u, ctx);
+  return slots_.site(Site::kBlockOut, h, ctx);
 }
 
 // -------------------------------------------------------------------------------------- decoder

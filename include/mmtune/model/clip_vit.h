@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include <mmtune/adapters/adapter.h>
+#include <mmtune/model/adapter_slots.h>
 #include <mmtune/model/layers.h>
 
 namespace mmtune::model {
@@ -52,18 +53,14 @@ class ClipBlockImpl : public torch::nn::Module {
   /// x [B, N, W] -> [B, N, W]
   torch::Tensor forward(const torch::Tensor& x, adapters::ForwardContext& ctx);
   void attach(const std::string& family, std::shared_ptr<adapters::BlockAdapterImpl> adapter);
-  std::vector<std::shared_ptr<adapters::BlockAdapterImpl>> block_adapters() const { return adapters_; }
+  const std::vector<std::shared_ptr<adapters::BlockAdapterImpl>>& block_adapters() const { return slots_.adapters(); }
 
  private:
-  torch::Tensor site(adapters::Site s, torch::Tensor h, adapters::ForwardContext& ctx);
-  torch::Tensor proj(adapters::Proj p, Projection& w, const torch::Tensor& x, adapters::ForwardContext& ctx);
-
   int64_t heads_, head_dim_;
   bool quick_gelu_;
   Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, out_proj_{nullptr}, fc1_{nullptr}, fc2_{nullptr};
   LayerNorm layer_norm1_{nullptr}, layer_norm2_{nullptr};
-  torch::nn::ModuleDict adapters_dict_{nullptr};
-  std::vector<std::shared_ptr<adapters::BlockAdapterImpl>> adapters_;
+  AdapterSlots slots_;
 };
 TORCH_MODULE(ClipBlock);
 

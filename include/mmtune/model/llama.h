@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include <mmtune/adapters/adapter.h>
+#include <mmtune/model/adapter_slots.h>
 #include <mmtune/model/kv_cache.h>
 #include <mmtune/model/layers.h>
 #include <mmtune/model/llama_config.h>
@@ -37,11 +38,9 @@ class LlamaBlockImpl : public torch::nn::Module {
                         adapters::ForwardContext& ctx);
   /// Attaches a family's adapter under adapters.<family>. Throws if that family is already attached.
   void attach(const std::string& family, std::shared_ptr<adapters::BlockAdapterImpl> adapter);
-  std::vector<std::shared_ptr<adapters::BlockAdapterImpl>> block_adapters() const { return adapters_; }
+  const std::vector<std::shared_ptr<adapters::BlockAdapterImpl>>& block_adapters() const { return slots_.adapters(); }
 
  private:
-  torch::Tensor site(adapters::Site s, torch::Tensor h, adapters::ForwardContext& ctx);
-  torch::Tensor proj(adapters::Proj p, Projection& w, const torch::Tensor& x, adapters::ForwardContext& ctx);
   torch::Tensor attention(const torch::Tensor& a, const BlockInputs& in, LayerCache* cache,
                           adapters::ForwardContext& ctx);
 
@@ -49,10 +48,7 @@ class LlamaBlockImpl : public torch::nn::Module {
   Projection q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
   Projection gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
   RMSNorm input_layernorm_{nullptr}, post_attention_layernorm_{nullptr};
-  torch::nn::ModuleDict adapters_dict_{nullptr};
-  std::vector<std::shared_ptr<adapters::BlockAdapterImpl>> adapters_;
-  bool site_used_[adapters::kNumSites] = {};
-  bool proj_used_[adapters::kNumProjs] = {};
+  AdapterSlots slots_;
 };
 TORCH_MODULE(LlamaBlock);
 
