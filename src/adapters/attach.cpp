@@ -3,26 +3,76 @@
 
 namespace mmtune::adapters {
 
+namespace {
+
+const FamilyEntry* family_entry(const config::AdapterConfig& adapter, const AdapterRegistry& registry,
+                                const config::FamilyConfig** options) {
+  if (adapter.family == "none") return nullptr;
+  const FamilyEntry* entry = registry.find(adapter.family);
+  if (!entry) throw Error("unknown adapter family '" + adapter.family + "'", "mmtune config keys lists the families");
+  auto it = adapter.options.find(adapter.family);
+  if (it == adapter.options.end()) throw Error("no options for adapter family '" + adapter.family + "'");
+  *options = it->second.get();
+  return entry;
+}
+
+std::vector<torch::Tensor> collect(const std::shared_ptr<torch::nn::Module>& m, std::vector<torch::Tensor>& out) {
+  for (auto& p : m->parameters()) {
+    p.requires_grad_(true);
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<torch::Tensor> attach_to_llama(model::LlamaDecoderImpl& model, const config::AdapterConfig& adapter,
                                            const AdapterRegistry& registry) {
   for (auto& p : model.parameters()) p.requires_grad_(false);
-  if (adapter.family == "none") return {};
-  const FamilyEntry* entry = registry.find(adapter.family);
-  if (!entry) throw Error("unknown adapter family '" + adapter.family + "'", "mmtune config keys lists the families");
-  if (!entry->make_llm_block) throw Error("adapter family '" + adapter.family + "' has no LLM block adapters yet");
-  auto it = adapter.options.find(adapter.family);
-  if (it == adapter.options.end()) throw Error("no options for adapter family '" + adapter.family + "'");
+  const config::FamilyConfig* options = nullptr;
+  const FamilyEntry* entry = family_entry(adapter, registry, &options);
   std::vector<torch::Tensor> trainable;
+  if (!entry) return trainable;
+  if (!entry->make_llm_block) throw Error("adapter family '" + adapter.family + "' has no LLM block adapters yet");
   const int64_t n = model.config().num_layers;
   for (int64_t layer = 0; layer < n; ++layer) {
-    auto block = entry->make_llm_block(*it->second, model.block_shape(), layer, n, model.options().device());
+    auto block = entry->make_llm_block(*options, model.block_shape(), layer, n, model.options().device());
     if (!block) continue;
-    for (auto& p : block->adapter_parameters()) {
-      p.requires_grad_(true);
-      trainable.push_back(p);
-    }
+    collect(block, trainable);
     model.attach_block_adapter(layer, adapter.family, block);
   }
+  return trainable;
+}
+
+std::vector<torch::Tensor> attach_to_vision(model::ClipVisionTransformerImpl& vit, const config::AdapterConfig& adapter,
+                                            const AdapterRegistry& registry) {
+  for (auto& p : vit.parameters()) p.requires_grad_(false);
+  const config::FamilyConfig* options = nullptr;
+  const FamilyEntry* entry = family_entry(adapter, registry, &options);
+  std::vector<torch::Tensor> trainable;
+  if (!entry || !entry->make_vision_block) return trainable;
+  const int64_t n = vit.config().num_layers;
+  const auto device = vit.parameters().empty() ? torch::Device(torch::kCPU) : vit.parameters().front().device();
+  for (int64_t layer = 0; layer < n; ++layer) {
+    auto block = entry->make_vision_block(*options, vit.block_shape(), layer, n, device);
+    if (!block) continue;
+    collect(block, trainable);
+    vit.attach_block_adapter(layer, adapter.family, block);
+  }
+  return trainable;
+}
+
+std::vector<torch::Tensor> attach_decoder(model::LlamaDecoderImpl& model, const config::AdapterConfig& adapter,
+                                          int64_t vision_width, int64_t projector_hidden, const AdapterRegistry& registry) {
+  const config::FamilyConfig* options = nullptr;
+  const FamilyEntry* entry = family_entry(adapter, registry, &options);
+  std::vector<torch::Tensor> trainable;
+  if (!entry || !entry->make_decoder) return trainable;
+  auto d = entry->make_decoder(*options, model.config().hidden_size, vision_width, projector_hidden,
+                               model.options().device());
+  if (!d) return trainable;
+  collect(d, trainable);
+  model.attach_decoder_adapter(adapter.family, d);
   return trainable;
 }
 

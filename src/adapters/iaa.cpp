@@ -40,7 +40,7 @@ void IaaConfig::validate(config::Problems& p, const std::string& path) const {
 
 FamilyEntry iaa_family() {
   return {"iaa", "inner-adaptor layers interleaved into a frozen LLM, one workflow per adapter",
-          [] { return std::make_unique<IaaConfig>(); }, {}};
+          [] { return std::make_unique<IaaConfig>(); }, {}, {}, {}};
 }
 
 }  // namespace mmtune::adapters

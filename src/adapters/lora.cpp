@@ -82,7 +82,7 @@ std::pair<torch::Tensor, torch::Tensor> LoraBlockImpl::pair(Proj p) const {
 }
 
 FamilyEntry lora_family() {
-  FamilyEntry e{"lora", "plain LoRA on chosen projections", [] { return std::make_unique<LoraConfig>(); }, {}};
+  FamilyEntry e{"lora", "plain LoRA on chosen projections", [] { return std::make_unique<LoraConfig>(); }, {}, {}, {}};
   e.make_llm_block = [](const config::FamilyConfig& options, const BlockShape& shape, int64_t layer, int64_t,
                         const torch::Device& device) -> std::shared_ptr<BlockAdapterImpl> {
     const auto& c = dynamic_cast<const LoraConfig&>(options);

@@ -1,6 +1,8 @@
 #include <mmtune/adapters/mma.h>
 #include <mmtune/core/strings.h>
 
+#include <cmath>
+
 namespace mmtune::adapters {
 namespace {
 const std::vector<std::string> kLlmPlacement{"attn", "block"};
@@ -29,9 +31,121 @@ void MmaConfig::validate(config::Problems& p, const std::string& path) const {
   if (rope_decode_offset != 0 && rope_decode_offset != 1) p.add(path + ".rope_decode_offset", "must be 0 or 1");
 }
 
+namespace {
+
+torch::Tensor xavier(std::vector<int64_t> shape, int64_t fan_in, int64_t fan_out, const torch::TensorOptions& o) {
+  const double bound = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
+  return torch::empty(shape, o).uniform_(-bound, bound);
+}
+
+}  // namespace
+
+MmaAdapterImpl::MmaAdapterImpl(int64_t C, const MmaConfig& c, bool vision, std::string key, const torch::Device& device)
+    : cfg_(c),
+      vision_(vision),
+      before_mlp_(vision ? c.vision_placement == "router_block" : c.llm_placement == "block"),
+      key_(std::move(key)) {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  const int64_t h = c.dim;
+  // down: Xavier-uniform, zero bias; ups: zero (a fresh adapter is the identity); router: nn.Linear's default
+  auto conv_a = register_module("conv_A", std::make_shared<torch::nn::Module>());
+  a_w_ = conv_a->register_parameter("weight", xavier({h, C, 1}, C, h, f32));
+  a_b_ = conv_a->register_parameter("bias", torch::zeros({h}, f32));
+  auto conv_b = register_module("conv_B", std::make_shared<torch::nn::Module>());
+  b_w_ = conv_b->register_parameter("weight", torch::zeros({C, h / 2, 1}, f32));
+  b_b_ = conv_b->register_parameter("bias", torch::zeros({C}, f32));
+  auto conv_d = register_module("conv_D", std::make_shared<torch::nn::Module>());
+  d_w_ = conv_d->register_parameter("weight", torch::zeros({C, h / 2, 1}, f32));
+  d_b_ = conv_d->register_parameter("bias", torch::zeros({C}, f32));
+  auto router = register_module("expert_weights", std::make_shared<torch::nn::Module>());
+  const double bound = 1.0 / std::sqrt(static_cast<double>(C));
+  r_w_ = router->register_parameter("weight", torch::empty({2, C}, f32).uniform_(-bound, bound));
+  r_b_ = router->register_parameter("bias", torch::empty({2}, f32).uniform_(-bound, bound));
+}
+
+torch::Tensor MmaAdapterImpl::route(const torch::Tensor& x) const {
+  namespace F = torch::nn::functional;
+  if (vision_ && cfg_.clip_router_mode == "official_lnd_quirk") {
+    // LaVIN's CLIP runs tokens-first and indexes x[:, 0]: the token sequence of the batch's first
+    // image, one routing pair per token position, applied to every sample. [1, T, 2]
+    return (F::linear(x[0].to(torch::kFloat32), r_w_, r_b_) / cfg_.temperature).softmax(-1).unsqueeze(0);
+  }
+  // per sample, from token 0 (the modality token in the LLM, CLS in the ViT): [B, 1, 2]
+  return (F::linear(x.select(1, 0).to(torch::kFloat32), r_w_, r_b_) / cfg_.temperature).softmax(-1).unsqueeze(1);
+}
+
+torch::Tensor MmaAdapterImpl::up(const torch::Tensor& hid, const torch::Tensor& w, const torch::Tensor& b) const {
+  // grouped 1x1 conv, groups = 2: output half g reads hidden half g. hid [B, T, h] -> [B, T, C]
+  const int64_t C = w.size(0), hh = w.size(1);
+  const torch::Tensor w2 = w.squeeze(-1);  // [C, h/2]
+  const torch::Tensor lo = torch::nn::functional::linear(hid.narrow(-1, 0, hh), w2.narrow(0, 0, C / 2));
+  const torch::Tensor hi = torch::nn::functional::linear(hid.narrow(-1, hh, hh), w2.narrow(0, C / 2, C - C / 2));
+  return torch::cat({lo, hi}, -1) + b;
+}
+
+torch::Tensor MmaAdapterImpl::at(Site site, torch::Tensor x, ForwardContext& ctx) {
+  // LLM routing is computed in the first pass over a sequence and reused by the decode steps
+  const std::string key = key_ + (site == Site::kPreMlp ? ".mlp" : ".attn");
+  torch::Tensor w;
+  if (!vision_ && !ctx.prefill) {
+    auto it = ctx.state.find(key);
+    TORCH_CHECK(it != ctx.state.end(), "MM-adapter routing weights missing at a decode step (", key, ")");
+    w = it->second;
+  } else {
+    w = route(x);
+    if (!vision_) ctx.state[key] = w;
+  }
+  const torch::Tensor xf = x.to(torch::kFloat32);
+  torch::Tensor hid = torch::nn::functional::linear(xf, a_w_.squeeze(-1), a_b_);  // [B, T, h], no activation
+  if (cfg_.dropout > 0 && is_training()) hid = torch::dropout(hid, cfg_.dropout, true);
+  const torch::Tensor mix = w.narrow(-1, 0, 1) * up(hid, b_w_, b_b_) + w.narrow(-1, 1, 1) * up(hid, d_w_, d_b_);
+  return (xf + cfg_.scale * mix).to(x.scalar_type());
+}
+
+MmaDecoderAdapterImpl::MmaDecoderAdapterImpl(int64_t D, int64_t Cv, int64_t hidden, const torch::Device& device) {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  auto proj = register_module("adapter_proj", std::make_shared<torch::nn::Module>());
+  if (Cv > 0) {
+    auto a = proj->register_module("conv_A", std::make_shared<torch::nn::Module>());
+    neck_a_w_ = a->register_parameter("weight", xavier({hidden, Cv}, Cv, hidden, f32));
+    neck_a_b_ = a->register_parameter("bias", torch::zeros({hidden}, f32));
+    auto b = proj->register_module("conv_B", std::make_shared<torch::nn::Module>());
+    neck_b_w_ = b->register_parameter("weight", xavier({D, hidden}, hidden, D, f32));
+    neck_b_b_ = b->register_parameter("bias", torch::zeros({D}, f32));
+  }
+  auto emb = register_module("adapter_modality_embedding", std::make_shared<torch::nn::Module>());
+  modality_ = emb->register_parameter("weight", torch::empty({2, D}, f32).normal_());
+}
+
+torch::Tensor MmaDecoderAdapterImpl::neck(const torch::Tensor& feats) const {
+  namespace F = torch::nn::functional;
+  TORCH_CHECK(neck_a_w_.defined(), "this MMA model has no vision tower");
+  return F::linear(torch::silu(F::linear(feats.to(torch::kFloat32), neck_a_w_, neck_a_b_)), neck_b_w_, neck_b_b_);
+}
+
+torch::Tensor MmaDecoderAdapterImpl::modality_embedding(const torch::Tensor& modality) const {
+  return torch::embedding(modality_, modality).unsqueeze(1);
+}
+
 FamilyEntry mma_family() {
-  return {"mma", "LaVIN's routed mixture-of-modality adapters (LLM + ViT)",
-          [] { return std::make_unique<MmaConfig>(); }, {}};
+  FamilyEntry e{"mma", "LaVIN's routed mixture-of-modality adapters (LLM + ViT)",
+                [] { return std::make_unique<MmaConfig>(); }, {}, {}, {}};
+  e.make_llm_block = [](const config::FamilyConfig& o, const BlockShape& s, int64_t layer, int64_t,
+                        const torch::Device& dev) -> std::shared_ptr<BlockAdapterImpl> {
+    return std::make_shared<MmaAdapterImpl>(s.width, dynamic_cast<const MmaConfig&>(o), false,
+                                            "mma.llm." + std::to_string(layer), dev);
+  };
+  e.make_vision_block = [](const config::FamilyConfig& o, const BlockShape& s, int64_t layer, int64_t,
+                           const torch::Device& dev) -> std::shared_ptr<BlockAdapterImpl> {
+    const auto& c = dynamic_cast<const MmaConfig&>(o);
+    if (c.vision_placement == "none") return nullptr;
+    return std::make_shared<MmaAdapterImpl>(s.width, c, true, "mma.vision." + std::to_string(layer), dev);
+  };
+  e.make_decoder = [](const config::FamilyConfig&, int64_t D, int64_t Cv, int64_t hidden,
+                      const torch::Device& dev) -> std::shared_ptr<DecoderAdapterImpl> {
+    return std::make_shared<MmaDecoderAdapterImpl>(D, Cv, hidden, dev);
+  };
+  return e;
 }
 
 }  // namespace mmtune::adapters

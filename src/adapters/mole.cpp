@@ -32,7 +32,7 @@ void MoleConfig::validate(config::Problems& p, const std::string& path) const {
 
 FamilyEntry mole_family() {
   return {"mole", "sparse top-1 mixture of LoRA experts on the FFN + LoRA on attention",
-          [] { return std::make_unique<MoleConfig>(); }, {}};
+          [] { return std::make_unique<MoleConfig>(); }, {}, {}, {}};
 }
 
 }  // namespace mmtune::adapters

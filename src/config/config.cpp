@@ -8,6 +8,9 @@ namespace mmtune::config {
 namespace {
 
 const std::vector<std::string> kDtypes{"fp32", "bf16", "fp16"};
+// model/sizes.h names these shapes; tests/unit/model/test_sizes.cpp keeps the lists in step
+const std::vector<std::string> kLlamaArchs{"", "llama-7b", "llama-13b", "llama3-8b"};
+const std::vector<std::string> kClipArchs{"", "clip-vit-l14", "clip-vit-l14-336"};
 const std::vector<std::string> kVisionFeatures{"cls_every", "patch_layer"};
 const std::vector<std::string> kPreprocess{"resize", "pad_square", "resize_center_crop"};
 const std::vector<std::string> kInterpolation{"bicubic", "bilinear"};
@@ -60,14 +63,16 @@ void ModelConfig::visit(Visitor& v) {
   v("path", path, "Hugging Face LlamaForCausalLM directory (config.json + safetensors)");
   v("tokenizer", tokenizer, "tokenizer.model / tokenizer.json; empty = the one inside model.path");
   v("id", id, "base-model id written to adapter_config.json; empty = the directory name");
+  v.choice("arch", arch, kLlamaArchs, "named shape, used when model.path has no config.json (dry runs)");
 }
 
 void ModelConfig::validate(Problems& p, const std::string& path) const {
-  if (this->path.empty()) p.add(path + ".path", "is required", "set it to a Hugging Face model directory");
+  if (this->path.empty() && arch.empty()) p.add(path + ".path", "is required", "set it to a Hugging Face model directory");
 }
 
 void VisionConfig::visit(Visitor& v) {
   v("path", path, "Hugging Face CLIPVisionModel directory; empty = text-only model");
+  v.choice("arch", arch, kClipArchs, "named shape, used when vision.path has no config.json (dry runs)");
   v.choice("feature", feature, kVisionFeatures, "which ViT states become visual tokens");
   v("cls_every", cls_every, "cls_every: take the CLS token after every N-th block");
   v("layer", layer, "patch_layer: block whose patch tokens are used (-1 = last, -2 = penultimate)");

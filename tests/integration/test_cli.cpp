@@ -67,6 +67,15 @@ TEST(Cli, VerbsNotBuiltYetSaySoAndExitTwoAfterCheckingTheConfig) {
   EXPECT_NE(bad.err.find("adapter.mma.dim"), std::string::npos) << bad.err;
 }
 
+TEST(Cli, TrainDryRunPrintsTheOfficialLavinCounts) {
+  const auto r7 = mmtune({"train", "--config", config("lavin/scienceqa-7b.yaml"), "--dry-run"});
+  EXPECT_EQ(r7.exit_code, 0) << r7.err;
+  EXPECT_NE(r7.out.find("trainable                                                                3,781,296"), std::string::npos) << r7.out;
+  const auto r13 = mmtune({"train", "--config", config("lavin/scienceqa-13b.yaml"), "--dry-run"});
+  EXPECT_EQ(r13.exit_code, 0) << r13.err;
+  EXPECT_NE(r13.out.find("5,390,080"), std::string::npos) << r13.out;
+}
+
 TEST(Cli, ConfigKeysAndVersion) {
   const auto keys = mmtune({"config", "keys"});
   EXPECT_EQ(keys.exit_code, 0);

@@ -26,6 +26,16 @@ struct FamilyEntry {
   std::function<std::shared_ptr<BlockAdapterImpl>(const config::FamilyConfig& options, const BlockShape& shape,
                                                   int64_t layer, int64_t num_layers, const torch::Device& device)>
       make_llm_block;
+  /// The adapter for CLIP block `layer` (nullptr: none); empty when the family does not adapt the ViT.
+  std::function<std::shared_ptr<BlockAdapterImpl>(const config::FamilyConfig& options, const BlockShape& shape,
+                                                  int64_t layer, int64_t num_layers, const torch::Device& device)>
+      make_vision_block;
+  /// The decoder-level adapter (visual neck, modality embedding, mask edits, inserted layers...), or
+  /// nullptr. `llm_width` D, `vision_width` (0 when text-only), `projector_hidden` from vision.*.
+  std::function<std::shared_ptr<DecoderAdapterImpl>(const config::FamilyConfig& options, int64_t llm_width,
+                                                    int64_t vision_width, int64_t projector_hidden,
+                                                    const torch::Device& device)>
+      make_decoder;
 };
 
 class AdapterRegistry final : public config::FamilyCatalog {

@@ -27,6 +27,7 @@ struct ModelConfig : Section {
   std::string path;       // Hugging Face directory: config.json + *.safetensors (+ tokenizer.model)
   std::string tokenizer;  // tokenizer.model or tokenizer.json; empty = inside `path`
   std::string id;         // base-model id recorded in adapter_config.json; empty = directory name
+  std::string arch;       // named shape (llama-7b | llama-13b | llama3-8b) for dry runs without weights
   void visit(Visitor& v) override;
   void validate(Problems& p, const std::string& path) const override;
 };
@@ -34,6 +35,7 @@ struct ModelConfig : Section {
 /// The frozen CLIP ViT and the glue that maps its features into the LLM.
 struct VisionConfig : Section {
   std::string path;                   // HF CLIPVisionModel directory; empty = text-only model
+  std::string arch;                   // named shape (clip-vit-l14 | clip-vit-l14-336) for dry runs
   std::string feature = "cls_every";  // cls_every (LaVIN) | patch_layer (LLaVA, IAA, MoLE)
   int64_t cls_every = 4;              // CLS token after every N-th block (LaVIN: 4 -> 6 tokens)
   int64_t layer = -2;                 // patch_layer: hidden state of this block (-1 = last)
