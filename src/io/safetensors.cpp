@@ -1,13 +1,16 @@
 // safetensors: strict, memory-mapped reading and atomic writing (format in io/safetensors.h).
-#include <mmtune/core/strings.h>
-#include <mmtune/io/safetensors.h>
-
+// A checkpoint is untrusted input: every header field is checked against the file before any byte
+// becomes a tensor, so a corrupt or hostile file is a SafetensorsError, never a crash or a read
+// outside the mapping (tests/fuzz/fuzz_safetensors.cpp holds us to that).
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,19 +18,31 @@
 
 #include <nlohmann/json.hpp>
 
+#include <mmtune/core/strings.h>
+#include <mmtune/io/safetensors.h>
+
 namespace mmtune::io {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 using P = SafetensorsProblem;
+using FileMap = std::map<std::string, std::shared_ptr<const SafetensorsFile>>;
 
-constexpr uint64_t kMaxHeader = 100ull << 20;  // 100 MB, as the reference implementation
+// The format is little-endian and tensors view the mapped bytes as they are.
+static_assert(std::endian::native == std::endian::little, "zero-copy safetensors needs a little-endian host");
+
+constexpr uint64_t kMaxHeader = 100'000'000;  // the reference implementation's limit
+constexpr uint64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
+constexpr const char* kIndexName = "model.safetensors.index.json";
+constexpr const char* kConvertHint =
+    "convert it first: scripts/convert_meta_llama.py (Meta .pth), scripts/convert_openai_clip.py (OpenAI CLIP "
+    ".pt), scripts/convert_llama2c.py (llama2.c .bin), or save_pretrained(..., safe_serialization=True)";
 
 struct DtypeInfo {
   const char* name;
   torch::Dtype dtype;
-  int64_t size;
+  uint64_t size;
 };
 const DtypeInfo kDtypes[] = {{"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2}, {"BF16", torch::kBFloat16, 2},
                              {"F64", torch::kFloat64, 8}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
@@ -52,41 +67,155 @@ const DtypeInfo* dtype_by_torch(torch::Dtype t) {
   throw SafetensorsError(p, path, msg, hint);
 }
 
+// Names and parser messages come from untrusted headers (up to 100 MB): cap what goes into a message.
+std::string capped(const std::string& s) { return s.size() <= 200 ? s : s.substr(0, 200) + "..."; }
+std::string shown(const std::string& s) { return "'" + (s.size() <= 80 ? s : s.substr(0, 80) + "...") + "'"; }
+
 uint64_t read_u64_le(const unsigned char* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
   return v;
 }
 
-// Parses one header entry, checking types, shape and byte count; data_len bounds the offsets.
-TensorInfo parse_entry(const std::string& path, const std::string& name, const json& e, uint64_t data_len) {
-  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
-    fail(P::kBadHeaderJson, path, "tensor '" + name + "' needs dtype, shape and data_offsets");
-  if (!e["dtype"].is_string()) fail(P::kBadHeaderJson, path, "tensor '" + name + "': dtype is not a string");
-  const DtypeInfo* dt = dtype_by_name(e["dtype"].get<std::string>());
-  if (!dt) fail(P::kUnknownDtype, path, "tensor '" + name + "' has dtype " + e["dtype"].dump(), "supported: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL");
-  const json& shape = e["shape"];
-  const json& off = e["data_offsets"];
-  if (!shape.is_array()) fail(P::kBadHeaderJson, path, "tensor '" + name + "': shape is not a list");
-  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-    fail(P::kBadHeaderJson, path, "tensor '" + name + "': data_offsets must be two non-negative integers");
-  TensorInfo info{dt->dtype, {}, off[0].get<uint64_t>(), off[1].get<uint64_t>()};
-  uint64_t numel = 1;
-  for (const auto& d : shape) {
-    if (!d.is_number_unsigned()) fail(P::kBadShape, path, "tensor '" + name + "': shape " + shape.dump() + " has a non-integer or negative dimension");
-    const uint64_t v = d.get<uint64_t>();
-    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || (v && numel > std::numeric_limits<uint64_t>::max() / v))
-      fail(P::kBadShape, path, "tensor '" + name + "': shape " + shape.dump() + " overflows");
-    numel *= v;
-    info.shape.push_back(static_cast<int64_t>(v));
+// Reads a list of non-negative dimensions (a negative one is kBadShape, a non-integer kBadHeaderJson).
+// The product of the non-zero dimensions, in bytes, must fit int64 (torch's size type): then no later
+// numel or stride computation overflows, whatever the order of the dimensions.
+std::vector<int64_t> parse_shape(const std::string& path, const std::string& name, const json& v, uint64_t elem) {
+  if (!v.is_array()) fail(P::kBadHeaderJson, path, "tensor " + shown(name) + ": shape is not a list");
+  std::vector<int64_t> shape;
+  uint64_t bytes = elem;
+  for (const json& d : v) {
+    if (d.is_number_integer() && !d.is_number_unsigned())
+      fail(P::kBadShape, path, cat("tensor ", shown(name), ": negative dimension ", d.get<int64_t>()));
+    if (!d.is_number_unsigned()) fail(P::kBadHeaderJson, path, "tensor " + shown(name) + ": shape holds a non-integer");
+    const uint64_t x = d.get<uint64_t>();
+    if (x > kMaxInt64 || (x != 0 && bytes > kMaxInt64 / x))
+      fail(P::kBadShape, path, "tensor " + shown(name) + ": the shape's size overflows int64");
+    if (x != 0) bytes *= x;
+    shape.push_back(static_cast<int64_t>(x));
   }
+  return shape;
+}
+
+// One header entry: {"dtype": str, "shape": [n...], "data_offsets": [begin, end]}; data_len bounds
+// the offsets (relative to the data section).
+TensorInfo parse_entry(const std::string& path, const std::string& name, const json& e, uint64_t data_len) {
+  const std::string what = "tensor " + shown(name);
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    fail(P::kBadHeaderJson, path, what + " needs dtype, shape and data_offsets");
+  const json& dtype = e.at("dtype");
+  const json& off = e.at("data_offsets");
+  if (!dtype.is_string()) fail(P::kBadHeaderJson, path, what + ": dtype is not a string");
+  const DtypeInfo* dt = dtype_by_name(dtype.get<std::string>());
+  if (!dt)
+    fail(P::kUnknownDtype, path, what + " has dtype " + shown(dtype.get<std::string>()),
+         "supported: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL");
+  TensorInfo info{dt->dtype, parse_shape(path, name, e.at("shape"), dt->size), 0, 0};
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    fail(P::kBadHeaderJson, path, what + ": data_offsets must be [begin, end], two non-negative integers");
+  info.begin = off[0].get<uint64_t>();
+  info.end = off[1].get<uint64_t>();
   if (info.begin > info.end || info.end > data_len)
-    fail(P::kOffsetsOutOfRange, path, cat("tensor '", name, "': data_offsets [", info.begin, ", ", info.end,
-                                          "] outside the data section of ", data_len, " bytes"), "the file is truncated or corrupt");
-  if (numel > std::numeric_limits<uint64_t>::max() / dt->size || numel * dt->size != info.end - info.begin)
-    fail(P::kSizeMismatch, path, cat("tensor '", name, "': ", dt->name, " x ", shape.dump(), " needs ", numel * dt->size,
-                                     " bytes, data_offsets span ", info.end - info.begin));
+    fail(
+        P::kOffsetsOutOfRange, path,
+        cat(what, ": data_offsets [", info.begin, ", ", info.end, "] outside the data section of ", data_len, " bytes"),
+        "the file is truncated or corrupt; download or save it again");
+  uint64_t numel = 1;  // fits: parse_shape bounded the product of the shape in bytes
+  for (int64_t d : info.shape) numel *= static_cast<uint64_t>(d);
+  if (numel * dt->size != info.end - info.begin)
+    fail(P::kSizeMismatch, path,
+         cat(what, ": ", dt->name, " x ", torch::IntArrayRef(info.shape), " needs ", numel * dt->size,
+             " bytes, data_offsets span ", info.end - info.begin));
   return info;
+}
+
+std::map<std::string, std::string> parse_metadata(const std::string& path, const json& m) {
+  if (!m.is_object()) fail(P::kBadHeaderJson, path, "__metadata__ is not an object");
+  std::map<std::string, std::string> out;
+  for (auto it = m.begin(); it != m.end(); ++it) {
+    if (!it->is_string())
+      fail(P::kBadHeaderJson, path, "__metadata__ value of " + shown(it.key()) + " is not a string");
+    out[it.key()] = it->get<std::string>();
+  }
+  return out;
+}
+
+// Two tensors sharing bytes would alias each other's storage; sorted by begin, any overlap shows up
+// between neighbours. Empty tensors own no bytes.
+void check_no_overlap(const std::string& path, const std::map<std::string, TensorInfo>& tensors) {
+  std::vector<std::pair<uint64_t, const std::string*>> ranges;  // (begin, name)
+  for (const auto& [name, info] : tensors) {
+    if (info.end > info.begin) ranges.emplace_back(info.begin, &name);
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < tensors.at(*ranges[i - 1].second).end)
+      fail(P::kOverlap, path,
+           "tensors " + shown(*ranges[i - 1].second) + " and " + shown(*ranges[i].second) + " share bytes");
+  }
+}
+
+bool is_pickle_name(const fs::path& p) {
+  const std::string ext = p.extension().string();
+  return ext == ".bin" || ext == ".pth" || ext == ".pt";
+}
+
+// Shards of an index are plain names next to it; anything else could read files outside the model.
+bool is_plain_relative(const std::string& shard) {
+  const fs::path p(shard);
+  if (shard.empty() || p.is_absolute()) return false;
+  return std::none_of(p.begin(), p.end(), [](const fs::path& part) { return part == ".."; });
+}
+
+json read_index(const std::string& index_path) {
+  std::ifstream in(index_path, std::ios::binary);
+  if (!in) fail(P::kIo, index_path, std::string("cannot read: ") + std::strerror(errno));
+  json index;
+  try {
+    index = json::parse(in);
+  } catch (const json::exception& e) {
+    fail(P::kBadIndex, index_path, "not JSON: " + capped(e.what()));
+  }
+  if (!index.is_object() || !index.contains("weight_map") || !index.at("weight_map").is_object() ||
+      index.at("weight_map").empty())
+    fail(P::kBadIndex, index_path, "no non-empty \"weight_map\" object");
+  if (index.contains("metadata") && !index.at("metadata").is_object())
+    fail(P::kBadIndex, index_path, "\"metadata\" is not an object");
+  return index;
+}
+
+// model.safetensors.index.json: every weight_map entry must name an existing shard that holds it.
+void load_index(const fs::path& dir, FileMap& by_name) {
+  const std::string index_path = (dir / kIndexName).string();
+  const json index = read_index(index_path);
+  FileMap shards;  // by shard file name: each shard is mapped once
+  for (const auto& [name, shard_json] : index.at("weight_map").items()) {
+    if (!shard_json.is_string() || !is_plain_relative(shard_json.get<std::string>()))
+      fail(P::kBadIndex, index_path, "weight_map entry " + shown(name) + " is not a file name next to the index");
+    const std::string shard = shard_json.get<std::string>();
+    auto& file = shards[shard];
+    if (!file) {
+      std::error_code ec;
+      if (!fs::is_regular_file(dir / shard, ec))
+        fail(P::kBadIndex, index_path, "shard " + shown(shard) + " is missing", "download every shard of the model");
+      file = SafetensorsFile::open((dir / shard).string());
+    }
+    if (!file->contains(name)) fail(P::kBadIndex, index_path, "tensor " + shown(name) + " is not in " + shown(shard));
+    by_name[name] = file;
+  }
+}
+
+// A directory without safetensors: say what to do when it holds pickles instead.
+[[noreturn]] void fail_no_safetensors(const fs::path& dir) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (is_pickle_name(it->path()))
+      fail(P::kNotFound, dir.string(),
+           "only pickle checkpoints here (" + it->path().filename().string() + "); mmtune reads safetensors only",
+           kConvertHint);
+  }
+  fail(P::kNotFound, dir.string(), std::string("no model.safetensors or ") + kIndexName,
+       "is this a Hugging Face model directory?");
 }
 
 }  // namespace
@@ -118,59 +247,64 @@ SafetensorsFile::~SafetensorsFile() {
 }
 
 std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
+  std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());  // private constructor: no make_shared
   f->path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(errno == ENOENT ? P::kNotFound : P::kIo, path, std::strerror(errno));
+  f->map_file();  // from here on the destructor unmaps, whatever read_header() throws
+  f->read_header();
+  f->self_ = f;
+  return f;
+}
+
+// Maps the whole file read-only: tensors view it without a copy and pages load on first touch, so
+// opening a 13 GB checkpoint costs no memory until its weights are copied into a model. Shrinking
+// the file while it is mapped is outside our control (SIGBUS on access), as for every mmap reader.
+void SafetensorsFile::map_file() {
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    fail(err == ENOENT || err == ENOTDIR ? P::kNotFound : P::kIo, path_, std::strerror(err));
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    fail(P::kIo, path, "not a regular file");
+    fail(P::kIo, path_, "not a regular file");
   }
-  f->map_size_ = static_cast<size_t>(st.st_size);
-  if (f->map_size_ < 8) {
+  if (st.st_size < 8) {
     ::close(fd);
-    fail(P::kTruncated, path, cat("file has ", f->map_size_, " bytes, fewer than the 8-byte header length"));
+    fail(P::kTruncated, path_, cat("file has ", st.st_size, " bytes, fewer than the 8-byte header length"));
   }
-  void* m = ::mmap(nullptr, f->map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED) fail(P::kIo, path, std::string("mmap failed: ") + std::strerror(errno));
-  f->map_ = m;
-  const auto* bytes = static_cast<const unsigned char*>(m);
+  void* m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  const int err = errno;
+  ::close(fd);  // the mapping keeps the file open
+  if (m == MAP_FAILED) fail(P::kIo, path_, std::string("mmap failed: ") + std::strerror(err));
+  map_ = m;
+  map_size_ = static_cast<size_t>(st.st_size);
+}
+
+void SafetensorsFile::read_header() {
+  const auto* bytes = static_cast<const unsigned char*>(map_);
   const uint64_t n = read_u64_le(bytes);
-  if (n > kMaxHeader) fail(P::kHeaderTooLarge, path, cat("header length ", n, " exceeds the 100 MB limit"));
-  if (n > f->map_size_ - 8) fail(P::kTruncated, path, cat("header length ", n, " but only ", f->map_size_ - 8, " bytes follow"));
-  f->data_start_ = 8 + n;
+  if (n > kMaxHeader) fail(P::kHeaderTooLarge, path_, cat("header length ", n, " exceeds the 100 MB limit"));
+  if (n > map_size_ - 8)
+    fail(P::kTruncated, path_, cat("header length ", n, " but only ", map_size_ - 8, " bytes follow"),
+         "the file is cut short; download or save it again");
+  data_start_ = 8 + n;
   json h;
   try {
-    h = json::parse(bytes + 8, bytes + 8 + n);
+    h = json::parse(bytes + 8, bytes + data_start_);
   } catch (const json::exception& e) {
-    fail(P::kBadHeaderJson, path, std::string("header is not JSON: ") + e.what());
+    fail(P::kBadHeaderJson, path_, "header is not JSON: " + capped(e.what()));
   }
-  if (!h.is_object()) fail(P::kBadHeaderJson, path, "header is not a JSON object");
-  const uint64_t data_len = f->map_size_ - f->data_start_;
-  std::vector<std::pair<uint64_t, std::string>> ranges;
-  for (auto it = h.begin(); it != h.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      if (!it->is_object()) fail(P::kBadHeaderJson, path, "__metadata__ is not an object");
-      for (auto m2 = it->begin(); m2 != it->end(); ++m2) {
-        if (!m2->is_string()) fail(P::kBadHeaderJson, path, "__metadata__ value of '" + m2.key() + "' is not a string");
-        f->metadata_[m2.key()] = m2->get<std::string>();
-      }
-      continue;
+  if (!h.is_object()) fail(P::kBadHeaderJson, path_, "header is not a JSON object");
+  const uint64_t data_len = map_size_ - data_start_;
+  for (const auto& [key, value] : h.items()) {
+    if (key == "__metadata__") {
+      metadata_ = parse_metadata(path_, value);
+    } else {
+      tensors_.emplace(key, parse_entry(path_, key, value, data_len));
     }
-    TensorInfo info = parse_entry(path, it.key(), *it, data_len);
-    if (info.end > info.begin) ranges.emplace_back(info.begin, it.key());
-    f->tensors_.emplace(it.key(), std::move(info));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    const auto& prev = f->tensors_.at(ranges[i - 1].second);
-    if (ranges[i].first < prev.end)
-      fail(P::kOverlap, path, "tensors '" + ranges[i - 1].second + "' and '" + ranges[i].second + "' share bytes");
-  }
-  f->self_ = f;
-  return f;
+  check_no_overlap(path_, tensors_);
 }
 
 std::vector<std::string> SafetensorsFile::names() const {
@@ -181,71 +315,46 @@ std::vector<std::string> SafetensorsFile::names() const {
 
 const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   auto it = tensors_.find(name);
-  if (it == tensors_.end()) fail(P::kMissingTensor, path_, "no tensor named '" + name + "'");
+  if (it == tensors_.end()) fail(P::kMissingTensor, path_, "no tensor named " + shown(name));
   return it->second;
 }
 
 torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const TensorInfo& i = info(name);
-  auto keep = self_.lock();  // the mapping lives as long as any tensor viewing it
-  void* data = static_cast<char*>(map_) + data_start_ + i.begin;
-  if (i.end == i.begin) return torch::empty(i.shape, torch::TensorOptions().dtype(i.dtype));
-  return torch::from_blob(data, i.shape, [keep](void*) {}, torch::TensorOptions().dtype(i.dtype));
+  const auto options = torch::TensorOptions().dtype(i.dtype).device(torch::kCPU);
+  if (i.end == i.begin) return torch::empty(i.shape, options);  // zero elements: no bytes to view
+  char* data = static_cast<char*>(map_) + data_start_ + i.begin;
+  // The deleter owns a reference to this file, so the mapping outlives every tensor viewing it.
+  torch::Tensor view = torch::from_blob(data, i.shape, [keep = self_.lock()](void*) {}, options);
+  // Kernels assume element-aligned data; a legal but odd offset gets an aligned copy instead.
+  if (reinterpret_cast<uintptr_t>(data) % view.element_size() != 0) return view.clone();
+  return view;
 }
 
 SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& dir_or_file) {
   SafetensorsCheckpoint c;
   c.path_ = dir_or_file;
+  const fs::path p(dir_or_file);
   std::error_code ec;
-  if (!fs::exists(dir_or_file, ec)) fail(P::kNotFound, dir_or_file, "no such file or directory");
-  auto add_file = [&](const std::string& file) {
-    auto f = SafetensorsFile::open(file);
+  const fs::file_status st = fs::status(p, ec);
+  if (st.type() == fs::file_type::none) fail(P::kIo, dir_or_file, ec.message());  // e.g. permission denied
+  if (!fs::exists(st)) fail(P::kNotFound, dir_or_file, "no such file or directory");
+  auto add_file = [&c](const std::string& file) {
+    const auto f = SafetensorsFile::open(file);
     for (const auto& n : f->names()) c.by_name_[n] = f;
-    return f;
   };
-  if (!fs::is_directory(dir_or_file)) {
+  if (!fs::is_directory(st)) {
+    if (is_pickle_name(p))
+      fail(P::kNotFound, dir_or_file, "a pickle checkpoint; mmtune reads safetensors only", kConvertHint);
     add_file(dir_or_file);
-    return c;
+  } else if (fs::exists(p / kIndexName, ec)) {
+    load_index(p, c.by_name_);
+  } else if (fs::exists(p / "model.safetensors", ec)) {
+    add_file((p / "model.safetensors").string());
+  } else {
+    fail_no_safetensors(p);
   }
-  const fs::path dir(dir_or_file);
-  if (fs::exists(dir / "model.safetensors.index.json")) {
-    const std::string index_path = (dir / "model.safetensors.index.json").string();
-    std::ifstream in(index_path);
-    json index;
-    try {
-      index = json::parse(in);
-    } catch (const json::exception& e) {
-      fail(P::kBadIndex, index_path, std::string("not JSON: ") + e.what());
-    }
-    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-      fail(P::kBadIndex, index_path, "no \"weight_map\" object");
-    std::map<std::string, std::shared_ptr<const SafetensorsFile>> shards;
-    for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      if (!it->is_string()) fail(P::kBadIndex, index_path, "weight_map entry '" + it.key() + "' is not a file name");
-      const std::string shard = it->get<std::string>();
-      if (!shards.count(shard)) {
-        if (!fs::exists(dir / shard)) fail(P::kBadIndex, index_path, "shard " + shard + " is missing", "download every shard");
-        shards[shard] = SafetensorsFile::open((dir / shard).string());
-      }
-      if (!shards[shard]->contains(it.key()))
-        fail(P::kBadIndex, index_path, "tensor '" + it.key() + "' is not in " + shard);
-      c.by_name_[it.key()] = shards[shard];
-    }
-    return c;
-  }
-  if (fs::exists(dir / "model.safetensors")) {
-    add_file((dir / "model.safetensors").string());
-    return c;
-  }
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string ext = e.path().extension().string();
-    if (ext == ".bin" || ext == ".pth" || ext == ".pt") {
-      fail(P::kNotFound, dir_or_file, "only pickle checkpoints (" + e.path().filename().string() + ") here; mmtune reads safetensors",
-           "convert them: scripts/convert_meta_llama.py (Meta .pth), scripts/convert_openai_clip.py (OpenAI CLIP .pt), "
-           "or save_pretrained(..., safe_serialization=True) in Python");
-    }
-  }
-  fail(P::kNotFound, dir_or_file, "no model.safetensors or model.safetensors.index.json", "is this a Hugging Face model directory?");
+  return c;
 }
 
 std::vector<std::string> SafetensorsCheckpoint::names() const {
@@ -254,67 +363,125 @@ std::vector<std::string> SafetensorsCheckpoint::names() const {
   return out;
 }
 
-bool SafetensorsCheckpoint::contains(const std::string& name) const { return by_name_.count(name) > 0; }
+bool SafetensorsCheckpoint::contains(const std::string& name) const {
+  return by_name_.count(name) > 0;
+}
 
 const TensorInfo& SafetensorsCheckpoint::info(const std::string& name) const {
   auto it = by_name_.find(name);
-  if (it == by_name_.end()) fail(P::kMissingTensor, path_, "no tensor named '" + name + "'");
+  if (it == by_name_.end()) fail(P::kMissingTensor, path_, "no tensor named " + shown(name));
   return it->second->info(name);
 }
 
 torch::Tensor SafetensorsCheckpoint::tensor(const std::string& name) const {
   auto it = by_name_.find(name);
-  if (it == by_name_.end()) fail(P::kMissingTensor, path_, "no tensor named '" + name + "'");
+  if (it == by_name_.end()) fail(P::kMissingTensor, path_, "no tensor named " + shown(name));
   return it->second->tensor(name);
 }
 
-void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  std::vector<std::pair<std::string, torch::Tensor>> sorted;
-  for (const auto& [n, t] : tensors) sorted.emplace_back(n, t.detach().to(torch::kCPU).contiguous());
-  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+namespace {
+
+struct Entry {
+  std::string name;
+  torch::Tensor t;  // CPU, contiguous
+  const DtypeInfo* dt;
+};
+
+// CPU contiguous copies (only where needed), sorted by name as the Python library writes them.
+std::vector<Entry> prepare(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  std::vector<Entry> out;
+  for (const auto& [name, t] : tensors) {
+    if (name == "__metadata__") fail(P::kIo, path, "'__metadata__' is reserved and cannot name a tensor");
+    const DtypeInfo* dt = dtype_by_torch(t.scalar_type());
+    if (!dt)
+      fail(P::kUnknownDtype, path, cat("tensor ", shown(name), " has dtype ", t.scalar_type(), ", not storable"));
+    out.push_back({name, t.detach().to(torch::kCPU).contiguous(), dt});
+  }
+  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
+  for (size_t i = 1; i < out.size(); ++i) {
+    if (out[i].name == out[i - 1].name) fail(P::kIo, path, "tensor name " + shown(out[i].name) + " given twice");
+  }
+  return out;
+}
+
+// The 8-byte length plus the JSON header, padded with spaces so the data section starts 8-byte
+// aligned (as the Python library does), which keeps every mapped tensor of ours element-aligned.
+std::string build_header(const std::string& path, const std::vector<Entry>& entries,
+                         const std::map<std::string, std::string>& metadata) {
   json h = json::object();
   if (!metadata.empty()) h["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (size_t i = 0; i < sorted.size(); ++i) {
-    const auto& [name, t] = sorted[i];
-    if (i && name == sorted[i - 1].first) fail(P::kIo, path, "tensor name '" + name + "' given twice");
-    const DtypeInfo* dt = dtype_by_torch(t.scalar_type());
-    if (!dt) fail(P::kUnknownDtype, path, cat("tensor '", name, "' has dtype ", t.scalar_type(), ", which safetensors cannot store here"));
-    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * dt->size;
-    h[name] = {{"dtype", dt->name}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+  for (const Entry& e : entries) {
+    const uint64_t bytes = static_cast<uint64_t>(e.t.numel()) * e.dt->size;
+    h[e.name] = {{"dtype", e.dt->name}, {"shape", e.t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string header = h.dump();
-  header.append((8 - (8 + header.size()) % 8) % 8, ' ');  // data section 8-byte aligned
-  const fs::path final_path(path);
-  const fs::path tmp = final_path.parent_path() / ("." + final_path.filename().string() + ".tmp." + std::to_string(::getpid()));
-  auto cleanup_fail = [&](const std::string& what) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    fail(P::kIo, path, what, "check free space and permissions");
+  std::string text;
+  try {
+    text = h.dump();
+  } catch (const json::exception& e) {  // names and metadata must be valid UTF-8
+    fail(P::kBadHeaderJson, path, std::string("cannot write the header: ") + e.what());
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  return out + text;
+}
+
+bool write_all(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// Writes the temp file completely and durably; returns what failed, or "" on success.
+std::string write_temp(const std::string& tmp, const std::string& header, const std::vector<Entry>& entries) {
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) return std::string("cannot create it: ") + std::strerror(errno);
+  std::string err;
+  auto check = [&err](bool ok, const char* what) {
+    if (!ok && err.empty()) err = std::string(what) + " failed: " + std::strerror(errno);
   };
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) cleanup_fail("cannot create " + tmp.string());
-    unsigned char len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((header.size() >> (8 * i)) & 0xff);
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(header.data(), header.size());
-    for (const auto& [name, t] : sorted) {
-      out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.numel() * t.element_size()));
-    }
-    out.flush();
-    if (!out) cleanup_fail("write failed");
+  check(write_all(fd, header.data(), header.size()), "write");
+  for (const Entry& e : entries) {
+    if (err.empty()) check(write_all(fd, static_cast<const char*>(e.t.data_ptr()), e.t.nbytes()), "write");
   }
-  const int fd = ::open(tmp.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
+  if (err.empty()) check(::fsync(fd) == 0, "fsync");
+  check(::close(fd) == 0, "close");  // close may report a delayed write error
+  return err;
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const std::vector<Entry> entries = prepare(path, tensors);
+  const std::string header = build_header(path, entries, metadata);
+  // Readers never see a half-written file: the temp sits in the same directory (same file system,
+  // so rename is atomic) under a hidden name unique to this process and call.
+  static std::atomic<uint64_t> counter{0};
+  const fs::path final_path(path);
+  const fs::path dir = final_path.parent_path();
+  const std::string tmp =
+      (dir / cat(".", final_path.filename().string(), ".tmp.", ::getpid(), ".", counter++)).string();
+  std::string err = write_temp(tmp, header, entries);
+  if (err.empty() && ::rename(tmp.c_str(), path.c_str()) != 0)
+    err = std::string("rename into place failed: ") + std::strerror(errno);
+  if (!err.empty()) {
+    ::unlink(tmp.c_str());
+    fail(P::kIo, path, "temp file " + tmp + ": " + err, "check that the directory exists, is writable and has space");
   }
-  std::error_code ec;
-  fs::rename(tmp, final_path, ec);
-  if (ec) cleanup_fail("cannot rename " + tmp.string() + ": " + ec.message());
+  // The rename is durable only once the directory entry is; best effort (not every file system can).
+  const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
 }
 
 }  // namespace mmtune::io

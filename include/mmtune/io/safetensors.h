@@ -71,11 +71,15 @@ class SafetensorsFile {
   /// Throws SafetensorsError(kMissingTensor).
   const TensorInfo& info(const std::string& name) const;
   /// A CPU tensor viewing the mapped bytes (no copy); it keeps the mapping alive. Read-only memory:
-  /// clone() or .to() before writing into it.
+  /// writing into it is a segfault, so clone() or .to() first. A tensor whose offset is not a
+  /// multiple of its element size (legal, never written by us or the Python library) is a copy.
+  /// Throws SafetensorsError(kMissingTensor).
   torch::Tensor tensor(const std::string& name) const;
 
  private:
   SafetensorsFile() = default;
+  void map_file();     // sets map_, map_size_; throws kNotFound, kIo, kTruncated
+  void read_header();  // validates everything, fills tensors_, metadata_, data_start_
   std::string path_;
   std::map<std::string, std::string> metadata_;
   std::map<std::string, TensorInfo> tensors_;
@@ -89,7 +93,8 @@ class SafetensorsFile {
 /// model.safetensors.index.json + shards, or a single .safetensors file.
 class SafetensorsCheckpoint {
  public:
-  /// Throws SafetensorsError; a directory with only *.bin / *.pth files gets a hint to convert them.
+  /// Throws SafetensorsError (a shard's own problems name the shard's path). A .bin / .pth / .pt file,
+  /// or a directory holding only such pickles, is kNotFound with a hint naming the converter scripts.
   static SafetensorsCheckpoint open(const std::string& dir_or_file);
   std::vector<std::string> names() const;  // sorted
   bool contains(const std::string& name) const;
@@ -103,7 +108,10 @@ class SafetensorsCheckpoint {
 };
 
 /// Writes tensors (any device; contiguous copies are made as needed) to `path` atomically: a temp
-/// file in the same directory, fsync, rename. Names must be unique. Throws SafetensorsError(kIo).
+/// file in the same directory, fsync, rename; entries sorted by name, data 8-byte aligned, as the
+/// Python library writes them. Throws SafetensorsError: kIo for duplicate or reserved names and any
+/// file-system failure (no temp file is left behind), kUnknownDtype for a dtype safetensors lacks
+/// here, kBadHeaderJson for names or metadata that are not UTF-8.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
