@@ -13,14 +13,18 @@ import sentencepiece as spm
 
 
 def main():
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
     model, lines_path, out = sys.argv[1:4]
     sp = spm.SentencePieceProcessor(model_file=model)
-    lines = open(lines_path, encoding="utf-8", newline="").read().split("\n")  # no newline translation
+    with open(lines_path, encoding="utf-8", newline="") as f:  # newline="": no \r\n translation
+        lines = f.read().split("\n")
     result = []
     for line in lines:
         ids = sp.encode(line)
         result.append({"ids": ids, "text": sp.decode(ids)})
-    json.dump(result, open(out, "w", encoding="utf-8"), ensure_ascii=False)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False)
 
 
 if __name__ == "__main__":

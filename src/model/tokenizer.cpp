@@ -1,4 +1,6 @@
 // SentencePiece tokenizer (LLaMA / LLaMA-2 / Vicuna / llama2.c vocabularies) and stream decoding.
+// Encoding and decoding are SentencePiece's own (Debian's C++ library), so byte fallback, the dummy
+// prefix space and unknown pieces behave exactly as in the Python package the parity test runs.
 #include <mmtune/core/errors.h>
 #include <mmtune/model/tokenizer.h>
 
@@ -14,14 +16,17 @@ class SentencePieceTokenizer final : public Tokenizer {
   explicit SentencePieceTokenizer(const std::string& path) {
     const auto status = sp_.Load(path);
     if (!status.ok()) {
-      throw CheckpointError(path, "not a SentencePiece model: " + status.ToString(),
-                            "tokenizer.model must be the model's SentencePiece file");
+      throw CheckpointError(
+          path, "not a SentencePiece model: " + status.ToString(),
+          "tokenizer.model must be the model's SentencePiece file (a protobuf, not the "
+          "llama2.c tokenizer.bin or a Hugging Face tokenizer.json)");
     }
   }
   std::vector<int64_t> encode(std::string_view text, bool add_bos, bool add_eos) const override {
     std::vector<int> ids;
     const auto status = sp_.Encode(std::string(text), &ids);
-    if (!status.ok()) throw Error("tokenizer failed to encode: " + status.ToString());
+    if (!status.ok())
+      throw Error("tokenizer failed to encode: " + status.ToString(), "is the text valid UTF-8?");
     std::vector<int64_t> out;
     out.reserve(ids.size() + 2);
     if (add_bos && sp_.bos_id() >= 0) out.push_back(sp_.bos_id());
@@ -30,14 +35,19 @@ class SentencePieceTokenizer final : public Tokenizer {
     return out;
   }
   std::string decode(const std::vector<int64_t>& ids) const override {
+    // Ids past the vocabulary are dropped rather than thrown on: models often pad their embedding
+    // past the tokenizer (LLaVA's 32064 rows for 32000 pieces), and a sampler may pick such a row.
     std::vector<int> v;
     v.reserve(ids.size());
     for (int64_t id : ids) {
-      if (id >= 0 && id < sp_.GetPieceSize() && !sp_.IsControl(static_cast<int>(id))) v.push_back(static_cast<int>(id));
+      if (id >= 0 && id < sp_.GetPieceSize() && !sp_.IsControl(static_cast<int>(id)))
+        v.push_back(static_cast<int>(id));
     }
     std::string text;
     const auto status = sp_.Decode(v, &text);
-    if (!status.ok()) throw Error("tokenizer failed to decode: " + status.ToString());
+    if (!status.ok())
+      throw Error("tokenizer failed to decode: " + status.ToString(),
+                  "ids must come from this tokenizer");
     return text;
   }
   std::string id_to_piece(int64_t id) const override {
@@ -59,7 +69,11 @@ size_t incomplete_utf8_tail(const std::string& s) {
   for (size_t back = 1; back <= 4 && back <= n; ++back) {
     const auto c = static_cast<unsigned char>(s[n - back]);
     if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead byte
-    const size_t need = (c & 0x80) == 0 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    const size_t need = (c & 0x80) == 0      ? 1
+                        : (c & 0xE0) == 0xC0 ? 2
+                        : (c & 0xF0) == 0xE0 ? 3
+                        : (c & 0xF8) == 0xF0 ? 4
+                                             : 1;
     return need > back ? back : 0;
   }
   return 0;
@@ -74,7 +88,8 @@ std::string StreamDecoder::push(int64_t id) {
   // decodes to it until its last byte arrives).
   size_t stable = text.size() - incomplete_utf8_tail(text);
   static const std::string kReplacement = "\xEF\xBF\xBD";
-  while (stable >= kReplacement.size() && text.compare(stable - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
+  while (stable >= kReplacement.size() &&
+         text.compare(stable - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
     stable -= kReplacement.size();
   // Nothing new yet, or (never seen with SentencePiece) earlier text changed: leave it to flush().
   if (stable <= emitted_ || text.compare(0, emitted_, emitted_text_) != 0) return {};
@@ -96,14 +111,20 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   namespace fs = std::filesystem;
   std::string file = path;
   if (fs::is_directory(path)) {
-    if (fs::exists(fs::path(path) / "tokenizer.model")) file = (fs::path(path) / "tokenizer.model").string();
-    else if (fs::exists(fs::path(path) / "tokenizer.json")) file = (fs::path(path) / "tokenizer.json").string();
-    else throw CheckpointError(path, "no tokenizer.model in this directory", "pass the tokenizer file explicitly");
+    if (fs::exists(fs::path(path) / "tokenizer.model"))
+      file = (fs::path(path) / "tokenizer.model").string();
+    else if (fs::exists(fs::path(path) / "tokenizer.json"))
+      file = (fs::path(path) / "tokenizer.json").string();
+    else
+      throw CheckpointError(path, "no tokenizer.model in this directory",
+                            "pass the tokenizer file explicitly");
   }
-  if (!fs::exists(file)) throw CheckpointError(file, "tokenizer file not found", "check model.tokenizer / --tokenizer");
+  if (!fs::exists(file))
+    throw CheckpointError(file, "tokenizer file not found", "check model.tokenizer / --tokenizer");
   if (fs::path(file).extension() == ".json") {
-    throw CheckpointError(file, "tokenizer.json (byte-level BPE, Llama-3) is not supported yet",
-                          "it arrives with the IAA issue; SentencePiece tokenizer.model files work");
+    throw CheckpointError(
+        file, "tokenizer.json (byte-level BPE, Llama-3) is not supported yet",
+        "it arrives with the IAA issue; SentencePiece tokenizer.model files work");
   }
   return std::make_unique<SentencePieceTokenizer>(file);
 }

@@ -20,10 +20,15 @@ using nlohmann::json;
 
 std::string shared(const std::string& rel) { return std::string(testing::kSharedDir) + "/" + rel; }
 
-// Lines: every question, hint, choice and lecture/solution line of the 150 real ScienceQA problems,
-// then synthetic lines mixing scripts, emoji, digits and whitespace runs (seeded).
+// Lines: every question, hint, choice and lecture/solution line of the 150 real ScienceQA problems
+// (about 2000, nearly all ASCII), edge cases, then 600 seeded synthetic lines mixing scripts, emoji,
+// combining marks, code and whitespace runs.
 std::vector<std::string> corpus_lines() {
-  std::vector<std::string> lines{"", " ", "  two  spaces  ", "\ttab", "Hello world!"};
+  std::vector<std::string> lines{
+      "", " ", "  two  spaces  ", "\ttab", "Hello world!", "trailing   ", "   leading",
+      "for (int i = 0; i < n; ++i) { x[i] = y[i] * 2; }", "    return {a: b, **kw}  # noqa",
+      "<a href=\"x?y=1&amp;z=2\">link</a>", "SELECT * FROM t WHERE c = 'ü';",
+      "Straße, Größe, Übermaß, schön", "中文：水是液体。", "emoji 👩‍👩‍👧 🇩🇪 ❤️"};
   std::ifstream f(shared("data/scienceqa/problems_sample150.json"));
   const json problems = json::parse(f);
   auto add = [&](const std::string& s) {  // one line per newline-separated piece
@@ -41,11 +46,13 @@ std::vector<std::string> corpus_lines() {
       if (p[key].is_string()) add(p[key].get<std::string>());
     }
   }
-  const std::vector<std::string> bits{"水是液体", "温度", "Grüße", "naïve", "café", "Ωμέγα", "привет", "🙂", "🚀✨",
-                                      "x²+y²", "12345", "3.14159", "  ", "\t", "(A)", "BECAUSE:", "Response:", "ÆØÅ",
-                                      "日本語のテキスト", "한국어", "עברית", "العربية", "e\u0301", "\u00a0nbsp"};
+  const std::vector<std::string> bits{
+      "水是液体", "温度", "Grüße", "naïve", "café", "Ωμέγα", "привет", "🙂", "🚀✨", "x²+y²",
+      "12345", "3.14159", "  ", "\t", "(A)", "BECAUSE:", "Response:", "ÆØÅ", "日本語のテキスト",
+      "한국어", "עברית", "العربية", "e\u0301", "\u00a0nbsp", "if (x) {", "return y;", "a_b->c[0]",
+      "#include <map>", "    ", "Äpfel", "Öl"};
   std::mt19937 rng(11);
-  while (lines.size() < 1500) {
+  for (int k = 0; k < 600; ++k) {
     std::string s;
     const int n = 1 + rng() % 8;
     for (int i = 0; i < n; ++i) s += bits[rng() % bits.size()] + std::string(rng() % 3 ? " " : "");
@@ -57,15 +64,19 @@ std::vector<std::string> corpus_lines() {
 class TokenizerParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TokenizerParity, EncodeAndDecodeEqualPythonSentencePiece) {
-  const std::string model = GetParam() == "tiny" ? std::string(testing::kTinyDir) + "/spm/tiny.model" : shared(GetParam());
+  const std::string model = GetParam() == "tiny"
+                                ? std::string(testing::kTinyDir) + "/spm/tiny.model"
+                                : shared(GetParam());
   testing::TempDir d;
   const auto lines = corpus_lines();
   ASSERT_GE(lines.size(), 1000u);
   std::string text;
   for (size_t i = 0; i < lines.size(); ++i) text += (i ? "\n" : "") + lines[i];
   const std::string in = d.write("lines.txt", text), out = d.path() + "/out.json";
-  const auto r = testing::run_process({testing::kPython, std::string(testing::kSourceDir) + "/scripts/reference/tokenizer_oracle.py",
-                                       model, in, out});
+  const auto r = testing::run_process(
+      {testing::kPython,
+       std::string(testing::kSourceDir) + "/scripts/reference/tokenizer_oracle.py", model, in,
+       out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json expected = json::parse(testing::read_text(out));
   ASSERT_EQ(expected.size(), lines.size());
@@ -81,12 +92,18 @@ TEST_P(TokenizerParity, EncodeAndDecodeEqualPythonSentencePiece) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Vocabularies, TokenizerParity,
-                         ::testing::Values("models/llama2-tokenizer/tokenizer.model", "models/stories260K/tok512.model", "tiny"),
-                         [](const auto& info) { return info.index == 0 ? std::string("llama2_32k") : info.index == 1 ? std::string("tok512") : std::string("tiny"); });
+                         ::testing::Values("models/llama2-tokenizer/tokenizer.model",
+                                           "models/stories260K/tok512.model", "tiny"),
+                         [](const auto& info) {
+                           return info.index == 0   ? std::string("llama2_32k")
+                                  : info.index == 1 ? std::string("tok512")
+                                                    : std::string("tiny");
+                         });
 
 TEST(Tokenizer, RealLlamaTokenizerKnownVector) {
   auto tok = load_tokenizer(shared("models/llama2-tokenizer/tokenizer.model"));
-  EXPECT_EQ(tok->encode("Hello world!", true, false), (std::vector<int64_t>{1, 15043, 3186, 29991}));
+  EXPECT_EQ(tok->encode("Hello world!", true, false),
+            (std::vector<int64_t>{1, 15043, 3186, 29991}));
   EXPECT_EQ(tok->vocab_size(), 32000);
   EXPECT_EQ(tok->bos_id(), 1);
   EXPECT_EQ(tok->eos_id(), 2);
@@ -95,40 +112,131 @@ TEST(Tokenizer, RealLlamaTokenizerKnownVector) {
   EXPECT_EQ(tok->decode({1, 15043, 3186, 29991, 2}), "Hello world!");  // control tokens skipped
 }
 
+// True if `s` is well-formed UTF-8 (no truncated, overlong or surrogate sequences).
+bool valid_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size() || (n == 2 && c < 0xC2)) return false;
+    uint32_t cp = n == 1 ? c : c & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return false;
+    i += n;
+  }
+  return true;
+}
+
+// Streams `ids` one at a time; every piece must be valid UTF-8 without a held-back U+FFFD, and the
+// pieces plus flush() must equal decode() of the whole sequence.
+void expect_stream_equals_decode(const Tokenizer& tok, const std::vector<int64_t>& ids,
+                                 const std::string& what) {
+  StreamDecoder s(tok);
+  std::string streamed;
+  for (int64_t id : ids) {
+    const std::string piece = s.push(id);
+    EXPECT_TRUE(valid_utf8(piece)) << "broken UTF-8 streamed for: " << what;
+    EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos)
+        << "replacement character streamed for: " << what;
+    streamed += piece;
+  }
+  streamed += s.flush();
+  EXPECT_EQ(streamed, tok.decode(ids)) << what;
+}
+
 TEST(Tokenizer, StreamingDecodeNeverSplitsACharacter) {
-  auto tok = load_tokenizer(shared("models/stories260K/tok512.model"));  // byte fallback for CJK and emoji
-  for (const std::string text : {"Once upon a time 水是液体 and 🙂!", "Grüße aus München", "plain ascii text"}) {
+  // tok512 has 512 pieces: CJK and emoji go through byte fallback (<0xNN> pieces).
+  auto tok = load_tokenizer(shared("models/stories260K/tok512.model"));
+  const std::vector<std::pair<std::string, bool>> cases{
+      // text, expects byte pieces
+      {"Once upon a time 水是液体 and 🙂!", true},
+      {"中文：水是液体。温度很高。", true},
+      {"日本語のテキスト 🚀✨", true},
+      {"🙂", true},
+      {"Grüße aus München", false},
+      {"plain ascii text", false}};
+  for (const auto& [text, byte_fallback] : cases) {
     const auto ids = tok->encode(text, true, false);
+    int bytes = 0;
+    for (int64_t id : ids) bytes += tok->id_to_piece(id).rfind("<0x", 0) == 0;
+    if (byte_fallback) {
+      EXPECT_GT(bytes, 2) << "no byte fallback in: " << text;
+    }
+    expect_stream_equals_decode(*tok, ids, text);
+    EXPECT_EQ(tok->decode(ids), text);
+  }
+}
+
+TEST(Tokenizer, StreamingDecodeEqualsDecodeOnTheWholeCorpus) {
+  const auto lines = corpus_lines();
+  for (const char* model :
+       {"models/stories260K/tok512.model", "models/llama2-tokenizer/tokenizer.model"}) {
+    auto tok = load_tokenizer(shared(model));
+    for (size_t i = 0; i < lines.size(); ++i) {
+      expect_stream_equals_decode(*tok, tok->encode(lines[i], i % 2 == 0, i % 3 == 0),
+                                  std::string(model) + ": " + lines[i]);
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(Tokenizer, RandomIdsIncludingBrokenByteSequencesStreamLosslessly) {
+  // What a sampler can produce: byte pieces that never complete a character, stray continuation
+  // bytes, control tokens, in any order. Nothing may be lost, duplicated or split.
+  auto tok = load_tokenizer(shared("models/stories260K/tok512.model"));
+  std::mt19937 rng(5);
+  for (int n = 0; n < 200; ++n) {
+    std::vector<int64_t> ids;
+    const int len = 1 + rng() % 24;
+    for (int i = 0; i < len; ++i)
+      ids.push_back(rng() % 2 ? 3 + rng() % 256 : rng() % tok->vocab_size());  // 3..258: <0xNN>
     StreamDecoder s(*tok);
     std::string streamed;
     for (int64_t id : ids) {
       const std::string piece = s.push(id);
-      // every piece is valid UTF-8 on its own
-      for (size_t i = 0; i < piece.size();) {
-        const auto c = static_cast<unsigned char>(piece[i]);
-        const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : 4;
-        ASSERT_LE(i + n, piece.size()) << "split character in a streamed piece of: " << text;
-        i += n;
-      }
-      EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << "replacement character streamed";
+      EXPECT_TRUE(valid_utf8(piece));
       streamed += piece;
     }
     streamed += s.flush();
-    EXPECT_EQ(streamed, tok->decode(ids));
+    EXPECT_EQ(streamed, tok->decode(ids)) << "sequence " << n;
+    if (HasFailure()) return;
+  }
+}
+
+// The error names the file and carries a hint.
+void expect_checkpoint_error(const std::string& path, const std::string& hint_part) {
+  try {
+    load_tokenizer(path);
+    ADD_FAILURE() << "no error for " << path;
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(e.hint().find(hint_part), std::string::npos) << e.one_line();
   }
 }
 
 TEST(Tokenizer, BadFilesAreCheckpointErrors) {
   testing::TempDir d;
-  EXPECT_THROW(load_tokenizer(d.path() + "/missing.model"), CheckpointError);
-  EXPECT_THROW(load_tokenizer(d.write("garbage.model", "definitely not a protobuf")), CheckpointError);
-  try {
-    load_tokenizer(d.write("tokenizer.json", "{}"));
-    FAIL();
-  } catch (const CheckpointError& e) {
-    EXPECT_NE(e.hint().find("IAA"), std::string::npos);
-  }
-  EXPECT_THROW(load_tokenizer(d.path()), CheckpointError);  // a directory without tokenizer.model
+  expect_checkpoint_error(d.path() + "/missing.model", "--tokenizer");
+  expect_checkpoint_error(d.write("garbage.model", "definitely not a protobuf"), "SentencePiece");
+  expect_checkpoint_error(d.write("empty.model", ""), "SentencePiece");
+  expect_checkpoint_error(d.write("tokenizer.json", "{}"), "IAA");
+  d.write("json-dir/tokenizer.json", "{}");  // a Llama-3 model directory
+  expect_checkpoint_error(d.path() + "/json-dir", "IAA");
+  d.write("no-tokenizer/config.json", "{}");
+  expect_checkpoint_error(d.path() + "/no-tokenizer", "explicitly");
+}
+
+TEST(Tokenizer, LoadsFromAModelDirectory) {
+  testing::TempDir d;
+  d.write("model/tokenizer.model", testing::read_text(shared("models/stories260K/tok512.model")));
+  auto tok = load_tokenizer(d.path() + "/model");
+  EXPECT_EQ(tok->vocab_size(), 512);
+  EXPECT_EQ(tok->pad_id(), 0);  // tok512 has no pad piece either
 }
 
 }  // namespace
