@@ -40,11 +40,8 @@ torch::Tensor xavier(std::vector<int64_t> shape, int64_t fan_in, int64_t fan_out
 
 }  // namespace
 
-MmaAdapterImpl::MmaAdapterImpl(int64_t C, const MmaConfig& c, bool vision, std::string key, const torch::Device& device)
-    : cfg_(c),
-      vision_(vision),
-      before_mlp_(vision ? c.vision_placement == "router_block" : c.llm_placement == "block"),
-      key_(std::move(key)) {
+RepAdapterRouterImpl::RepAdapterRouterImpl(int64_t C, const MmaConfig& c, const torch::Device& device)
+    : scale_(c.scale), temperature_(c.temperature), dropout_(c.dropout) {
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   const int64_t h = c.dim;
   // down: Xavier-uniform, zero bias; ups: zero (a fresh adapter is the identity); router: nn.Linear's default
@@ -63,18 +60,18 @@ MmaAdapterImpl::MmaAdapterImpl(int64_t C, const MmaConfig& c, bool vision, std::
   r_b_ = router->register_parameter("bias", torch::empty({2}, f32).uniform_(-bound, bound));
 }
 
-torch::Tensor MmaAdapterImpl::route(const torch::Tensor& x) const {
+torch::Tensor RepAdapterRouterImpl::route(const torch::Tensor& x, bool per_token_of_first) const {
   namespace F = torch::nn::functional;
-  if (vision_ && cfg_.clip_router_mode == "official_lnd_quirk") {
+  if (per_token_of_first) {
     // LaVIN's CLIP runs tokens-first and indexes x[:, 0]: the token sequence of the batch's first
     // image, one routing pair per token position, applied to every sample. [1, T, 2]
-    return (F::linear(x[0].to(torch::kFloat32), r_w_, r_b_) / cfg_.temperature).softmax(-1).unsqueeze(0);
+    return (F::linear(x[0].to(torch::kFloat32), r_w_, r_b_) / temperature_).softmax(-1).unsqueeze(0);
   }
   // per sample, from token 0 (the modality token in the LLM, CLS in the ViT): [B, 1, 2]
-  return (F::linear(x.select(1, 0).to(torch::kFloat32), r_w_, r_b_) / cfg_.temperature).softmax(-1).unsqueeze(1);
+  return (F::linear(x.select(1, 0).to(torch::kFloat32), r_w_, r_b_) / temperature_).softmax(-1).unsqueeze(1);
 }
 
-torch::Tensor MmaAdapterImpl::up(const torch::Tensor& hid, const torch::Tensor& w, const torch::Tensor& b) const {
+torch::Tensor RepAdapterRouterImpl::up(const torch::Tensor& hid, const torch::Tensor& w, const torch::Tensor& b) const {
   // grouped 1x1 conv, groups = 2: output half g reads hidden half g. hid [B, T, h] -> [B, T, C]
   const int64_t C = w.size(0), hh = w.size(1);
   const torch::Tensor w2 = w.squeeze(-1);  // [C, h/2]
@@ -83,7 +80,23 @@ torch::Tensor MmaAdapterImpl::up(const torch::Tensor& hid, const torch::Tensor& 
   return torch::cat({lo, hi}, -1) + b;
 }
 
+torch::Tensor RepAdapterRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& w) {
+  const torch::Tensor xf = x.to(torch::kFloat32);
+  torch::Tensor hid = torch::nn::functional::linear(xf, a_w_.squeeze(-1), a_b_);  // [B, T, h], no activation
+  if (dropout_ > 0 && is_training()) hid = torch::dropout(hid, dropout_, true);
+  const torch::Tensor mix = w.narrow(-1, 0, 1) * up(hid, b_w_, b_b_) + w.narrow(-1, 1, 1) * up(hid, d_w_, d_b_);
+  return (xf + scale_ * mix).to(x.scalar_type());
+}
+
+MmaAdapterImpl::MmaAdapterImpl(int64_t C, const MmaConfig& c, bool vision, std::string key, const torch::Device& device)
+    : vision_(vision), lnd_quirk_(vision && c.clip_router_mode == "official_lnd_quirk"), key_(std::move(key)) {
+  attn_ = register_module("adapter_attn", RepAdapterRouter(C, c, device));
+  if (vision ? c.vision_placement == "router_block" : c.llm_placement == "block")
+    mlp_ = register_module("adapter_mlp", RepAdapterRouter(C, c, device));
+}
+
 torch::Tensor MmaAdapterImpl::at(Site site, torch::Tensor x, ForwardContext& ctx) {
+  RepAdapterRouterImpl& a = site == Site::kPreMlp ? *mlp_ : *attn_;
   // LLM routing is computed in the first pass over a sequence and reused by the decode steps
   const std::string key = key_ + (site == Site::kPreMlp ? ".mlp" : ".attn");
   torch::Tensor w;
@@ -92,20 +105,18 @@ torch::Tensor MmaAdapterImpl::at(Site site, torch::Tensor x, ForwardContext& ctx
     TORCH_CHECK(it != ctx.state.end(), "MM-adapter routing weights missing at a decode step (", key, ")");
     w = it->second;
   } else {
-    w = route(x);
+    w = a.route(x, lnd_quirk_);
     if (!vision_) ctx.state[key] = w;
   }
-  const torch::Tensor xf = x.to(torch::kFloat32);
-  torch::Tensor hid = torch::nn::functional::linear(xf, a_w_.squeeze(-1), a_b_);  // [B, T, h], no activation
-  if (cfg_.dropout > 0 && is_training()) hid = torch::dropout(hid, cfg_.dropout, true);
-  const torch::Tensor mix = w.narrow(-1, 0, 1) * up(hid, b_w_, b_b_) + w.narrow(-1, 1, 1) * up(hid, d_w_, d_b_);
-  return (xf + cfg_.scale * mix).to(x.scalar_type());
+  return a.forward(x, w);
 }
 
-MmaDecoderAdapterImpl::MmaDecoderAdapterImpl(int64_t D, int64_t Cv, int64_t hidden, const torch::Device& device) {
+MmaDecoderAdapterImpl::MmaDecoderAdapterImpl(int64_t D, int64_t Cv, int64_t hidden, const MmaConfig& c,
+                                             const torch::Device& device)
+    : modality_token_(c.modality_token), rope_decode_offset_(c.rope_decode_offset) {
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-  auto proj = register_module("adapter_proj", std::make_shared<torch::nn::Module>());
   if (Cv > 0) {
+    auto proj = register_module("adapter_proj", std::make_shared<torch::nn::Module>());
     auto a = proj->register_module("conv_A", std::make_shared<torch::nn::Module>());
     neck_a_w_ = a->register_parameter("weight", xavier({hidden, Cv}, Cv, hidden, f32));
     neck_a_b_ = a->register_parameter("bias", torch::zeros({hidden}, f32));
@@ -113,8 +124,10 @@ MmaDecoderAdapterImpl::MmaDecoderAdapterImpl(int64_t D, int64_t Cv, int64_t hidd
     neck_b_w_ = b->register_parameter("weight", xavier({D, hidden}, hidden, D, f32));
     neck_b_b_ = b->register_parameter("bias", torch::zeros({D}, f32));
   }
-  auto emb = register_module("adapter_modality_embedding", std::make_shared<torch::nn::Module>());
-  modality_ = emb->register_parameter("weight", torch::empty({2, D}, f32).normal_());
+  if (modality_token_) {
+    auto emb = register_module("adapter_modality_embedding", std::make_shared<torch::nn::Module>());
+    modality_ = emb->register_parameter("weight", torch::empty({2, D}, f32).normal_());
+  }
 }
 
 torch::Tensor MmaDecoderAdapterImpl::neck(const torch::Tensor& feats) const {
@@ -125,6 +138,25 @@ torch::Tensor MmaDecoderAdapterImpl::neck(const torch::Tensor& feats) const {
 
 torch::Tensor MmaDecoderAdapterImpl::modality_embedding(const torch::Tensor& modality) const {
   return torch::embedding(modality_, modality).unsqueeze(1);
+}
+
+torch::Tensor MmaDecoderAdapterImpl::prefix_embeddings(ForwardContext& ctx) {
+  if (!modality_token_) return {};
+  TORCH_CHECK(ctx.modality.defined(), "the MMA modality token needs ForwardContext::modality");
+  return modality_embedding(ctx.modality.to(modality_.device()));  // [B, 1, D]
+}
+
+void MmaDecoderAdapterImpl::edit_attention_mask(torch::Tensor& mask, ForwardContext& ctx) {
+  if (!modality_token_) return;
+  // key column 0 (the modality token) is visible only from query position 0 (itself)
+  const int64_t T = mask.size(2);
+  const int64_t first = ctx.past == 0 ? 1 : 0;  // the query row that is position 0, if present
+  if (T > first) mask.narrow(2, first, T - first).select(3, 0).fill_(false);
+}
+
+void MmaDecoderAdapterImpl::edit_positions(torch::Tensor& positions, ForwardContext& ctx) {
+  // LaVIN feeds decode step p at RoPE position p where the prompt had p + 1 (spec §1.11)
+  if (modality_token_ && rope_decode_offset_ == 0 && !ctx.prefill) positions = positions - 1;
 }
 
 FamilyEntry mma_family() {
@@ -141,9 +173,9 @@ FamilyEntry mma_family() {
     if (c.vision_placement == "none") return nullptr;
     return std::make_shared<MmaAdapterImpl>(s.width, c, true, "mma.vision." + std::to_string(layer), dev);
   };
-  e.make_decoder = [](const config::FamilyConfig&, int64_t D, int64_t Cv, int64_t hidden,
+  e.make_decoder = [](const config::FamilyConfig& o, int64_t D, int64_t Cv, int64_t hidden,
                       const torch::Device& dev) -> std::shared_ptr<DecoderAdapterImpl> {
-    return std::make_shared<MmaDecoderAdapterImpl>(D, Cv, hidden, dev);
+    return std::make_shared<MmaDecoderAdapterImpl>(D, Cv, hidden, dynamic_cast<const MmaConfig&>(o), dev);
   };
   return e;
 }

@@ -131,7 +131,10 @@ BlockInputs LlamaDecoderImpl::block_inputs(const DecoderInput& in, int64_t B, in
   const torch::Tensor k_idx = torch::arange(0, S, torch::TensorOptions().dtype(torch::kLong).device(dev));
   const torch::Tensor causal = k_idx.unsqueeze(0) <= q_idx.unsqueeze(1);
   torch::Tensor mask = (key_valid.unsqueeze(1) & causal.unsqueeze(0)).unsqueeze(1);  // [B, 1, T, S]
-  if (auto* da = active_decoder_adapter()) da->edit_attention_mask(mask, ctx);
+  ctx.past = past;
+  ctx.prefill = past == 0;
+  auto* da = active_decoder_adapter();
+  if (da) da->edit_attention_mask(mask, ctx);
   // A query that may see nothing (a left-padding position) would give NaN in softmax: let it see
   // every key instead. Its output is never used, but must stay finite.
   mask = mask | ~mask.any(-1, /*keepdim=*/true);
@@ -142,6 +145,7 @@ BlockInputs LlamaDecoderImpl::block_inputs(const DecoderInput& in, int64_t B, in
     const torch::Tensor before = cache ? cache->key_valid.narrow(1, 0, past).sum(-1, true) : torch::zeros({B, 1}, torch::kLong).to(dev);
     positions = (before + valid.to(torch::kLong).cumsum(-1) - 1).clamp_min(0);
   }
+  if (da) da->edit_positions(positions, ctx);
   ctx.valid_mask = valid;
   return {rope_.tables(positions, options_.dtype().toScalarType()), mask, past};
 }
@@ -159,7 +163,6 @@ torch::Tensor LlamaDecoderImpl::hidden_states(const DecoderInput& in, KVCache* c
       in.attention_mask.defined() ? in.attention_mask.to(torch::kBool)
                                   : torch::ones({B, T}, torch::TensorOptions().dtype(torch::kBool).device(h.device()));
   const BlockInputs bi = block_inputs(in, B, T, valid, cache, ctx);
-  ctx.prefill = bi.past == 0;
   auto* da = active_decoder_adapter();
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     ctx.layer = i;

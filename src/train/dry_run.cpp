@@ -1,4 +1,4 @@
-#include <mmtune/adapters/attach.h>
+#include <mmtune/train/build_model.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/sizes.h>
@@ -16,23 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-model::LlamaConfig llm_shape(const config::ModelConfig& m) {
-  if (!m.path.empty() && fs::exists(fs::path(m.path) / "config.json")) return model::LlamaConfig::from_hf(m.path);
-  if (auto c = model::llama_arch(m.arch)) return *c;
-  throw Error("no model shape: " + (m.path.empty() ? std::string("model.path is empty") : m.path + "/config.json not found") +
-                  " and model.arch is not set",
-              "set model.arch (" + join(model::llama_arch_names(), ", ") + ") to dry-run without weights");
-}
-
-std::optional<model::ClipVisionConfig> vision_shape(const config::VisionConfig& v) {
-  if (!v.path.empty() && fs::exists(fs::path(v.path) / "config.json")) return model::ClipVisionConfig::from_hf(v.path);
-  if (auto c = model::clip_arch(v.arch)) return c;
-  if (v.path.empty()) return std::nullopt;  // text-only model
-  throw Error("no vision shape: " + v.path + "/config.json not found and vision.arch is not set",
-              "set vision.arch (" + join(model::clip_arch_names(), ", ") + ") to dry-run without weights");
-}
-
-// Folds "model.layers.12.adapters.mma.conv_A.weight" into module "model.layers.*.adapters.mma".
+// Folds "llm.model.layers.12.adapters.mma.adapter_attn.conv_A.weight" into "llm.model.layers.*.adapters.mma".
 std::string group_of(const std::string& param) {
   static const std::regex index(R"(\.\d+\.)");
   std::string g = std::regex_replace(param, index, ".*.");
@@ -72,28 +56,14 @@ void count(const torch::nn::Module& m, const std::string& prefix, std::map<std::
 }  // namespace
 
 DryRun dry_run(const config::RunConfig& cfg) {
-  const auto meta = torch::TensorOptions().device(torch::kMeta).dtype(cfg.dtype == "bf16" ? torch::kBFloat16 : cfg.dtype == "fp16" ? torch::kFloat16 : torch::kFloat32);
   DryRun d;
-  const model::LlamaConfig lc = llm_shape(cfg.model);
-  d.llm = lc.describe();
-  model::LlamaDecoder llm(lc, meta);
-  auto vc = vision_shape(cfg.vision);
-  model::ClipVisionTransformer vit{nullptr};
-  const bool all = cfg.train.trainable == "all";
-  adapters::attach_to_llama(*llm, cfg.adapter);
-  adapters::attach_decoder(*llm, cfg.adapter, vc ? vc->hidden_size : 0, cfg.vision.projector_hidden);
-  if (vc) {
-    vit = model::ClipVisionTransformer(*vc, meta);
+  d.llm = llm_shape(cfg.model).describe();
+  if (auto vc = vision_shape(cfg.vision))
     d.vision = cat("ViT L=", vc->num_layers, " W=", vc->hidden_size, " ", vc->image_size, "px/", vc->patch_size);
-    adapters::attach_to_vision(*vit, cfg.adapter);
-  }
-  if (all) {
-    for (auto& p : llm->parameters()) p.requires_grad_(true);
-  }
+  const BuiltModel built = build_model(cfg, Weights::kMeta);
   std::map<std::string, ParamGroup> groups;
   std::map<std::string, std::set<std::string>> instances;
-  count(*llm, "", groups, instances, d);
-  if (vit) count(*vit, "", groups, instances, d);
+  count(*built.model, "", groups, instances, d);
   for (auto& [g, pg] : groups) {
     pg.instances = static_cast<int64_t>(instances[g].size());
     d.groups.push_back(pg);

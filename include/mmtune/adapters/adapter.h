@@ -45,6 +45,7 @@ struct BlockShape {
 struct ForwardContext {
   int64_t layer = -1;    // index of the block running now (set by the model)
   bool prefill = true;   // false while decoding with a KV cache
+  int64_t past = 0;      // positions already in the KV cache before the current input
   bool vision = false;   // true inside the vision tower, false inside the LLM
   torch::Tensor modality;    // [B] int64: 1 image sample, 0 text-only (LaVIN's router input); optional
   torch::Tensor image_mask;  // [B, T] bool: image-token positions (IAA / MoLE); optional
@@ -87,8 +88,18 @@ struct ScheduledBlock {
 class DecoderAdapterImpl : public torch::nn::Module {
  public:
   ~DecoderAdapterImpl() override = default;
-  /// Edits the boolean attention mask [B, 1, T, S] (true = may attend) before the blocks run.
+  /// Edits the boolean attention mask [B, 1, T, S] (true = may attend) before the blocks run;
+  /// query row i is absolute position ctx.past + i.
   virtual void edit_attention_mask(torch::Tensor& mask, ForwardContext& ctx) {}
+  /// Edits the RoPE positions [B, T] of the current input (LaVIN's decode off-by-one).
+  virtual void edit_positions(torch::Tensor& positions, ForwardContext& ctx) {}
+  /// Input-sequence assembly, used by model::MultimodalLM:
+  /// visual tokens [B, n, D] from the vision tower's features [B, n, W] (a projector, LaVIN's
+  /// neck), or undefined when this adapter has no visual path;
+  virtual torch::Tensor project_visual(const torch::Tensor& features, ForwardContext& ctx) { return {}; }
+  /// embeddings [B, P, D] put before the whole sequence (LaVIN's modality token, from
+  /// ctx.modality), or undefined for none.
+  virtual torch::Tensor prefix_embeddings(ForwardContext& ctx) { return {}; }
   /// Blocks to run right after frozen layer `layer`, in order (empty: none).
   virtual std::vector<ScheduledBlock> after_layer(int64_t layer, ForwardContext& ctx) { return {}; }
   /// Overrides of the token embedding [V, D], final norm weight [D] and LM head [V, D]; undefined

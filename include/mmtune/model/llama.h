@@ -88,11 +88,12 @@ class LlamaDecoderImpl : public torch::nn::Module {
   /// The shape every block offers to adapters.
   adapters::BlockShape block_shape() const;
   LlamaBlockImpl& block(int64_t i) { return *blocks_[i]; }
+  /// The first enabled decoder adapter, or nullptr.
+  adapters::DecoderAdapterImpl* active_decoder_adapter() const;
 
  private:
   BlockInputs block_inputs(const DecoderInput& in, int64_t batch, int64_t t, torch::Tensor valid, KVCache* cache,
                            adapters::ForwardContext& ctx);
-  adapters::DecoderAdapterImpl* active_decoder_adapter() const;
 
   LlamaConfig config_;
   torch::TensorOptions options_;

@@ -39,7 +39,8 @@ TEST(Mma, FreshAdaptersAreTheIdentityInTheLlmAndTheVit) {
     const torch::Tensor base_states = vit->forward(pixels, {-1}, ctx)[0];
     const auto t1 = attach_to_llama(*llm, mma("per_sample_cls", placement));
     const auto t2 = attach_to_vision(*vit, mma());
-    EXPECT_EQ(t1.size(), 3u * 8);  // 3 layers x (conv_A, conv_B, conv_D, router) x (weight, bias)
+    // 3 layers x (conv_A, conv_B, conv_D, router) x (weight, bias), twice in block placement
+    EXPECT_EQ(t1.size(), 3u * 8 * (placement == "block" ? 2 : 1));
     EXPECT_EQ(t2.size(), 4u * 8);
     EXPECT_TRUE(torch::equal(llm->forward({ids, {}, {}, {}}, nullptr, ctx), base_logits)) << placement;
     EXPECT_TRUE(torch::equal(vit->forward(pixels, {-1}, ctx)[0], base_states));
@@ -61,14 +62,14 @@ TEST(Mma, AdapterMathMatchesTheSpec) {
   const torch::Tensor y = a.at(Site::kPreAttn, x, ctx);
   // the spec, written out: w = softmax(router(x[:, 0]) / t); hid = x A^T + a;
   // out = x + s * (w0 * UpB(hid) + w1 * UpD(hid)), Up block-diagonal over 2 groups
-  const torch::Tensor w = ((x.select(1, 0).matmul(params["expert_weights.weight"].t()) + params["expert_weights.bias"]) / 10.0).softmax(-1);
-  const torch::Tensor hid = x.matmul(params["conv_A.weight"].squeeze(-1).t()) + params["conv_A.bias"];
+  const torch::Tensor w = ((x.select(1, 0).matmul(params["adapter_attn.expert_weights.weight"].t()) + params["adapter_attn.expert_weights.bias"]) / 10.0).softmax(-1);
+  const torch::Tensor hid = x.matmul(params["adapter_attn.conv_A.weight"].squeeze(-1).t()) + params["adapter_attn.conv_A.bias"];
   auto up = [&](const std::string& n) {
-    const torch::Tensor W = params[n + ".weight"].squeeze(-1);  // [6, 2]
+    const torch::Tensor W = params["adapter_attn." + n + ".weight"].squeeze(-1);  // [6, 2]
     torch::Tensor full = torch::zeros({6, 4});                   // block-diagonal [C, h]
     full.narrow(0, 0, 3).narrow(1, 0, 2).copy_(W.narrow(0, 0, 3));
     full.narrow(0, 3, 3).narrow(1, 2, 2).copy_(W.narrow(0, 3, 3));
-    return hid.matmul(full.t()) + params[n + ".bias"];
+    return hid.matmul(full.t()) + params["adapter_attn." + n + ".bias"];
   };
   const torch::Tensor expected = x + 0.5 * (w.select(1, 0).view({2, 1, 1}) * up("conv_B") + w.select(1, 1).view({2, 1, 1}) * up("conv_D"));
   EXPECT_TRUE(torch::allclose(y, expected, 1e-6, 1e-6));
@@ -86,21 +87,44 @@ TEST(Mma, AdapterMathMatchesTheSpec) {
 
 TEST(Mma, ClipRoutingPerSampleOrLavinsBatchQuirk) {
   MmaConfig c;
-  MmaAdapterImpl per_sample(8, c, true, "v", torch::kCPU);
-  c.clip_router_mode = "official_lnd_quirk";
-  MmaAdapterImpl quirk(8, c, true, "v", torch::kCPU);
+  c.dropout = 0.0;
+  RepAdapterRouterImpl r(8, c, torch::kCPU);
   torch::NoGradGuard ng;
-  quirk.named_parameters()["expert_weights.weight"].copy_(per_sample.named_parameters()["expert_weights.weight"]);
-  quirk.named_parameters()["expert_weights.bias"].copy_(per_sample.named_parameters()["expert_weights.bias"]);
   const torch::Tensor x = torch::randn({3, 5, 8});  // [B, N, W]
-  const torch::Tensor a = per_sample.route(x), b = quirk.route(x);
+  const torch::Tensor a = r.route(x, false), b = r.route(x, true);
   EXPECT_EQ(a.sizes(), (std::vector<int64_t>{3, 1, 2}));  // one pair per sample, from its CLS token
   EXPECT_EQ(b.sizes(), (std::vector<int64_t>{1, 5, 2}));  // one pair per position, from sample 0 only
   EXPECT_TRUE(torch::allclose(b[0][0], a[0][0]));         // position 0 of sample 0 is sample 0's CLS
   torch::Tensor x2 = x.clone();
   x2[2].normal_();  // another sample changes: the quirk's routing does not, the per-sample one does for it
-  EXPECT_TRUE(torch::equal(quirk.route(x2), b));
-  EXPECT_FALSE(torch::equal(per_sample.route(x2)[2], a[2]));
+  EXPECT_TRUE(torch::equal(r.route(x2, true), b));
+  EXPECT_FALSE(torch::equal(r.route(x2, false)[2], a[2]));
+  // the adapter picks the mode from clip_router_mode (vision blocks only)
+  c.clip_router_mode = "official_lnd_quirk";
+  MmaAdapterImpl quirk(8, c, /*vision=*/true, "v", torch::kCPU);
+  for (auto& p : quirk.parameters()) p.normal_();
+  c.clip_router_mode = "per_sample_cls";
+  MmaAdapterImpl per_sample(8, c, /*vision=*/true, "v", torch::kCPU);
+  for (auto& p : per_sample.parameters()) p.normal_();
+  torch::Tensor x0 = x.clone();
+  x0[0].normal_();  // only sample 0 changes
+  ForwardContext ctx;
+  EXPECT_FALSE(torch::allclose(quirk.at(Site::kPreAttn, x, ctx)[1], quirk.at(Site::kPreAttn, x0, ctx)[1]))
+      << "under the quirk sample 0 decides the routing of sample 1";
+  EXPECT_TRUE(torch::equal(per_sample.at(Site::kPreAttn, x, ctx)[1], per_sample.at(Site::kPreAttn, x0, ctx)[1]))
+      << "per sample, sample 1 does not depend on sample 0";
+}
+
+TEST(Mma, BlockPlacementHasItsOwnAdapterBeforeTheMlp) {
+  MmaConfig c;
+  c.llm_placement = "block";
+  MmaAdapterImpl a(8, c, false, "l", torch::kCPU);
+  const auto names = a.named_parameters().keys();
+  EXPECT_EQ(names.size(), 16u);
+  EXPECT_TRUE(a.named_parameters().contains("adapter_mlp.conv_B.weight"));
+  EXPECT_TRUE(a.uses(Site::kPreMlp));
+  c.llm_placement = "attn";
+  EXPECT_FALSE(MmaAdapterImpl(8, c, false, "l", torch::kCPU).uses(Site::kPreMlp));
 }
 
 TEST(Mma, DryRunGivesTheOfficialParameterCounts) {

@@ -1,0 +1,37 @@
+// The composition root: config -> frozen backbones (loaded, or shapes only on the meta device) +
+// the configured adapter family attached + the trainable set. Train, eval, chat and the dry run
+// all build their model here.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include <mmtune/config/config.h>
+#include <mmtune/model/multimodal.h>
+
+namespace mmtune::train {
+
+struct BuiltModel {
+  model::MultimodalLM model{nullptr};
+  /// Parameters with requires_grad, named as in model->named_parameters() ("llm.model.layers.0...").
+  std::vector<std::pair<std::string, torch::Tensor>> trainable;
+  int64_t frozen_parameters = 0;
+};
+
+enum class Weights {
+  kLoad,  // read model.path / vision.path (safetensors), on cfg.device in cfg.dtype
+  kMeta,  // shapes only (config.json or model.arch / vision.arch), on the meta device: no memory
+};
+
+/// Throws mmtune::Error / CheckpointError with a hint when a shape or a file is missing.
+BuiltModel build_model(const config::RunConfig& cfg, Weights weights);
+
+/// The frozen LLM shape from model.path/config.json, else model.arch.
+model::LlamaConfig llm_shape(const config::ModelConfig& m);
+/// The ViT shape from vision.path/config.json, else vision.arch; nullopt for a text-only model.
+std::optional<model::ClipVisionConfig> vision_shape(const config::VisionConfig& v);
+
+}  // namespace mmtune::train

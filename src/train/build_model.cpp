@@ -1,0 +1,71 @@
+#include <mmtune/adapters/attach.h>
+#include <mmtune/adapters/mma.h>
+#include <mmtune/core/errors.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/model/sizes.h>
+#include <mmtune/model/weights.h>
+#include <mmtune/train/build_model.h>
+
+#include <filesystem>
+
+namespace mmtune::train {
+
+namespace fs = std::filesystem;
+
+model::LlamaConfig llm_shape(const config::ModelConfig& m) {
+  if (!m.path.empty() && fs::exists(fs::path(m.path) / "config.json")) return model::LlamaConfig::from_hf(m.path);
+  if (auto c = model::llama_arch(m.arch)) return *c;
+  throw Error("no model shape: " + (m.path.empty() ? std::string("model.path is empty") : m.path + "/config.json not found") +
+                  " and model.arch is not set",
+              "set model.arch (" + join(model::llama_arch_names(), ", ") + ") to dry-run without weights");
+}
+
+std::optional<model::ClipVisionConfig> vision_shape(const config::VisionConfig& v) {
+  if (!v.path.empty() && fs::exists(fs::path(v.path) / "config.json")) return model::ClipVisionConfig::from_hf(v.path);
+  if (auto c = model::clip_arch(v.arch)) return c;
+  if (v.path.empty()) return std::nullopt;  // text-only model
+  throw Error("no vision shape: " + v.path + "/config.json not found and vision.arch is not set",
+              "set vision.arch (" + join(model::clip_arch_names(), ", ") + ") to dry-run without weights");
+}
+
+BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
+  torch::TensorOptions opts = model::model_options(weights == Weights::kMeta ? "cpu" : cfg.device, cfg.dtype);
+  if (weights == Weights::kMeta) opts = opts.device(torch::kMeta);
+
+  model::LlamaDecoder llm{nullptr};
+  model::ClipVisionTransformer vit{nullptr};
+  if (weights == Weights::kMeta) {
+    llm = model::LlamaDecoder(llm_shape(cfg.model), opts);
+    if (auto vc = vision_shape(cfg.vision)) vit = model::ClipVisionTransformer(*vc, opts);
+  } else {
+    if (cfg.model.path.empty()) throw Error("model.path is empty", "point model.path at a Hugging Face LLaMA directory");
+    llm = model::load_llama(cfg.model.path, opts);
+    if (!cfg.vision.path.empty()) vit = model::load_clip_vision(cfg.vision.path, opts);
+  }
+  // the adapters' fp32 master weights live on the compute device (meta for a dry run)
+  adapters::attach_to_llama(*llm, cfg.adapter);
+  adapters::attach_decoder(*llm, cfg.adapter, vit ? vit->config().hidden_size : 0, cfg.vision.projector_hidden);
+  if (vit) adapters::attach_to_vision(*vit, cfg.adapter);
+  if (cfg.train.trainable == "all") {
+    for (auto& p : llm->parameters()) p.requires_grad_(true);
+    if (vit) for (auto& p : vit->parameters()) p.requires_grad_(true);
+  }
+
+  model::VisualFeatureSpec spec;
+  spec.feature = cfg.vision.feature;
+  spec.cls_every = cfg.vision.cls_every;
+  spec.layer = cfg.vision.layer;
+  // LaVIN's CLIP routing quirk makes each row depend on row 0 of the whole (zero images included) batch
+  if (cfg.adapter.family == "mma")
+    spec.whole_batch = cfg.adapter.selected<adapters::MmaConfig>().clip_router_mode == "official_lnd_quirk";
+
+  BuiltModel b;
+  b.model = model::MultimodalLM(llm, vit, spec);
+  for (const auto& p : b.model->named_parameters(true)) {
+    if (p.value().requires_grad()) b.trainable.emplace_back(p.key(), p.value());
+    else b.frozen_parameters += p.value().numel();
+  }
+  return b;
+}
+
+}  // namespace mmtune::train
