@@ -1,0 +1,25 @@
+#include <mmtune/train/lm_loss.h>
+
+namespace mmtune::train {
+
+torch::Tensor lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) {
+  const int64_t V = logits.size(-1);
+  // logits[:, :-1] predict labels[:, 1:]: [B * (T - 1), V] vs [B * (T - 1)]
+  const torch::Tensor pred = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, V}).to(torch::kFloat32);
+  const torch::Tensor target = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1}).to(logits.device());
+  return torch::nn::functional::cross_entropy(
+      pred, target,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(data::kIgnoreIndex).reduction(torch::kSum));
+}
+
+model::MultimodalInput model_input(const data::Batch& b, const torch::Device& device) {
+  model::MultimodalInput in;
+  in.tokens = b.tokens.to(device);
+  if (b.attention_mask.defined()) in.attention_mask = b.attention_mask.to(device);
+  if (b.image_slots.defined()) in.image_slots = b.image_slots.to(device);
+  if (b.images.defined()) in.images = b.images.to(device);
+  if (b.has_image.defined()) in.has_image = b.has_image.to(device);
+  return in;
+}
+
+}  // namespace mmtune::train

@@ -1,0 +1,306 @@
+// LaVIN's whole model on the tiny checkpoints (issue 5 acceptance a-d, f, g): the MMA adapters,
+// neck and modality token assembled by model::MultimodalLM, checkpoint I/O, mixed batches, and
+// an overfitting run with a plain optimiser loop.
+#include <gtest/gtest.h>
+
+#include <mmtune/adapters/attach.h>
+#include <mmtune/adapters/registry.h>
+#include <mmtune/config/load.h>
+#include <mmtune/core/errors.h>
+#include <mmtune/model/weights.h>
+#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/build_model.h>
+#include <mmtune/train/lm_loss.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "test_utils.h"
+
+namespace mmtune::train {
+namespace {
+
+using adapters::ForwardContext;
+
+config::RunConfig tiny_config(std::vector<std::string> extra = {}) {
+  const std::string tiny = testing::kTinyDir;
+  std::vector<std::string> o{"model.path=" + tiny + "/llama-gqa", "vision.path=" + tiny + "/clip-vit",
+                             "adapter.mma.dropout=0.0"};
+  o.insert(o.end(), extra.begin(), extra.end());
+  return config::load_config(std::string(testing::kSourceDir) + "/configs/lavin/tiny.yaml", o,
+                             adapters::builtin_adapters());
+}
+
+// A right-padded mixed batch in the batch.h layout: rows 0 and 2 have images (BOS, a 2-token
+// prefix, n slots, text), row 1 is text-only and shorter. Token ids are arbitrary tiny-vocab ids.
+struct TinyBatch {
+  data::Batch batch;
+  int64_t n = 0;
+};
+
+TinyBatch mixed_batch(int64_t n, int64_t image_size, uint64_t seed = 7) {
+  torch::manual_seed(seed);
+  const int64_t T = 1 + 2 + n + 9;
+  TinyBatch b;
+  b.n = n;
+  auto& x = b.batch;
+  x.tokens = torch::randint(3, 400, {3, T});
+  x.tokens.select(1, 0).fill_(1);  // BOS
+  x.attention_mask = torch::ones({3, T}, torch::kBool);
+  x.image_slots = torch::zeros({3, T}, torch::kBool);
+  for (int64_t r : {0, 2}) {
+    x.image_slots[r].narrow(0, 3, n).fill_(true);
+    x.tokens[r].narrow(0, 3, n).fill_(0);
+  }
+  x.attention_mask[1].narrow(0, T - 4, 4).fill_(false);  // row 1: 4 padding positions
+  x.tokens[1].narrow(0, T - 4, 4).fill_(0);
+  x.labels = x.tokens.clone();
+  x.labels.narrow(1, 0, T - 5).fill_(data::kIgnoreIndex);  // supervise the last positions only
+  x.labels.masked_fill_(~x.attention_mask, data::kIgnoreIndex);
+  x.images = torch::randn({3, 3, image_size, image_size});
+  x.images[1].zero_();  // the text-only sample's zero image
+  x.has_image = torch::tensor({1, 0, 1}, torch::kLong);
+  return b;
+}
+
+torch::Tensor logits_of(BuiltModel& m, const data::Batch& b) {
+  ForwardContext ctx;
+  torch::NoGradGuard ng;
+  return m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+}
+
+void randomise_adapters(BuiltModel& m, uint64_t seed) {
+  torch::manual_seed(seed);
+  torch::NoGradGuard ng;
+  for (auto& [name, t] : m.trainable) t.copy_(torch::randn_like(t) * 0.2);
+}
+
+std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : m.named_parameters(true)) out[p.key()] = p.value().detach().clone();
+  return out;
+}
+
+void set_block_adapters(BuiltModel& m, bool on) {
+  adapters::set_adapters_enabled(m.model->llm(), on);
+  auto& vit = m.model->vision();
+  for (int64_t i = 0; i < vit.config().num_layers; ++i) {
+    for (auto& a : vit.block(i).block_adapters()) a->set_enabled(on);
+  }
+}
+
+TEST(MmaModel, FreshAdaptersAreTheIdentityOnTheAssembledSequence) {
+  // (a) a fresh model equals the same assembled sequence (modality token, prefix, visual tokens,
+  // mask) run with every block adapter switched off, bitwise, for image and text samples alike
+  for (const std::string placement : {"attn", "block"}) {
+    auto cfg = tiny_config({"adapter.mma.llm_placement=" + placement, "adapter.mma.vision_placement=router_block"});
+    BuiltModel m = build_model(cfg, Weights::kLoad);
+    EXPECT_EQ(m.model->visual_tokens(), 4);  // tiny ViT: 4 blocks, CLS after each
+    const TinyBatch b = mixed_batch(4, 32);
+    const torch::Tensor with = logits_of(m, b.batch);
+    set_block_adapters(m, false);
+    const torch::Tensor without = logits_of(m, b.batch);
+    EXPECT_EQ(with.sizes(), (std::vector<int64_t>{3, b.batch.tokens.size(1), 400}));
+    EXPECT_TRUE(torch::equal(with, without)) << placement;
+    // and the adapters are not a no-op once trained
+    randomise_adapters(m, 3);
+    set_block_adapters(m, true);
+    EXPECT_FALSE(torch::allclose(logits_of(m, b.batch), without)) << placement;
+  }
+}
+
+TEST(MmaModel, TheModalityTokenIsSeenByNobodyAndSeesOnlyItself) {
+  auto cfg = tiny_config();
+  BuiltModel m = build_model(cfg, Weights::kLoad);
+  randomise_adapters(m, 5);
+  const TinyBatch b = mixed_batch(4, 32);
+  const torch::Tensor base = logits_of(m, b.batch);
+  // with the block adapters off, the modality embedding reaches nothing (column 0 is masked)
+  set_block_adapters(m, false);
+  const torch::Tensor off = logits_of(m, b.batch);
+  {
+    torch::NoGradGuard ng;
+    for (auto& [name, t] : m.trainable) {
+      if (name.find("adapter_modality_embedding") != std::string::npos) t.mul_(-3.0).add_(1.0);
+    }
+  }
+  EXPECT_TRUE(torch::equal(logits_of(m, b.batch), off));
+  // with them on it acts only through the routing: a different modality row changes the outputs
+  set_block_adapters(m, true);
+  EXPECT_FALSE(torch::allclose(logits_of(m, b.batch), base));
+}
+
+TEST(MmaModel, AnOptimiserStepChangesOnlyAdapterParameters) {
+  // (b)
+  auto cfg = tiny_config();
+  BuiltModel m = build_model(cfg, Weights::kLoad);
+  const auto before = snapshot(*m.model);
+  std::vector<torch::Tensor> params;
+  for (auto& [n, t] : m.trainable) params.push_back(t);
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2).weight_decay(0.02));
+  const TinyBatch b = mixed_batch(4, 32);
+  ForwardContext ctx;
+  const torch::Tensor loss = lm_loss_sum(m.model->forward(model_input(b.batch, torch::kCPU), nullptr, ctx), b.batch.labels);
+  loss.backward();
+  opt.step();
+  std::set<std::string> trainable;
+  for (auto& [n, t] : m.trainable) trainable.insert(n);
+  int changed = 0, frozen = 0;
+  for (const auto& p : m.model->named_parameters(true)) {
+    if (trainable.count(p.key())) {
+      changed += !torch::equal(p.value(), before.at(p.key()));
+    } else {
+      ++frozen;
+      EXPECT_TRUE(torch::equal(p.value(), before.at(p.key()))) << p.key() << " is frozen but changed";
+      EXPECT_FALSE(p.value().grad().defined()) << p.key() << " is frozen but got a gradient";
+    }
+  }
+  EXPECT_GT(frozen, 50);
+  // every trainable tensor moves (the zero-initialised up-projections get gradients through the
+  // routing weights, the routers through the up-projections once they are non-zero: AdamW's
+  // weight decay moves every non-zero tensor anyway)
+  EXPECT_GE(changed, static_cast<int>(m.trainable.size()) / 2);
+}
+
+TEST(MmaModel, SaveThenLoadGivesTheSameLogits) {
+  // (c)
+  auto cfg = tiny_config();
+  BuiltModel a = build_model(cfg, Weights::kLoad);
+  randomise_adapters(a, 11);
+  testing::TempDir dir;
+  const std::string out = dir.path() + "/adapter";
+  save_adapter(out, cfg, a);
+  EXPECT_TRUE(std::filesystem::exists(out + "/adapter_model.safetensors"));
+  // the recorded options rebuild the same architecture
+  auto overrides = adapter_overrides(out);
+  EXPECT_NE(std::find(overrides.begin(), overrides.end(), "adapter.family=mma"), overrides.end());
+  auto cfg2 = tiny_config(overrides);
+  torch::manual_seed(99);
+  BuiltModel b = build_model(cfg2, Weights::kLoad);
+  const TinyBatch batch = mixed_batch(4, 32);
+  EXPECT_FALSE(torch::equal(logits_of(a, batch.batch), logits_of(b, batch.batch)));
+  load_adapter(out, cfg2, b);
+  EXPECT_TRUE(torch::equal(logits_of(a, batch.batch), logits_of(b, batch.batch)));
+}
+
+TEST(MmaModel, BadAdapterCheckpointsAreNamedErrors) {
+  auto cfg = tiny_config();
+  BuiltModel a = build_model(cfg, Weights::kLoad);
+  testing::TempDir dir;
+  const std::string out = dir.path() + "/adapter";
+  save_adapter(out, cfg, a);
+  auto expect_error = [&](const config::RunConfig& c, const std::string& needle) {
+    BuiltModel b = build_model(c, Weights::kLoad);
+    try {
+      load_adapter(out, c, b);
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_FALSE(e.hint().empty());
+    }
+  };
+  // wrong family
+  expect_error(tiny_config({"adapter.family=lora"}), "holds a 'mma' adapter");
+  // another base (a different LLM shape)
+  expect_error(tiny_config({"model.path=" + std::string(testing::kTinyDir) + "/llama-mha-tied"}), "another base");
+  // block placement expects adapter_mlp tensors the file lacks
+  expect_error(tiny_config({"adapter.mma.llm_placement=block"}), "missing llm.model.layers.0.adapters.mma.adapter_mlp");
+  // a missing directory and a corrupt config
+  BuiltModel b = build_model(cfg, Weights::kLoad);
+  EXPECT_THROW(load_adapter(dir.path() + "/nope", cfg, b), CheckpointError);
+  std::ofstream(out + "/adapter_config.json") << "{not json";
+  EXPECT_THROW(load_adapter(out, cfg, b), CheckpointError);
+  EXPECT_THROW(adapter_overrides(out), CheckpointError);
+}
+
+TEST(MmaModel, DisabledAdaptersGiveTheBaseModelBitwise) {
+  // (d) trained adapters switched off: the text tokens run through the bare LLM
+  auto cfg = tiny_config();
+  BuiltModel m = build_model(cfg, Weights::kLoad);
+  randomise_adapters(m, 13);
+  const torch::Tensor ids = torch::randint(3, 400, {2, 12});
+  model::MultimodalInput in;
+  in.tokens = ids;
+  ForwardContext c1, c2;
+  torch::NoGradGuard ng;
+  const torch::Tensor on = m.model->forward(in, nullptr, c1);
+  set_block_adapters(m, false);
+  m.model->llm().active_decoder_adapter()->set_enabled(false);
+  const torch::Tensor off = m.model->forward(in, nullptr, c2);
+  auto bare = model::load_llama(std::string(testing::kTinyDir) + "/llama-gqa", torch::kFloat32);
+  ForwardContext c3;
+  EXPECT_TRUE(torch::equal(off, bare->forward({ids, {}, {}, {}}, nullptr, c3)));
+  EXPECT_FALSE(torch::allclose(on.narrow(1, 0, 12), off));
+}
+
+TEST(MmaModel, MixedBatchRowsEqualEachSampleAlone) {
+  // (f) per_sample_cls: a text-only and image samples in one batch give what each gives alone
+  auto cfg = tiny_config();
+  BuiltModel m = build_model(cfg, Weights::kLoad);
+  randomise_adapters(m, 17);
+  const TinyBatch b = mixed_batch(4, 32);
+  const torch::Tensor together = logits_of(m, b.batch);
+  for (int64_t r = 0; r < 3; ++r) {
+    data::Batch one;
+    const int64_t len = b.batch.attention_mask[r].sum().item<int64_t>();
+    one.tokens = b.batch.tokens.narrow(0, r, 1).narrow(1, 0, len);
+    one.attention_mask = b.batch.attention_mask.narrow(0, r, 1).narrow(1, 0, len);
+    one.image_slots = b.batch.image_slots.narrow(0, r, 1).narrow(1, 0, len);
+    one.images = b.batch.images.narrow(0, r, 1);
+    one.has_image = b.batch.has_image.narrow(0, r, 1);
+    const torch::Tensor alone = logits_of(m, one);
+    EXPECT_TRUE(torch::allclose(alone[0], together[r].narrow(0, 0, len), 1e-5, 1e-5))
+        << "row " << r << " max diff " << (alone[0] - together[r].narrow(0, 0, len)).abs().max().item<double>();
+  }
+  // LaVIN's quirk routes the whole batch's ViT from row 0: the text-only row's zero image then
+  // changes nothing for it, but row 2 depends on row 0 (its visual tokens do)
+  auto qcfg = tiny_config({"adapter.mma.clip_router_mode=official_lnd_quirk"});
+  BuiltModel q = build_model(qcfg, Weights::kLoad);
+  EXPECT_TRUE(q.model->spec().whole_batch);
+}
+
+TEST(MmaModel, OverfitsSixteenSamplesWithAPlainLoop) {
+  // (g) 16 samples, each with its own image and a 3-token answer that only the sample decides
+  auto cfg = tiny_config();
+  BuiltModel m = build_model(cfg, Weights::kLoad);
+  torch::manual_seed(21);
+  const int64_t n = 4, B = 16, T = 1 + 2 + n + 6 + 4;
+  data::Batch b;
+  b.tokens = torch::randint(3, 400, {B, T});
+  b.tokens.select(1, 0).fill_(1);
+  b.image_slots = torch::zeros({B, T}, torch::kBool);
+  b.has_image = (torch::arange(B) % 4 != 3).to(torch::kLong);  // every 4th sample is text-only
+  for (int64_t r = 0; r < B; ++r) {
+    if (b.has_image[r].item<int64_t>()) b.image_slots[r].narrow(0, 3, n).fill_(true);
+  }
+  b.tokens.masked_fill_(b.image_slots, 0);
+  // the prompt text is the same for all: only the image (or the modality) tells the samples apart
+  b.tokens.narrow(1, 3 + n, 6).copy_(b.tokens[0].narrow(0, 3 + n, 6).unsqueeze(0).expand({B, 6}));
+  b.attention_mask = torch::ones({B, T}, torch::kBool);
+  b.labels = b.tokens.clone();
+  b.labels.narrow(1, 0, T - 4).fill_(data::kIgnoreIndex);
+  b.images = torch::randn({B, 3, 32, 32}) * b.has_image.view({B, 1, 1, 1});
+  // text-only samples share one answer (nothing tells them apart)
+  for (int64_t r = 3; r < B; r += 4) b.labels[r].narrow(0, T - 4, 4).copy_(b.labels[3].narrow(0, T - 4, 4));
+  const double tokens = (b.labels.narrow(1, 1, T - 1) != data::kIgnoreIndex).sum().item<double>();
+  std::vector<torch::Tensor> params;
+  for (auto& [name, t] : m.trainable) params.push_back(t);
+  torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2).weight_decay(0.0));
+  double first = 0, loss_v = 0;
+  const auto in = model_input(b, torch::kCPU);
+  for (int step = 0; step < 600; ++step) {
+    ForwardContext ctx;
+    opt.zero_grad();
+    const torch::Tensor loss = lm_loss_sum(m.model->forward(in, nullptr, ctx), b.labels) / tokens;
+    loss.backward();
+    opt.step();
+    loss_v = loss.item<double>();
+    if (step == 0) first = loss_v;
+    if (loss_v < 0.05) break;
+  }
+  EXPECT_LT(loss_v, 0.05) << "first loss " << first;
+}
+
+}  // namespace
+}  // namespace mmtune::train
