@@ -304,3 +304,48 @@ TEST(MmaModel, OverfitsSixteenSamplesWithAPlainLoop) {
 
 }  // namespace
 }  // namespace mmtune::train
+
+namespace mmtune::train {
+namespace {
+
+// Prefill the first k tokens, then feed the rest one by one through the KV cache.
+torch::Tensor decode_logits(BuiltModel& m, const data::Batch& b, int64_t k) {
+  torch::NoGradGuard ng;
+  adapters::ForwardContext ctx;
+  const int64_t B = b.tokens.size(0), T = b.tokens.size(1);
+  auto cache = m.model->llm().new_cache(B, T + 1);
+  model::MultimodalInput first = model_input(b, torch::kCPU);
+  first.tokens = first.tokens.narrow(1, 0, k);
+  first.attention_mask = first.attention_mask.narrow(1, 0, k);
+  first.image_slots = first.image_slots.narrow(1, 0, k);
+  std::vector<torch::Tensor> out{m.model->forward(first, &cache, ctx)};
+  for (int64_t t = k; t < T; ++t) {
+    model::MultimodalInput step;
+    step.tokens = b.tokens.narrow(1, t, 1);
+    step.attention_mask = b.attention_mask.narrow(1, t, 1);
+    out.push_back(m.model->forward(step, &cache, ctx));
+  }
+  return torch::cat(out, 1);
+}
+
+TEST(MmaModel, DecodingWithTheCacheMatchesTheFullForwardAndTheLavinOffsetShiftsIt) {
+  TinyBatch b = mixed_batch(4, 32);
+  b.batch.attention_mask.fill_(true);  // no padding: every row decodes every position
+  const int64_t k = 1 + 2 + 4 + 2;     // prompt: BOS, prefix, slots, 2 text tokens
+  auto clean_cfg = tiny_config({"adapter.mma.rope_decode_offset=1"});
+  BuiltModel clean = build_model(clean_cfg, Weights::kLoad);
+  randomise_adapters(clean, 23);
+  const torch::Tensor full = logits_of(clean, b.batch);
+  const torch::Tensor stepped = decode_logits(clean, b.batch, k);
+  EXPECT_TRUE(torch::allclose(stepped, full, 1e-4, 1e-4)) << (stepped - full).abs().max().item<double>();
+  // LaVIN's off-by-one (spec §1.11): the prefill is the same, the decode steps see other positions
+  auto lavin_cfg = tiny_config({"adapter.mma.rope_decode_offset=0"});
+  BuiltModel lavin = build_model(lavin_cfg, Weights::kLoad);
+  randomise_adapters(lavin, 23);
+  const torch::Tensor shifted = decode_logits(lavin, b.batch, k);
+  EXPECT_TRUE(torch::allclose(shifted.narrow(1, 0, k), full.narrow(1, 0, k), 1e-4, 1e-4));
+  EXPECT_FALSE(torch::allclose(shifted.narrow(1, k, full.size(1) - k), full.narrow(1, k, full.size(1) - k), 1e-3, 1e-3));
+}
+
+}  // namespace
+}  // namespace mmtune::train
