@@ -70,37 +70,28 @@ bool cut_at_stop(std::string& text, const std::vector<std::string>& stops) {
 
 }  // namespace
 
-std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::Tokenizer& tok,
-                                 const std::vector<std::vector<int64_t>>& prompts, const SamplingOptions& opt,
-                                 const StreamCallback& on_text, adapters::ForwardContext* ctx_in) {
-  torch::InferenceMode guard;
-  const int64_t B = prompts.size();
+namespace {
+
+// The sampling loop shared by the plain decoder and the multimodal model. `first` are the logits
+// [B, V] after the prompt; `step(next [B, 1])` returns the logits [B, V] after one more token.
+// `primes[b]` are the ids the row's text continues (for SentencePiece's leading-space rule).
+std::vector<Generation> sample_loop(torch::Tensor logits, const std::function<torch::Tensor(const torch::Tensor&)>& step,
+                                    const model::Tokenizer& tok, const std::vector<std::vector<int64_t>>& primes,
+                                    const SamplingOptions& opt, const StreamCallback& on_text, const torch::Device& dev) {
+  const int64_t B = static_cast<int64_t>(primes.size());
   std::vector<Generation> out(B);
-  if (B == 0) return out;
-  auto [ids, mask] = left_pad(prompts, tok.pad_id(), model.options().device());
-  const int64_t T = ids.size(1);
-  const int64_t limit = model.config().max_position_embeddings;
-  if (T + opt.max_new_tokens > limit) {
-    throw UsageError(cat("prompt of ", T, " tokens + ", opt.max_new_tokens, " new tokens exceeds the model's context of ",
-                         limit, " positions"), "shorten the prompt or lower max_new_tokens");
-  }
-  adapters::ForwardContext local_ctx;
-  adapters::ForwardContext& ctx = ctx_in ? *ctx_in : local_ctx;
-  model::KVCache cache = model.new_cache(B, T + opt.max_new_tokens);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
   // Each row's stream decoder is primed with its prompt, so the text it returns is exactly what
   // follows the prompt (SentencePiece drops a leading space only at the start of a sequence).
   std::vector<model::StreamDecoder> streams(B, model::StreamDecoder(tok));
   for (int64_t b = 0; b < B; ++b) {
-    for (int64_t id : prompts[b]) streams[b].push(id);
+    for (int64_t id : primes[b]) streams[b].push(id);
   }
   std::vector<bool> done(B, false);
-  torch::Tensor logits = model.forward({ids, {}, mask, {}}, &cache, ctx).select(1, T - 1);  // [B, V]
   torch::Tensor generated;  // [B, N]
-  const torch::Tensor ones = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
-  for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
+  for (int64_t step_i = 0; step_i < opt.max_new_tokens; ++step_i) {
     throw_if_interrupted();
-    const torch::Tensor next = sample_next(logits, opt, gen, generated).to(ids.device(), torch::kLong);  // [B]
+    const torch::Tensor next = sample_next(logits, opt, gen, generated).to(dev, torch::kLong);  // [B]
     generated = generated.defined() ? torch::cat({generated, next.unsqueeze(1)}, 1) : next.unsqueeze(1);  // [B, N]
     const auto next_cpu = next.cpu();
     for (int64_t b = 0; b < B; ++b) {
@@ -124,8 +115,8 @@ std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::To
       }
       if (on_text && !piece.empty()) on_text(b, piece);
     }
-    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; }) || step + 1 == opt.max_new_tokens) break;
-    logits = model.forward({next.unsqueeze(1), {}, ones, {}}, &cache, ctx).select(1, 0);
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; }) || step_i + 1 == opt.max_new_tokens) break;
+    logits = step(next.unsqueeze(1));
   }
   for (int64_t b = 0; b < B; ++b) {
     if (out[b].finish_reason.empty()) {
@@ -137,6 +128,68 @@ std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::To
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::Tokenizer& tok,
+                                 const std::vector<std::vector<int64_t>>& prompts, const SamplingOptions& opt,
+                                 const StreamCallback& on_text, adapters::ForwardContext* ctx_in) {
+  torch::InferenceMode guard;
+  const int64_t B = prompts.size();
+  if (B == 0) return {};
+  auto [ids, mask] = left_pad(prompts, tok.pad_id(), model.options().device());
+  const int64_t T = ids.size(1);
+  const int64_t limit = model.config().max_position_embeddings;
+  if (T + opt.max_new_tokens > limit) {
+    throw UsageError(cat("prompt of ", T, " tokens + ", opt.max_new_tokens, " new tokens exceeds the model's context of ",
+                         limit, " positions"), "shorten the prompt or lower max_new_tokens");
+  }
+  adapters::ForwardContext local_ctx;
+  adapters::ForwardContext& ctx = ctx_in ? *ctx_in : local_ctx;
+  model::KVCache cache = model.new_cache(B, T + opt.max_new_tokens);
+  const torch::Tensor first = model.forward({ids, {}, mask, {}}, &cache, ctx).select(1, T - 1);  // [B, V]
+  const torch::Tensor ones = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  auto step = [&](const torch::Tensor& next) { return model.forward({next, {}, ones, {}}, &cache, ctx).select(1, 0); };
+  return sample_loop(first, step, tok, prompts, opt, on_text, ids.device());
+}
+
+std::vector<Generation> generate(model::MultimodalLMImpl& model, const model::Tokenizer& tok,
+                                 const model::MultimodalInput& prompts, const SamplingOptions& opt,
+                                 const StreamCallback& on_text, adapters::ForwardContext* ctx_in) {
+  torch::InferenceMode guard;
+  const int64_t B = prompts.tokens.size(0), T = prompts.tokens.size(1);
+  if (B == 0) return {};
+  const auto dev = model.llm().options().device();
+  // the rows must end at the last column: generation continues every row from there
+  if (prompts.attention_mask.defined() && !prompts.attention_mask.select(1, T - 1).to(torch::kBool).all().item<bool>())
+    throw Error("generation prompts must be left-padded", "collate with PadSide::kLeft");
+  adapters::ForwardContext local_ctx;
+  adapters::ForwardContext& ctx = ctx_in ? *ctx_in : local_ctx;
+  model::KVCache cache;
+  const torch::Tensor first = model.prefill(prompts, opt.max_new_tokens, cache, ctx).select(1, T - 1);  // [B, V]
+  // prime each row's text with its real, non-slot prompt tokens
+  const torch::Tensor keep_t = (prompts.attention_mask.defined() ? prompts.attention_mask.to(torch::kBool)
+                                                                  : torch::ones({B, T}, torch::kBool)) &
+                               (prompts.image_slots.defined() ? ~prompts.image_slots.to(torch::kBool)
+                                                              : torch::ones({B, T}, torch::kBool));
+  const torch::Tensor ids_cpu = prompts.tokens.cpu().contiguous(), keep = keep_t.cpu().contiguous();
+  std::vector<std::vector<int64_t>> primes(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t* row = ids_cpu[b].data_ptr<int64_t>();
+    const bool* k = keep[b].data_ptr<bool>();
+    for (int64_t t = 0; t < T; ++t) {
+      if (k[t]) primes[b].push_back(row[t]);
+    }
+  }
+  const torch::Tensor ones = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+  auto step = [&](const torch::Tensor& next) {
+    model::MultimodalInput in;
+    in.tokens = next;
+    in.attention_mask = ones;
+    return model.forward(in, &cache, ctx).select(1, 0);
+  };
+  return sample_loop(first, step, tok, primes, opt, on_text, dev);
 }
 
 }  // namespace mmtune::generate

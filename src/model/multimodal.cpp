@@ -110,4 +110,21 @@ torch::Tensor MultimodalLMImpl::forward(const MultimodalInput& in, KVCache* cach
   return seq.prefix ? logits.narrow(1, seq.prefix, logits.size(1) - seq.prefix) : logits;
 }
 
+torch::Tensor MultimodalLMImpl::prefill(const MultimodalInput& in, int64_t new_tokens, KVCache& cache,
+                                        ForwardContext& ctx) {
+  const AssembledSequence seq = assemble(in, ctx);
+  const int64_t S = seq.embeds.size(1), limit = llm_->config().max_position_embeddings;
+  if (S + new_tokens > limit) {
+    throw UsageError(cat("prompt of ", S, " positions + ", new_tokens, " new tokens exceeds the model's context of ", limit,
+                         " positions"),
+                     "shorten the prompt or lower max_new_tokens");
+  }
+  cache = llm_->new_cache(seq.embeds.size(0), S + new_tokens);
+  DecoderInput d;
+  d.embeds = seq.embeds;
+  d.attention_mask = seq.attention_mask;
+  const torch::Tensor logits = llm_->forward(d, &cache, ctx);  // [B, P + T, V]
+  return seq.prefix ? logits.narrow(1, seq.prefix, logits.size(1) - seq.prefix) : logits;
+}
+
 }  // namespace mmtune::model

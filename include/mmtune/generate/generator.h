@@ -13,6 +13,7 @@
 
 #include <mmtune/adapters/adapter.h>
 #include <mmtune/model/llama.h>
+#include <mmtune/model/multimodal.h>
 #include <mmtune/model/tokenizer.h>
 
 namespace mmtune::generate {
@@ -46,6 +47,13 @@ torch::Tensor sample_next(torch::Tensor logits, const SamplingOptions& opt, torc
 /// Throws mmtune::UsageError when a prompt plus max_new_tokens exceeds the model's context.
 std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::Tokenizer& tokenizer,
                                  const std::vector<std::vector<int64_t>>& prompts, const SamplingOptions& opt,
+                                 const StreamCallback& on_text = {}, adapters::ForwardContext* ctx = nullptr);
+
+/// The same for the multimodal model: `prompts` is a left-padded batch in the data::Batch layout
+/// (image slots, has_image, images); the adapter's prefix (LaVIN's modality token) is added by the
+/// model. Rows whose text is streamed are indexed as in `prompts`.
+std::vector<Generation> generate(model::MultimodalLMImpl& model, const model::Tokenizer& tokenizer,
+                                 const model::MultimodalInput& prompts, const SamplingOptions& opt,
                                  const StreamCallback& on_text = {}, adapters::ForwardContext* ctx = nullptr);
 
 }  // namespace mmtune::generate

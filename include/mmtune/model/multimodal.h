@@ -61,6 +61,11 @@ class MultimodalLMImpl : public torch::nn::Module {
   /// assembled sequence and later calls (tokens only, no images) continue it.
   torch::Tensor forward(const MultimodalInput& in, KVCache* cache, adapters::ForwardContext& ctx);
 
+  /// The first pass of a generation: assembles `in`, makes a KV cache with room for the assembled
+  /// sequence plus `new_tokens`, and runs it. Returns the logits [B, T, V] of the token rows; later
+  /// steps call forward(tokens, &cache, ctx). Throws UsageError when the model's context is too short.
+  torch::Tensor prefill(const MultimodalInput& in, int64_t new_tokens, KVCache& cache, adapters::ForwardContext& ctx);
+
   LlamaDecoderImpl& llm() { return *llm_; }
   const LlamaDecoderImpl& llm() const { return *llm_; }
   bool has_vision() const { return !vision_.is_empty(); }

@@ -7,6 +7,7 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
+#include <mmtune/generate/generator.h>
 #include <mmtune/model/weights.h>
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/build_model.h>
@@ -345,6 +346,60 @@ TEST(MmaModel, DecodingWithTheCacheMatchesTheFullForwardAndTheLavinOffsetShiftsI
   const torch::Tensor shifted = decode_logits(lavin, b.batch, k);
   EXPECT_TRUE(torch::allclose(shifted.narrow(1, 0, k), full.narrow(1, 0, k), 1e-4, 1e-4));
   EXPECT_FALSE(torch::allclose(shifted.narrow(1, k, full.size(1) - k), full.narrow(1, k, full.size(1) - k), 1e-3, 1e-3));
+}
+
+}  // namespace
+}  // namespace mmtune::train
+
+
+namespace mmtune::train {
+namespace {
+
+TEST(MmaModel, LeftPaddedBatchedGenerationEqualsEachPromptAlone) {
+  auto cfg = tiny_config();
+  BuiltModel m = build_model(cfg, Weights::kLoad);
+  randomise_adapters(m, 29);
+  m.model->eval();
+  auto tok = model::load_tokenizer(std::string(testing::kTinyDir) + "/llama-gqa");
+  // prompts of different lengths, left padded: rows 0 and 2 with images (4 slots after BOS + 2 tokens)
+  torch::manual_seed(31);
+  const std::vector<int64_t> lens{12, 7, 10};
+  const int64_t B = 3, T = 12;
+  model::MultimodalInput in;
+  in.tokens = torch::zeros({B, T}, torch::kLong);
+  in.attention_mask = torch::zeros({B, T}, torch::kBool);
+  in.image_slots = torch::zeros({B, T}, torch::kBool);
+  in.has_image = torch::tensor({1, 0, 1}, torch::kLong);
+  in.images = torch::randn({B, 3, 32, 32});
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = lens[b], start = T - n;
+    in.tokens[b].narrow(0, start, n).copy_(torch::randint(3, 400, {n}));
+    in.tokens[b][start] = 1;
+    in.attention_mask[b].narrow(0, start, n).fill_(true);
+    if (in.has_image[b].item<int64_t>()) {
+      in.image_slots[b].narrow(0, start + 3, 4).fill_(true);
+      in.tokens[b].narrow(0, start + 3, 4).fill_(0);
+    }
+  }
+  generate::SamplingOptions opt;
+  opt.max_new_tokens = 8;
+  opt.stop_at_eos = false;
+  const auto together = generate::generate(*m.model, *tok, in, opt);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = lens[b], start = T - n;
+    model::MultimodalInput one;
+    one.tokens = in.tokens.narrow(0, b, 1).narrow(1, start, n);
+    one.attention_mask = in.attention_mask.narrow(0, b, 1).narrow(1, start, n);
+    one.image_slots = in.image_slots.narrow(0, b, 1).narrow(1, start, n);
+    one.has_image = in.has_image.narrow(0, b, 1);
+    one.images = in.images.narrow(0, b, 1);
+    const auto alone = generate::generate(*m.model, *tok, one, opt);
+    EXPECT_EQ(alone[0].tokens, together[b].tokens) << "row " << b;
+    EXPECT_EQ(alone[0].tokens.size(), 8u);
+  }
+  // a prompt longer than the context is a usage error
+  opt.max_new_tokens = 600;
+  EXPECT_THROW(generate::generate(*m.model, *tok, in, opt), UsageError);
 }
 
 }  // namespace
