@@ -19,7 +19,9 @@ MultimodalLMImpl::MultimodalLMImpl(LlamaDecoder llm, ClipVisionTransformer visio
 int64_t MultimodalLMImpl::visual_tokens() const {
   if (vision_.is_empty()) return 0;
   const auto& c = vision_->config();
-  return spec_.feature == "cls_every" ? c.num_layers / spec_.cls_every : c.num_patches();
+  const int64_t features = spec_.feature == "cls_every" ? c.num_layers / spec_.cls_every : c.num_patches();
+  const auto* da = decoder_adapter();
+  return da ? da->visual_token_count(features) : features;
 }
 
 adapters::DecoderAdapterImpl* MultimodalLMImpl::decoder_adapter() const { return llm_->active_decoder_adapter(); }

@@ -97,6 +97,9 @@ class DecoderAdapterImpl : public torch::nn::Module {
   /// visual tokens [B, n, D] from the vision tower's features [B, n, W] (a projector, LaVIN's
   /// neck), or undefined when this adapter has no visual path;
   virtual torch::Tensor project_visual(const torch::Tensor& features, ForwardContext& ctx) { return {}; }
+  /// how many visual tokens project_visual makes from `features` feature vectors (LLaVA-MoLE adds
+  /// learnable start/end vectors around the span);
+  virtual int64_t visual_token_count(int64_t features) const { return features; }
   /// embeddings [B, P, D] put before the whole sequence (LaVIN's modality token, from
   /// ctx.modality), or undefined for none.
   virtual torch::Tensor prefix_embeddings(ForwardContext& ctx) { return {}; }

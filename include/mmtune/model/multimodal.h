@@ -72,7 +72,7 @@ class MultimodalLMImpl : public torch::nn::Module {
   ClipVisionTransformerImpl& vision() { return *vision_; }
   const ClipVisionTransformerImpl& vision() const { return *vision_; }
   const VisualFeatureSpec& spec() const { return spec_; }
-  /// Number of visual tokens per image (n).
+  /// Number of visual tokens per image (n): the ViT features, plus what the adapter adds.
   int64_t visual_tokens() const;
 
  private:
