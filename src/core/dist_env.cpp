@@ -33,9 +33,18 @@ int get_int(const char* name, int fallback, int min_value) {
 DistEnv DistEnv::from_env() {
   DistEnv e;
   e.launched = get("RANK").has_value() || get("WORLD_SIZE").has_value();
-  e.world_size = get_int("WORLD_SIZE", 1, 1);
-  e.rank = get_int("RANK", 0, 0);
-  e.local_rank = get_int("LOCAL_RANK", e.rank, 0);
+  if (e.launched) {
+    e.world_size = get_int("WORLD_SIZE", 1, 1);
+    e.rank = get_int("RANK", 0, 0);
+    e.local_rank = get_int("LOCAL_RANK", e.rank, 0);
+  } else if (get("SLURM_PROCID") && get("SLURM_NTASKS") && get("MASTER_ADDR")) {
+    // `srun mmtune train ...`: one task per GPU, SLURM numbers them; the batch script exports
+    // MASTER_ADDR (the first node) and MASTER_PORT (docs/DISTRIBUTED.md)
+    e.launched = true;
+    e.world_size = get_int("SLURM_NTASKS", 1, 1);
+    e.rank = get_int("SLURM_PROCID", 0, 0);
+    e.local_rank = get_int("SLURM_LOCALID", 0, 0);
+  }
   e.master_port = get_int("MASTER_PORT", 29500, 1);
   if (auto a = get("MASTER_ADDR")) e.master_addr = *a;
   if (e.rank >= e.world_size) {

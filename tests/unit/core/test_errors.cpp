@@ -31,7 +31,9 @@ TEST(Errors, ConfigErrorSummarisesEveryProblem) {
 class DistEnvTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(v);
+    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID",
+                          "SLURM_NTASKS", "SLURM_LOCALID"})
+      ::unsetenv(v);
   }
   void TearDown() override { SetUp(); }
 };
@@ -56,6 +58,22 @@ TEST_F(DistEnvTest, ReadsTorchrunVariables) {
   EXPECT_EQ(e.local_rank, 1);
   EXPECT_EQ(e.master_addr, "node0");
   EXPECT_EQ(e.master_port, 29512);
+}
+
+TEST_F(DistEnvTest, SrunTasksStandInForTorchrunVariables) {
+  ::setenv("SLURM_PROCID", "5", 1);
+  ::setenv("SLURM_NTASKS", "8", 1);
+  ::setenv("SLURM_LOCALID", "1", 1);
+  EXPECT_FALSE(DistEnv::from_env().launched) << "without MASTER_ADDR an srun task is not a rendezvous";
+  ::setenv("MASTER_ADDR", "node7", 1);
+  const DistEnv e = DistEnv::from_env();
+  EXPECT_TRUE(e.launched);
+  EXPECT_EQ(e.rank, 5);
+  EXPECT_EQ(e.world_size, 8);
+  EXPECT_EQ(e.local_rank, 1);
+  ::setenv("RANK", "0", 1);  // torchrun's variables win when both are present
+  ::setenv("WORLD_SIZE", "2", 1);
+  EXPECT_EQ(DistEnv::from_env().world_size, 2);
 }
 
 TEST_F(DistEnvTest, MalformedValuesNameTheVariable) {
