@@ -1,0 +1,326 @@
+// Images: decoding (grey, RGBA, grey+alpha, palette, 16-bit PNG, JPEG), Pillow-exact resampling
+// and the three preprocessings against scripts/reference/image_reference.py (PIL + numpy), plus
+// hand-derived checks and the errors for corrupt and missing files.
+#include <gtest/gtest.h>
+
+#include <mmtune/core/errors.h>
+#include <mmtune/data/image.h>
+#include <mmtune/io/safetensors.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "test_utils.h"
+
+namespace mmtune::data {
+namespace {
+
+using nlohmann::json;
+
+// The reference images and tensors, made once per test process.
+class ImageReference : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<testing::TempDir>();
+    const auto r = testing::run_process(
+        {testing::kPython,
+         std::string(testing::kSourceDir) + "/scripts/reference/image_reference.py", "--dir",
+         dir_->path()});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ref_ = io::SafetensorsFile::open(dir_->path() + "/reference.safetensors");
+    manifest_ = json::parse(testing::read_text(dir_->path() + "/manifest.json"));
+  }
+  static void TearDownTestSuite() {
+    ref_.reset();
+    dir_.reset();
+  }
+  static std::string file(const std::string& name) { return dir_->path() + "/" + name; }
+  static torch::Tensor ref(const std::string& name) { return ref_->tensor(name); }
+
+  static std::unique_ptr<testing::TempDir> dir_;
+  static std::shared_ptr<const io::SafetensorsFile> ref_;
+  static json manifest_;
+};
+std::unique_ptr<testing::TempDir> ImageReference::dir_;
+std::shared_ptr<const io::SafetensorsFile> ImageReference::ref_;
+json ImageReference::manifest_;
+
+torch::Tensor as_tensor(const RgbImage& img) {  // [H, W, 3] uint8
+  return torch::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, 3},
+                          torch::kUInt8)
+      .clone();
+}
+
+RgbImage from_tensor(const torch::Tensor& t) {  // [H, W, 3] uint8
+  const torch::Tensor c = t.contiguous();
+  RgbImage img{c.size(0), c.size(1), {}};
+  img.pixels.assign(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
+  return img;
+}
+
+int64_t max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kInt) - b.to(torch::kInt)).abs().max().item<int64_t>();
+}
+
+ImageOptions options_of(const json& c) {
+  config::VisionConfig v;
+  v.image_size = c["size"].get<int64_t>();
+  v.preprocess = c["preprocess"].get<std::string>();
+  v.interpolation = c["interpolation"].get<std::string>();
+  v.norm = c["norm"].get<std::string>();
+  return image_options(v);
+}
+
+bool is_jpeg(const std::string& name) {
+  return name.size() > 4 && name.substr(name.size() - 4) == ".jpg";
+}
+
+// Expected normalised value of an 8-bit level in channel c, computed as ToTensor + Normalize do.
+float normalised(int level, int c, Normalization n) {
+  const NormStats s = norm_stats(n);
+  return (static_cast<float>(level) / 255.0f - s.mean[c]) / s.std[c];
+}
+
+// Every pixel of `t` [3, S, S] equals the normalised colour `rgb`.
+void expect_uniform(const torch::Tensor& t, std::array<int, 3> rgb, Normalization n,
+                    const std::string& what) {
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(t[c].min().item<float>(), normalised(rgb[c], c, n)) << what << " channel " << c;
+    EXPECT_EQ(t[c].max().item<float>(), normalised(rgb[c], c, n)) << what << " channel " << c;
+  }
+}
+
+TEST_F(ImageReference, DecodingEqualsPilConvertRgb) {
+  // PNG (8-bit of every colour type, 16-bit scaled as documented) exactly. JPEG goes through
+  // another libjpeg-turbo build (Debian's vs the one in Pillow's wheel); both use the default islow
+  // IDCT and fancy upsampling and agree exactly here (0 levels); one level is allowed for builds
+  // that do not.
+  for (const auto& name : manifest_["images"]) {
+    const std::string n = name.get<std::string>();
+    const RgbImage img = decode_rgb(file(n));
+    const torch::Tensor want = ref("decoded/" + n);
+    ASSERT_EQ(as_tensor(img).sizes(), want.sizes()) << n;
+    const int64_t d = max_diff(as_tensor(img), want);
+    EXPECT_LE(d, is_jpeg(n) ? 1 : 0) << n;
+    if (is_jpeg(n)) std::cout << n << ": decode max diff vs PIL " << d << " levels\n";
+  }
+}
+
+TEST_F(ImageReference, ResizeAndPreprocessEqualPillowBitForBit) {
+  // From PIL's decoded pixels, so only resampling, padding, cropping and normalisation are
+  // compared.
+  int checked = 0;
+  for (const auto& c : manifest_["cases"]) {
+    const std::string key = c["key"].get<std::string>();
+    const ImageOptions o = options_of(c);
+    const RgbImage in = from_tensor(ref("decoded/" + c["image"].get<std::string>()));
+    const RgbImage out = preprocess_rgb(in, o);
+    ASSERT_EQ(out.height, o.size) << key;
+    ASSERT_EQ(out.width, o.size) << key;
+    EXPECT_EQ(max_diff(as_tensor(out), ref("u8/" + key)), 0) << key;
+    EXPECT_TRUE(torch::equal(to_tensor(out, o.norm), ref("norm/" + key))) << key;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 78);
+}
+
+TEST_F(ImageReference, ResizeEqualsPillowForEveryShapeKind) {
+  // down, up, mixed, one axis, and both sides of Pillow 13's vertical-first rule
+  const RgbImage src = from_tensor(ref("decoded/rgb_97x61.png"));
+  ASSERT_EQ(src.width, 97);
+  for (const auto& r : manifest_["resizes"]) {
+    const std::string key = r["key"].get<std::string>();
+    const auto in =
+        r["interpolation"] == "bicubic" ? Interpolation::kBicubic : Interpolation::kBilinear;
+    const RgbImage out = resize(src, r["width"].get<int64_t>(), r["height"].get<int64_t>(), in);
+    const torch::Tensor want = ref("resize/" + key);
+    ASSERT_EQ(as_tensor(out).sizes(), want.sizes()) << key;
+    EXPECT_EQ(max_diff(as_tensor(out), want), 0) << key;
+  }
+  EXPECT_EQ(manifest_["resizes"].size(), 28u);
+}
+
+TEST_F(ImageReference, LoadImageMatchesTheReferencePipeline) {
+  // File -> [3, S, S]: exact for PNG (and for JPEG here); a JPEG decoder that is one level off
+  // moves a bicubic output by at most two levels = 2 / (255 * 0.224) < 0.036 in normalised units.
+  for (const auto& c : manifest_["cases"]) {
+    const std::string key = c["key"].get<std::string>(), name = c["image"].get<std::string>();
+    const torch::Tensor x = load_image(file(name), options_of(c));
+    const torch::Tensor want = ref("norm/" + key);
+    ASSERT_EQ(x.sizes(), want.sizes()) << key;
+    EXPECT_EQ(x.scalar_type(), torch::kFloat32);
+    EXPECT_LE((x - want).abs().max().item<float>(), is_jpeg(name) ? 0.036f : 0.0f) << key;
+  }
+}
+
+TEST_F(ImageReference, GreyscaleIsReplicatedToThreeChannels) {
+  ImageOptions o;
+  o.size = 7;
+  expect_uniform(load_image(file("const_gray_77.png"), o), {77, 77, 77}, o.norm, "grey 77");
+}
+
+TEST_F(ImageReference, RgbaDropsAlphaLikePil) {
+  // fully transparent pixels keep their colour: not composited onto black or white
+  ImageOptions o;
+  o.size = 5;
+  o.norm = Normalization::kClip;
+  expect_uniform(load_image(file("const_rgba_transparent.png"), o), {10, 200, 30}, o.norm,
+                 "transparent rgba");
+}
+
+TEST_F(ImageReference, SixteenBitPngIsScaledNotClipped) {
+  ImageOptions o;
+  o.size = 6;
+  expect_uniform(load_image(file("const_gray16_65535.png"), o), {255, 255, 255}, o.norm, "65535");
+  expect_uniform(load_image(file("const_gray16_25700.png"), o), {100, 100, 100}, o.norm,
+                 "100 * 257");
+  expect_uniform(load_image(file("const_rgb16.png"), o), {255, 0, 100}, o.norm, "rgb16");
+  const RgbImage full = decode_rgb(file("const_gray16_65535.png"));
+  EXPECT_EQ(full.height, 20);
+  EXPECT_EQ(full.width, 30);
+}
+
+TEST_F(ImageReference, JpegDecodesToItsColour) {
+  const RgbImage img = decode_rgb(file("const_rgb.jpg"));
+  ASSERT_EQ(img.width, 30);
+  ASSERT_EQ(img.height, 20);
+  const torch::Tensor t = as_tensor(img).to(torch::kInt);
+  const std::array<int, 3> want{10, 200, 30};
+  for (int c = 0; c < 3; ++c)
+    EXPECT_LE((t.select(2, c) - want[c]).abs().max().item<int>(), 3) << c;  // lossy
+}
+
+TEST_F(ImageReference, TruncatedPngIsADataError) {
+  const std::string whole = testing::read_text(file("rgb_300x200.png"));
+  const std::string cut = dir_->write("cut.png", whole.substr(0, whole.size() / 2));
+  EXPECT_THROW(decode_rgb(cut), DataError);
+}
+
+void write_ppm(const std::string& path, int64_t w, int64_t h,
+               const std::function<std::array<uint8_t, 3>(int64_t, int64_t)>& px) {
+  std::ofstream f(path, std::ios::binary);
+  f << "P6\n" << w << " " << h << "\n255\n";
+  for (int64_t y = 0; y < h; ++y) {
+    for (int64_t x = 0; x < w; ++x) {
+      const auto p = px(x, y);
+      f.write(reinterpret_cast<const char*>(p.data()), 3);
+    }
+  }
+}
+
+TEST(Image, CorruptFileIsADataErrorNamingThePath) {
+  testing::TempDir d;
+  for (const std::string& bytes :
+       {std::string("this is not an image"), std::string("\x89PNG\r\n\x1a\n garbage", 17)}) {
+    const std::string p = d.write("bad.png", bytes);
+    try {
+      load_image(p, {});
+      FAIL() << "no error for " << bytes;
+    } catch (const DataError& e) {
+      EXPECT_EQ(e.path(), p);
+      EXPECT_NE(std::string(e.what()).find("cannot decode"), std::string::npos) << e.what();
+      EXPECT_FALSE(e.hint().empty());
+    }
+  }
+  EXPECT_THROW(decode_rgb(d.write("empty.png", "")), DataError);
+  EXPECT_THROW(decode_rgb(d.path()), DataError);  // a directory
+}
+
+TEST(Image, MissingFileIsADataErrorWithAHint) {
+  const std::string p = "/nonexistent/dir/image.png";
+  try {
+    decode_rgb(p);
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_EQ(e.path(), p);
+    EXPECT_NE(std::string(e.what()).find("not found"), std::string::npos) << e.what();
+    EXPECT_NE(e.hint().find("on_bad_sample"), std::string::npos) << e.hint();
+  }
+}
+
+TEST(Image, PadSquareFillsWithTheMeanColourAndCentres) {
+  // 20 x 10 red image padded to 20 x 20 at rows 5..14; S = 20 means no resampling, so exact.
+  testing::TempDir d;
+  const std::string p = d.path() + "/red.ppm";
+  write_ppm(p, 20, 10, [](int64_t, int64_t) { return std::array<uint8_t, 3>{255, 0, 0}; });
+  ImageOptions o;
+  o.size = 20;
+  o.preprocess = Preprocess::kPadSquare;
+  o.norm = Normalization::kClip;
+  const RgbImage out = preprocess_rgb(decode_rgb(p), o);
+  ASSERT_EQ(out.width, 20);
+  const std::array<uint8_t, 3> fill{122, 116, 104};  // int(255 * CLIP mean), LLaVA's background
+  for (int64_t y = 0; y < 20; ++y) {
+    const bool image_row = y >= 5 && y < 15;
+    for (int c = 0; c < 3; ++c) {
+      EXPECT_EQ(out.pixels[(y * 20 + 7) * 3 + c], image_row ? (c == 0 ? 255 : 0) : fill[c])
+          << y << " " << c;
+    }
+  }
+}
+
+TEST(Image, CenterCropKeepsTheMiddleOfTheLongSide) {
+  // 31 x 10, S = 10: the short side already fits, long side int(10 * 31 / 10) = 31, crop at
+  // (31 - 10) // 2 = 10 -> source columns 10..19.
+  testing::TempDir d;
+  const std::string p = d.path() + "/cols.ppm";
+  write_ppm(p, 31, 10, [](int64_t x, int64_t y) {
+    return std::array<uint8_t, 3>{uint8_t(x * 8), uint8_t(y), 7};
+  });
+  ImageOptions o;
+  o.size = 10;
+  o.preprocess = Preprocess::kResizeCenterCrop;
+  const RgbImage out = preprocess_rgb(decode_rgb(p), o);
+  for (int64_t y = 0; y < 10; ++y) {
+    for (int64_t x = 0; x < 10; ++x) {
+      EXPECT_EQ(int(out.pixels[(y * 10 + x) * 3 + 0]), (x + 10) * 8);
+      EXPECT_EQ(int(out.pixels[(y * 10 + x) * 3 + 1]), y);
+    }
+  }
+}
+
+TEST(Image, ResizeKeepsConstantsAndIsIdentityAtTheSameSize) {
+  RgbImage flat{13, 29, std::vector<uint8_t>(13 * 29 * 3)};
+  for (size_t i = 0; i < flat.pixels.size(); ++i)
+    flat.pixels[i] = i % 3 == 0 ? 201 : i % 3 == 1 ? 3 : 97;
+  for (Interpolation in : {Interpolation::kBicubic, Interpolation::kBilinear}) {
+    for (auto [w, h] : {std::pair<int64_t, int64_t>{224, 224}, {7, 5}, {29, 40}, {100, 13}}) {
+      const RgbImage r = resize(flat, w, h, in);
+      ASSERT_EQ(r.pixels.size(), static_cast<size_t>(w * h * 3));
+      for (size_t i = 0; i < r.pixels.size(); ++i)
+        ASSERT_EQ(r.pixels[i], flat.pixels[i % 3]) << w << "x" << h;
+    }
+  }
+  RgbImage noise{9, 11, std::vector<uint8_t>(9 * 11 * 3)};
+  for (size_t i = 0; i < noise.pixels.size(); ++i)
+    noise.pixels[i] = static_cast<uint8_t>(i * 37 + 11);
+  EXPECT_EQ(resize(noise, 11, 9, Interpolation::kBicubic).pixels, noise.pixels);
+}
+
+TEST(Image, OptionsComeFromTheVisionConfig) {
+  config::VisionConfig v;
+  ImageOptions o = image_options(v);  // LaVIN's defaults
+  EXPECT_EQ(o.size, 224);
+  EXPECT_EQ(o.preprocess, Preprocess::kResize);
+  EXPECT_EQ(o.interpolation, Interpolation::kBicubic);
+  EXPECT_EQ(o.norm, Normalization::kImagenet);
+  v.image_size = 336;
+  v.preprocess = "pad_square";
+  v.interpolation = "bilinear";
+  v.norm = "clip";
+  o = image_options(v);
+  EXPECT_EQ(o.size, 336);
+  EXPECT_EQ(o.preprocess, Preprocess::kPadSquare);
+  EXPECT_EQ(o.interpolation, Interpolation::kBilinear);
+  EXPECT_EQ(o.norm, Normalization::kClip);
+  EXPECT_FLOAT_EQ(norm_stats(o.norm).std[2], 0.27577711f);
+  v.preprocess = "crop";
+  EXPECT_THROW(image_options(v), Error);
+}
+
+}  // namespace
+}  // namespace mmtune::data
