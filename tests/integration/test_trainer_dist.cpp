@@ -1,0 +1,157 @@
+// The trainer over two real processes (c10d Gloo on the CPU, one intra-op thread each): gradient
+// buckets, 2 ranks x micro-batch b == 1 rank x 2 accumulations x b, and a dead or hung rank making
+// the survivor exit non-zero within dist timeout.
+#include <chrono>
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <sstream>
+#include <thread>
+
+#include "test_utils.h"
+#include <mmtune/io/safetensors.h>
+
+namespace mmtune::testing {
+namespace {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::map<std::string, std::string> rank_env(int r, int world, const std::string& port,
+                                            int timeout_s = 30) {
+  return {{"RANK", std::to_string(r)},
+          {"WORLD_SIZE", std::to_string(world)},
+          {"LOCAL_RANK", std::to_string(r)},
+          {"MASTER_ADDR", "127.0.0.1"},
+          {"MASTER_PORT", port},
+          {"OMP_NUM_THREADS", "1"},
+          {"MMTUNE_TEST_TIMEOUT_S", std::to_string(timeout_s)}};
+}
+
+std::vector<int> spawn_ranks(const std::vector<std::string>& argv, const std::string& logs,
+                             int world, int timeout_s = 30) {
+  const std::string port = std::to_string(free_port());
+  std::vector<int> pids;
+  for (int r = 0; r < world; ++r) {
+    pids.push_back(spawn_process(argv, rank_env(r, world, port, timeout_s),
+                                 logs + "/out" + std::to_string(r),
+                                 logs + "/err" + std::to_string(r)));
+  }
+  return pids;
+}
+
+std::vector<nlohmann::json> metrics(const std::string& dir) {
+  std::istringstream in(read_text(dir + "/metrics.jsonl"));
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) {
+    try {
+      out.push_back(nlohmann::json::parse(line));
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  return out;
+}
+
+bool wait_for(const std::function<bool()>& ok, std::chrono::seconds limit) {
+  const auto end = Clock::now() + limit;
+  while (Clock::now() < end) {
+    if (ok()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+TEST(TrainerDist, GradientBucketsSumOverTwoRanks) {
+  TempDir d;
+  auto pids = spawn_ranks({kDistWorkerBin, "grad_sync"}, d.path(), 2);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(wait_process(pids[r], std::chrono::seconds(90)), 0)
+        << read_text(d.path() + "/err" + std::to_string(r));
+    EXPECT_EQ(read_text(d.path() + "/out" + std::to_string(r)),
+              "rank " + std::to_string(r) + " grad_sync ok\n");
+  }
+}
+
+TEST(TrainerDist, TwoRanksEqualOneRankWithTwoAccumulations) {
+  TempDir d;
+  const std::vector<std::string> common{"n=64", "micro=4", "global=8", "epochs=2", "dropout=0"};
+  // one process: accumulation 2 x micro-batch 4
+  std::vector<std::string> one{kDistWorkerBin, "train", "out=" + d.path() + "/one"};
+  one.insert(one.end(), common.begin(), common.end());
+  const auto r1 = run_process(one, {{"OMP_NUM_THREADS", "1"}}, std::chrono::seconds(120));
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  EXPECT_NE(r1.out.find("trained 16 steps"), std::string::npos) << r1.out;
+  // two processes: micro-batch 4 each, accumulation 1
+  std::vector<std::string> two{kDistWorkerBin, "train", "out=" + d.path() + "/two"};
+  two.insert(two.end(), common.begin(), common.end());
+  auto pids = spawn_ranks(two, d.path(), 2);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(wait_process(pids[r], std::chrono::seconds(120)), 0)
+        << read_text(d.path() + "/err" + std::to_string(r));
+  }
+  const auto a = metrics(d.path() + "/one"), b = metrics(d.path() + "/two");
+  ASSERT_EQ(a.size(), 16u);
+  ASSERT_EQ(b.size(), 16u);
+  double worst_loss = 0, worst_weight = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double la = a[i]["loss"].get<double>(), lb = b[i]["loss"].get<double>();
+    worst_loss = std::max(worst_loss, std::abs(la - lb));
+    EXPECT_NEAR(la, lb, 1e-6) << "step " << i + 1;
+    EXPECT_NEAR(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 1e-6)
+        << "step " << i + 1;
+    EXPECT_EQ(a[i]["samples"], b[i]["samples"]);
+    EXPECT_EQ(a[i]["supervised_tokens"], b[i]["supervised_tokens"]) << "the same samples per step";
+  }
+  auto mean = [&](size_t from, size_t to) {
+    double s = 0;
+    for (size_t i = from; i < to; ++i) s += a[i]["loss"].get<double>();
+    return s / static_cast<double>(to - from);
+  };
+  EXPECT_LT(mean(13, 16), 0.5 * mean(0, 3)) << "the toy task must learn";
+  auto w1 = io::SafetensorsFile::open(d.path() + "/one/final.rank0.safetensors");
+  auto w20 = io::SafetensorsFile::open(d.path() + "/two/final.rank0.safetensors");
+  auto w21 = io::SafetensorsFile::open(d.path() + "/two/final.rank1.safetensors");
+  for (const auto& n : w1->names()) {
+    EXPECT_TRUE(torch::equal(w20->tensor(n), w21->tensor(n))) << n << ": ranks diverged";
+    const double diff = (w1->tensor(n) - w20->tensor(n)).abs().max().item<double>();
+    worst_weight = std::max(worst_weight, diff);
+    EXPECT_LE(diff, 1e-6) << n;
+  }
+  std::cout << "[ measured ] 1 rank x 2 accumulations vs 2 ranks: max |loss diff| " << worst_loss
+            << ", max |weight diff| " << worst_weight << "\n";
+}
+
+/// Starts a long 2-rank run, waits for step 3 in rank 0's metrics, then does `act` to rank 1.
+void expect_survivor_fails(int signal_to_rank1, int timeout_s, double max_seconds) {
+  TempDir d;
+  auto pids = spawn_ranks({kDistWorkerBin, "train", "out=" + d.path() + "/run", "n=64", "micro=4",
+                           "global=8", "epochs=1000", "sleep_ms=20"},
+                          d.path(), 2, timeout_s);
+  ASSERT_TRUE(
+      wait_for([&] { return metrics(d.path() + "/run").size() >= 3; }, std::chrono::seconds(60)))
+      << read_text(d.path() + "/err0");
+  const auto t0 = Clock::now();
+  ::kill(pids[1], signal_to_rank1);
+  const int rc = wait_process(pids[0], std::chrono::seconds(static_cast<int>(max_seconds) + 30));
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  ::kill(pids[1], SIGKILL);
+  wait_process(pids[1], std::chrono::seconds(30));
+  const std::string err = read_text(d.path() + "/err0");
+  EXPECT_EQ(rc, 1) << err;
+  EXPECT_LE(took, max_seconds) << err;
+  EXPECT_NE(err.find("rank 0/2"), std::string::npos) << err;
+  EXPECT_NE(err.find("dist.timeout_s"), std::string::npos) << "one line with the hint expected:\n"
+                                                           << err;
+  std::cout << "[ measured ] survivor exited " << rc << " after " << took << " s\n";
+}
+
+TEST(TrainerDist, KilledRankMakesTheOtherExitNonZero) {
+  expect_survivor_fails(SIGKILL, 5, 5 + 10);
+}
+
+TEST(TrainerDist, HungRankMakesTheOtherExitNonZeroAfterTheTimeout) {
+  expect_survivor_fails(SIGSTOP, 4, 4 + 10);
+}
+
+}  // namespace
+}  // namespace mmtune::testing
