@@ -1,8 +1,10 @@
 #include <mmtune/adapters/lora.h>
+#include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 namespace mmtune::adapters {
 
@@ -52,33 +54,78 @@ Proj projection_from_name(const std::string& name) {
 
 const char* projection_name(Proj p) { return lora_projection_names()[static_cast<int>(p)].c_str(); }
 
+std::pair<torch::Tensor, torch::Tensor> register_lora_pair(torch::nn::Module& owner, const std::string& name,
+                                                           int64_t rank, int64_t in, int64_t out,
+                                                           const torch::Device& device) {
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  auto pair_module = owner.register_module(name, std::make_shared<torch::nn::Module>());
+  // A: Kaiming-uniform with a = sqrt(5) (bound 1 / sqrt(in)), as nn.Linear and PEFT; B: zero,
+  // so a fresh adapter leaves the block unchanged.
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  torch::Tensor a = pair_module->register_parameter("lora_A", torch::empty({rank, in}, f32).uniform_(-bound, bound));
+  torch::Tensor b = pair_module->register_parameter("lora_B", torch::zeros({out, rank}, f32));
+  return {a, b};
+}
+
+torch::Tensor lora_delta(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& b, double scale,
+                         double dropout, bool training) {
+  torch::Tensor h = x.to(torch::kFloat32);
+  if (dropout > 0 && training) h = torch::dropout(h, dropout, /*train=*/true);
+  // [..., in] -> [..., r] -> [..., out]
+  return (torch::nn::functional::linear(torch::nn::functional::linear(h, a), b) * scale).to(x.scalar_type());
+}
+
 LoraBlockImpl::LoraBlockImpl(int64_t rank, double alpha, double dropout, const std::vector<std::string>& targets,
                              const BlockShape& shape, const torch::Device& device)
     : scale_(alpha / static_cast<double>(rank)), dropout_(dropout) {
-  const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   for (const auto& t : targets) {
     const int p = static_cast<int>(projection_from_name(t));
     TORCH_CHECK(shape.in[p] > 0, "this block has no '", t, "' projection");
     targeted_[p] = true;
-    auto pair_module = register_module(t, std::make_shared<torch::nn::Module>());
-    // A: Kaiming-uniform with a = sqrt(5) (bound 1 / sqrt(in)), as nn.Linear and PEFT; B: zero,
-    // so a fresh adapter leaves the block unchanged.
-    const double bound = 1.0 / std::sqrt(static_cast<double>(shape.in[p]));
-    a_[p] = pair_module->register_parameter("lora_A", torch::empty({rank, shape.in[p]}, f32).uniform_(-bound, bound));
-    b_[p] = pair_module->register_parameter("lora_B", torch::zeros({shape.out[p], rank}, f32));
+    std::tie(a_[p], b_[p]) = register_lora_pair(*this, t, rank, shape.in[p], shape.out[p], device);
   }
 }
 
 torch::Tensor LoraBlockImpl::delta(Proj p, const torch::Tensor& x, ForwardContext&) {
   const int i = static_cast<int>(p);
-  torch::Tensor h = x.to(torch::kFloat32);
-  if (dropout_ > 0 && is_training()) h = torch::dropout(h, dropout_, /*train=*/true);
-  // [B, T, in] -> [B, T, r] -> [B, T, out]
-  return (torch::nn::functional::linear(torch::nn::functional::linear(h, a_[i]), b_[i]) * scale_).to(x.scalar_type());
+  return lora_delta(x, a_[i], b_[i], scale_, dropout_, is_training());
 }
 
 std::pair<torch::Tensor, torch::Tensor> LoraBlockImpl::pair(Proj p) const {
   return {a_[static_cast<int>(p)], b_[static_cast<int>(p)]};
+}
+
+std::string llama_projection_path(Proj p) {
+  const bool mlp = p == Proj::kGate || p == Proj::kUp || p == Proj::kDown;
+  return std::string(mlp ? "mlp." : "self_attn.") + projection_name(p) + "_proj";
+}
+
+int64_t merge_lora(model::LlamaDecoderImpl& model) {
+  torch::NoGradGuard no_grad;
+  int64_t merged = 0;
+  for (int64_t i = 0; i < model.config().num_layers; ++i) {
+    auto& block = model.block(i);
+    for (const auto& adapter : block.block_adapters()) {
+      if (!adapter->enabled()) continue;
+      auto* lora = dynamic_cast<LoraBlockImpl*>(adapter.get());
+      if (!lora) {
+        throw Error(cat("layer ", i, " carries a non-LoRA adapter, which cannot be folded into the frozen weights"),
+                    "merge works for adapter.family lora only");
+      }
+      const auto params = block.named_parameters();
+      for (int p = 0; p < kNumProjs; ++p) {
+        if (!lora->uses(static_cast<Proj>(p))) continue;
+        auto [a, b] = lora->pair(static_cast<Proj>(p));
+        torch::Tensor w = params[llama_projection_path(static_cast<Proj>(p)) + ".weight"];  // [out, in]
+        // [out, r] x [r, in] in fp32, added to W in fp32 and rounded once
+        const torch::Tensor merged_w = w.to(torch::kFloat32) + lora->scale() * torch::matmul(b, a).to(w.device());
+        w.copy_(merged_w.to(w.scalar_type()));
+        ++merged;
+      }
+      lora->set_enabled(false);
+    }
+  }
+  return merged;
 }
 
 FamilyEntry lora_family() {

@@ -1,21 +1,97 @@
-// mmtune convert: checkpoint conversions. Pickle formats are converted by Python scripts only; the
-// C++ never unpickles.
+// mmtune convert: plain-LoRA conversions (merge into the frozen weights, PEFT export / import).
+// Pickle formats are converted by Python scripts only; the C++ never unpickles.
+#include <mmtune/adapters/lora.h>
+#include <mmtune/adapters/peft.h>
+#include <mmtune/adapters/registry.h>
+#include <mmtune/config/load.h>
+#include <mmtune/core/errors.h>
+#include <mmtune/core/logging.h>
+#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/build_model.h>
+
 #include "commands.h"
 
 namespace mmtune::cli {
+namespace {
+
+struct ConvertArgs {
+  ConfigArgs config;
+  std::string checkpoint, out;
+  bool merge = false, to_peft = false, from_peft = false;
+};
+
+// The config file, then `front` (the adapter's own options), then the user's overrides.
+config::RunConfig load_with(const ConfigArgs& a, std::vector<std::string> front) {
+  front.insert(front.end(), a.overrides.begin(), a.overrides.end());
+  return config::load_config(a.path, front, adapters::builtin_adapters());
+}
+
+// base + the mmtune LoRA checkpoint in `dir`, loaded; throws UsageError for another family.
+train::BuiltModel load_lora_checkpoint(const ConvertArgs& a, config::RunConfig& cfg, const std::string& mode) {
+  if (adapters::is_peft_adapter(a.checkpoint))
+    throw UsageError(a.checkpoint + " is a PEFT adapter; " + mode + " reads mmtune adapters",
+                     "convert it with --from-peft first" + std::string(mode == "--to-peft" ? " (or use it as it is)" : ""));
+  cfg = load_with(a.config, train::adapter_overrides(a.checkpoint));
+  if (cfg.adapter.family != "lora")
+    throw UsageError(a.checkpoint + " holds a '" + cfg.adapter.family + "' adapter; " + mode + " converts plain LoRA only",
+                     "MoLE's routed experts and the other families have no single-weight or PEFT form");
+  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+  train::load_adapter(a.checkpoint, cfg, built);
+  return built;
+}
+
+int run_convert(const ConvertArgs& a) {
+  if (a.merge + a.to_peft + a.from_peft != 1)
+    throw UsageError("convert needs exactly one of --merge, --to-peft, --from-peft", "see `mmtune convert --help`");
+  config::RunConfig cfg;
+  if (a.merge) {
+    train::BuiltModel built = load_lora_checkpoint(a, cfg, "--merge");
+    const int64_t n = adapters::merge_lora(built.model->llm());
+    adapters::save_llama(built.model->llm(), cfg.model.path, a.out);
+    log::info() << "merged " << n << " LoRA projections into " << a.out << " (a Hugging Face LLaMA directory)";
+  } else if (a.to_peft) {
+    train::BuiltModel built = load_lora_checkpoint(a, cfg, "--to-peft");
+    const std::string base = cfg.model.id.empty() ? cfg.model.path : cfg.model.id;
+    adapters::export_peft(built.model->llm(), cfg.adapter.selected<adapters::LoraConfig>(), base, a.out);
+    log::info() << "wrote the PEFT adapter " << a.out << " (PeftModel.from_pretrained(base, '" << a.out << "'))";
+  } else {
+    std::string base;
+    const adapters::LoraConfig peft = adapters::read_peft_config(a.checkpoint, &base);
+    cfg = load_with(a.config, adapters::lora_overrides(peft));
+    train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+    adapters::import_peft(built.model->llm(), a.checkpoint);
+    train::save_adapter(a.out, cfg, built);
+    log::info() << "wrote the mmtune adapter " << a.out << " from PEFT " << a.checkpoint
+                << (base.empty() ? "" : " (made for " + base + ")");
+  }
+  return 0;
+}
+
+}  // namespace
 
 void add_convert_command(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("convert", "Convert checkpoints (LoRA merge, PEFT export); pickles via scripts/");
+  auto args = std::make_shared<ConvertArgs>();
+  auto* cmd = app.add_subcommand("convert", "Convert checkpoints (LoRA merge, PEFT export / import); pickles via scripts/");
+  add_config_args(cmd, args->config);
+  cmd->add_option("--checkpoint", args->checkpoint, "adapter directory: mmtune's (--merge, --to-peft) or PEFT's (--from-peft)")
+      ->required();
+  cmd->add_option("--out", args->out, "output directory")->required();
+  auto* merge = cmd->add_flag("--merge", args->merge, "fold a LoRA adapter into the base weights: a Hugging Face LLaMA directory");
+  auto* to = cmd->add_flag("--to-peft", args->to_peft, "write a LoRA adapter in PEFT's layout (adapter_model.safetensors + adapter_config.json)");
+  auto* from = cmd->add_flag("--from-peft", args->from_peft, "read a PEFT LoRA adapter into mmtune's adapter layout");
+  merge->excludes(to)->excludes(from);
+  to->excludes(from);
   cmd->footer(
-      "Formats that exist only as pickles are converted by Python scripts (the C++ never loads a pickle).\n"
       "Examples:\n"
+      "  mmtune convert --config configs/x.yaml --checkpoint runs/x/checkpoint-last --merge --out merged/\n"
+      "  mmtune convert --config configs/x.yaml --checkpoint runs/x/checkpoint-last --to-peft --out peft/\n"
+      "  mmtune convert --config configs/x.yaml --checkpoint peft/ --from-peft --out runs/x/from-peft\n"
+      "The config gives the base model (model.path); the checkpoint gives the adapter's options.\n"
+      "Formats that exist only as pickles are converted by Python scripts (the C++ never loads a pickle):\n"
       "  python scripts/convert_meta_llama.py   Meta consolidated .pth + params.json -> HF safetensors\n"
       "  python scripts/convert_openai_clip.py  OpenAI CLIP .pt -> HF-named safetensors (vision tower)\n"
-      "  python scripts/convert_llama2c.py      llama2.c .bin -> HF safetensors directory\n"
-      "(these scripts arrive with issue #4)");
-  cmd->callback([&action] {
-    action = []() -> int { not_built_yet("convert", "issue #4 (converter scripts) and #9 (LoRA merge / PEFT export)"); };
-  });
+      "  python scripts/convert_llama2c.py      llama2.c .bin -> HF safetensors directory");
+  cmd->callback([&action, args] { action = [args]() -> int { return run_convert(*args); }; });
 }
 
 }  // namespace mmtune::cli
