@@ -33,7 +33,10 @@ std::vector<torch::Tensor> attach_to_llama(model::LlamaDecoderImpl& model, const
   const FamilyEntry* entry = family_entry(adapter, registry, &options);
   std::vector<torch::Tensor> trainable;
   if (!entry) return trainable;
-  if (!entry->make_llm_block) throw Error("adapter family '" + adapter.family + "' has no LLM block adapters yet");
+  if (!entry->make_llm_block) {
+    if (entry->make_decoder || entry->make_decoder_for) return trainable;  // decoder-level only (IAA)
+    throw Error("adapter family '" + adapter.family + "' has no LLM block adapters yet");
+  }
   const int64_t n = model.config().num_layers;
   for (int64_t layer = 0; layer < n; ++layer) {
     auto block = entry->make_llm_block(*options, model.block_shape(), layer, n, model.options().device());
@@ -63,17 +66,48 @@ std::vector<torch::Tensor> attach_to_vision(model::ClipVisionTransformerImpl& vi
 }
 
 std::vector<torch::Tensor> attach_decoder(model::LlamaDecoderImpl& model, const config::AdapterConfig& adapter,
-                                          int64_t vision_width, int64_t projector_hidden, const AdapterRegistry& registry) {
+                                          const VisualPath& visual, const AdapterRegistry& registry) {
   const config::FamilyConfig* options = nullptr;
   const FamilyEntry* entry = family_entry(adapter, registry, &options);
   std::vector<torch::Tensor> trainable;
-  if (!entry || !entry->make_decoder) return trainable;
-  auto d = entry->make_decoder(*options, model.config().hidden_size, vision_width, projector_hidden,
-                               model.options().device());
+  if (!entry || (!entry->make_decoder && !entry->make_decoder_for)) return trainable;
+  const std::string name = entry->decoder_name ? entry->decoder_name(*options) : adapter.family;
+  for (const auto& [attached, a] : decoder_adapters(model)) {
+    if (attached == name) {
+      throw Error("a decoder adapter named '" + name + "' is already attached",
+                  "each adapter of one family needs its own name (IAA: adapter.iaa.workflow)");
+    }
+  }
+  auto d = entry->make_decoder_for
+               ? entry->make_decoder_for(*options, model, visual)
+               : entry->make_decoder(*options, model.config().hidden_size, visual.width, visual.projector_hidden,
+                                     model.options().device());
   if (!d) return trainable;
-  collect(d, trainable);
-  model.attach_decoder_adapter(adapter.family, d);
+  // only what the adapter trains: IAA's stage 1 keeps its copied layers, embedding and head frozen
+  for (auto& p : d->adapter_parameters()) {
+    p.requires_grad_(true);
+    trainable.push_back(p);
+  }
+  model.attach_decoder_adapter(name, d);
   return trainable;
+}
+
+std::vector<torch::Tensor> attach_decoder(model::LlamaDecoderImpl& model, const config::AdapterConfig& adapter,
+                                          int64_t vision_width, int64_t projector_hidden, const AdapterRegistry& registry) {
+  return attach_decoder(model, adapter, VisualPath{vision_width, "", projector_hidden}, registry);
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<DecoderAdapterImpl>>> decoder_adapters(model::LlamaDecoderImpl& model) {
+  std::vector<std::pair<std::string, std::shared_ptr<DecoderAdapterImpl>>> out;
+  // the decoder registers its decoder adapters in a ModuleDict child "adapters", in attach order
+  for (const auto& child : model.named_children()) {
+    auto dict = std::dynamic_pointer_cast<torch::nn::ModuleDictImpl>(child.value());
+    if (child.key() != "adapters" || !dict) continue;
+    for (const auto& [name, m] : dict->items()) {
+      if (auto d = std::dynamic_pointer_cast<DecoderAdapterImpl>(m)) out.emplace_back(name, d);
+    }
+  }
+  return out;
 }
 
 void set_adapters_enabled(model::LlamaDecoderImpl& model, bool enabled) {

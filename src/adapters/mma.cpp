@@ -177,6 +177,10 @@ FamilyEntry mma_family() {
                       const torch::Device& dev) -> std::shared_ptr<DecoderAdapterImpl> {
     return std::make_shared<MmaDecoderAdapterImpl>(D, Cv, hidden, dynamic_cast<const MmaConfig&>(o), dev);
   };
+  e.prompt_layout = [](const config::FamilyConfig& o) {
+    const auto& c = dynamic_cast<const MmaConfig&>(o);
+    return PromptLayout{c.image_prefix, c.text_prefix, "<image>"};
+  };
   return e;
 }
 

@@ -1,6 +1,9 @@
 // Attaching the configured adapter family to a frozen model and collecting what trains.
 #pragma once
 
+#include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -13,8 +16,9 @@
 namespace mmtune::adapters {
 
 /// Freezes every parameter of `model`, attaches `adapter.family`'s block adapters to its blocks,
-/// and returns the adapter parameters (all requiring grad). family "none" attaches nothing.
-/// Throws mmtune::Error if the family has no LLM adapters.
+/// and returns the adapter parameters (all requiring grad). family "none" attaches nothing, nor
+/// does a family with decoder-level adapters only (IAA). Throws mmtune::Error if the family has
+/// no LLM adapters at all.
 std::vector<torch::Tensor> attach_to_llama(model::LlamaDecoderImpl& model, const config::AdapterConfig& adapter,
                                            const AdapterRegistry& registry = builtin_adapters());
 
@@ -23,11 +27,21 @@ std::vector<torch::Tensor> attach_to_llama(model::LlamaDecoderImpl& model, const
 std::vector<torch::Tensor> attach_to_vision(model::ClipVisionTransformerImpl& vit, const config::AdapterConfig& adapter,
                                             const AdapterRegistry& registry = builtin_adapters());
 
-/// Attaches the family's decoder-level adapter (LaVIN's neck + modality embedding, ...) if it has
-/// one; `vision_width` 0 for a text-only model. Returns its parameters.
+/// Attaches the family's decoder-level adapter (LaVIN's neck + modality embedding, IAA's workflow,
+/// ...) if it has one, under the family's decoder_name (default: the family name); `visual.width`
+/// 0 for a text-only model. Sets requires_grad on the adapter's adapter_parameters() (only those:
+/// IAA's stage 1 leaves its copied layers frozen) and returns them. Throws mmtune::Error when an
+/// adapter of that name is already attached.
+std::vector<torch::Tensor> attach_decoder(model::LlamaDecoderImpl& model, const config::AdapterConfig& adapter,
+                                          const VisualPath& visual, const AdapterRegistry& registry = builtin_adapters());
+/// The same with no projector name (vision.projector): for families that ignore it.
 std::vector<torch::Tensor> attach_decoder(model::LlamaDecoderImpl& model, const config::AdapterConfig& adapter,
                                           int64_t vision_width, int64_t projector_hidden,
                                           const AdapterRegistry& registry = builtin_adapters());
+
+/// The decoder adapters attached to `model` with the names they were attached under, in attach
+/// order (the first enabled one is the active one: LlamaDecoderImpl::active_decoder_adapter).
+std::vector<std::pair<std::string, std::shared_ptr<DecoderAdapterImpl>>> decoder_adapters(model::LlamaDecoderImpl& model);
 
 /// Enables or disables every attached adapter (disabled = the frozen model's output exactly).
 void set_adapters_enabled(model::LlamaDecoderImpl& model, bool enabled);

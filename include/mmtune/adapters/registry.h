@@ -13,7 +13,25 @@
 #include <mmtune/adapters/adapter.h>
 #include <mmtune/config/schema.h>
 
+namespace mmtune::model {
+class LlamaDecoderImpl;
+}
+
 namespace mmtune::adapters {
+
+/// What shapes a decoder adapter's visual path (from vision.*).
+struct VisualPath {
+  int64_t width = 0;             // Cv: the ViT width; 0 for a text-only model
+  std::string projector;         // vision.projector (mlp_silu | linear | mlp2x_gelu ...)
+  int64_t projector_hidden = 0;  // vision.projector_hidden
+};
+
+/// Where a family's visual tokens go in the text (data::SequenceLayout takes these strings).
+struct PromptLayout {
+  std::string image_prefix;                   // before the image slots of an image sample (LaVIN "Image: ")
+  std::string text_prefix;                    // in their place for a text-only sample (LaVIN "Image: N/A")
+  std::string image_placeholder = "<image>";  // a prompt containing it gets the slots there instead
+};
 
 /// What a family registers.
 struct FamilyEntry {
@@ -36,6 +54,17 @@ struct FamilyEntry {
                                                     int64_t vision_width, int64_t projector_hidden,
                                                     const torch::Device& device)>
       make_decoder;
+  /// Like make_decoder, for a decoder adapter built from the frozen decoder itself (IAA copies its
+  /// layers, embedding, final norm and head); used instead of make_decoder when set. Parameters
+  /// live on the decoder's device.
+  std::function<std::shared_ptr<DecoderAdapterImpl>(const config::FamilyConfig& options,
+                                                    model::LlamaDecoderImpl& llm, const VisualPath& visual)>
+      make_decoder_for{};
+  /// The name the decoder adapter is attached under (llm.adapters.<name>); unset: the family name.
+  /// Lets several adapters of one family share a decoder (IAA: "iaa_<workflow>").
+  std::function<std::string(const config::FamilyConfig& options)> decoder_name{};
+  /// The family's prompt layout; unset: no prefixes, slots at "<image>" (LLaVA style).
+  std::function<PromptLayout(const config::FamilyConfig& options)> prompt_layout{};
 };
 
 class AdapterRegistry final : public config::FamilyCatalog {

@@ -1,0 +1,48 @@
+// Several IAA workflows on one shared frozen decoder (spec §2.1): each workflow is one
+// IaaDecoderAdapterImpl attached under "iaa_<workflow>"; the caller picks one per request and the
+// frozen base is held in memory once. "text" is the untouched LLM (every decoder adapter disabled).
+//
+// KV caches are per workflow: in MM / G the frozen layers' cache entries are computed from that
+// workflow's hidden states, so a cache prefilled under one workflow is stale under another. After
+// select_workflow, callers drop the cache and prefill the whole history again
+// (model::MultimodalLM::prefill with a fresh KVCache); keep one KVCache per workflow to switch
+// back and forth without re-prefilling, and note active_workflow() next to each cache.
+// The inserted layers use their own cache slots (KVCache::extra["iaa.<workflow>.<k>"]).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include <mmtune/adapters/iaa.h>
+#include <mmtune/model/llama.h>
+
+namespace mmtune::adapters {
+
+/// The name of the workflow that runs the bare LLM.
+inline constexpr const char* kTextWorkflow = "text";
+
+/// Attaches one more workflow (name = options.workflow) to `llm`, built from its frozen layers,
+/// embedding, norm and head as they are now (load the base weights first). Its trainable parts
+/// get requires_grad; they are returned. Attaching does not select: the first enabled decoder
+/// adapter stays the active one, so call select_workflow. Throws mmtune::Error when a workflow of
+/// that name is attached already, or when the options do not fit the model.
+std::vector<torch::Tensor> attach_workflow(model::LlamaDecoderImpl& llm, const IaaConfig& options,
+                                           const VisualPath& visual);
+
+/// "text" followed by the attached IAA workflows, in attach order.
+std::vector<std::string> workflow_names(model::LlamaDecoderImpl& llm);
+
+/// Enables workflow `name`'s adapter and disables every other decoder adapter; "text" disables
+/// them all (the bare LLM, bit for bit). Throws UsageError naming the workflows when unknown.
+void select_workflow(model::LlamaDecoderImpl& llm, const std::string& name);
+
+/// The workflow the next forward runs: "text" when no decoder adapter is enabled, else the active
+/// adapter's workflow name (a non-IAA decoder adapter: the name it is attached under).
+std::string active_workflow(model::LlamaDecoderImpl& llm);
+
+/// Workflow `name`'s adapter, or nullptr.
+IaaDecoderAdapterImpl* find_workflow(model::LlamaDecoderImpl& llm, const std::string& name);
+
+}  // namespace mmtune::adapters
