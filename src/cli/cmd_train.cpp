@@ -1,6 +1,7 @@
 // mmtune train --config FILE [key.sub=value ...] [--dry-run] [--resume [DIR]]
 #include <mmtune/core/logging.h>
 #include <mmtune/train/dry_run.h>
+#include <mmtune/train/run_train.h>
 
 #include <chrono>
 #include <iostream>
@@ -34,7 +35,14 @@ void add_train_command(CLI::App& app, Action& action) {
                     << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s";
         return 0;
       }
-      not_built_yet("train", "issue #6: trainer");
+      train::TrainRunOptions opts;
+      opts.resume = args->resume;
+      const auto s = train::run_training(cfg, opts);
+      const auto& r = s.result;
+      log::info() << "done: " << r.steps << " steps (" << r.skipped_steps << " skipped as non-finite), "
+                  << s.trainable_parameters << " trainable parameters, " << s.samples << " samples, "
+                  << s.seconds << " s" << (r.last_checkpoint.empty() ? "" : ", last checkpoint " + r.last_checkpoint);
+      return 0;
     };
   });
 }

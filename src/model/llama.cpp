@@ -166,7 +166,20 @@ torch::Tensor LlamaDecoderImpl::hidden_states(const DecoderInput& in, KVCache* c
   auto* da = active_decoder_adapter();
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     ctx.layer = i;
-    h = blocks_[i]->forward(h, bi, cache ? &cache->layers[i] : nullptr, ctx);
+    if (block_wrapper_ && !cache && torch::GradMode::is_enabled()) {
+      std::shared_ptr<LlamaBlockImpl> blk = blocks_[i].ptr();
+      auto snapshot = std::make_shared<const ForwardContext>(ctx);  // the context as this block sees it
+      auto calls = std::make_shared<int>(0);
+      ForwardContext* live = &ctx;  // only dereferenced by the first call, inside block_wrapper_
+      auto run = [blk, bi, snapshot, calls, live](const torch::Tensor& x) {
+        if ((*calls)++ == 0) return blk->forward(x, bi, nullptr, *live);
+        ForwardContext again = *snapshot;  // a recomputation in backward: the forward's context is gone
+        return blk->forward(x, bi, nullptr, again);
+      };
+      h = block_wrapper_(run, h, *blk);
+    } else {
+      h = blocks_[i]->forward(h, bi, cache ? &cache->layers[i] : nullptr, ctx);
+    }
     if (!da) continue;
     for (auto& sb : da->after_layer(i, ctx)) {
       auto* blk = dynamic_cast<LlamaBlockImpl*>(sb.block.get());

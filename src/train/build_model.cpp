@@ -1,5 +1,6 @@
 #include <mmtune/adapters/attach.h>
 #include <mmtune/adapters/mma.h>
+#include <mmtune/adapters/registry.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/sizes.h>
@@ -44,7 +45,9 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
   }
   // the adapters' fp32 master weights live on the compute device (meta for a dry run)
   adapters::attach_to_llama(*llm, cfg.adapter);
-  adapters::attach_decoder(*llm, cfg.adapter, vit ? vit->config().hidden_size : 0, cfg.vision.projector_hidden);
+  adapters::attach_decoder(*llm, cfg.adapter,
+                           adapters::VisualPath{vit ? vit->config().hidden_size : 0, cfg.vision.projector,
+                                                cfg.vision.projector_hidden});
   if (vit) adapters::attach_to_vision(*vit, cfg.adapter);
   if (cfg.train.trainable == "all") {
     for (auto& p : llm->parameters()) p.requires_grad_(true);
@@ -66,6 +69,18 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
     else b.frozen_parameters += p.value().numel();
   }
   return b;
+}
+
+data::SequenceLayout sequence_layout(const config::RunConfig& cfg, const BuiltModel& built) {
+  adapters::PromptLayout p;
+  const auto* entry = adapters::builtin_adapters().find(cfg.adapter.family);
+  if (entry && entry->prompt_layout) p = entry->prompt_layout(*cfg.adapter.options.at(cfg.adapter.family));
+  data::SequenceLayout layout;
+  layout.image_tokens = built.model->has_vision() ? built.model->visual_tokens() : 0;
+  layout.image_prefix = p.image_prefix;
+  layout.text_prefix = p.text_prefix;
+  layout.image_placeholder = p.image_placeholder;
+  return layout;
 }
 
 }  // namespace mmtune::train

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,14 @@ class LlamaDecoderImpl : public torch::nn::Module {
   /// The first enabled decoder adapter, or nullptr.
   adapters::DecoderAdapterImpl* active_decoder_adapter() const;
 
+  /// How a frozen block runs while gradients are recorded without a KV cache (training):
+  /// wrapper(run, h, block) must return run(h), e.g. through activation checkpointing
+  /// (train/checkpointing_fn.h), which calls `run` again in backward. The first call of `run`
+  /// updates the forward's context; later calls work on a copy of the context as the block saw it.
+  using BlockWrapper = std::function<torch::Tensor(const std::function<torch::Tensor(const torch::Tensor&)>& run,
+                                                   const torch::Tensor& h, LlamaBlockImpl& block)>;
+  void set_block_wrapper(BlockWrapper wrapper) { block_wrapper_ = std::move(wrapper); }
+
  private:
   BlockInputs block_inputs(const DecoderInput& in, int64_t batch, int64_t t, torch::Tensor valid, KVCache* cache,
                            adapters::ForwardContext& ctx);
@@ -105,6 +114,7 @@ class LlamaDecoderImpl : public torch::nn::Module {
   Projection lm_head_{nullptr};  // absent when tied
   torch::nn::ModuleDict decoder_adapters_{nullptr};
   std::vector<std::shared_ptr<adapters::DecoderAdapterImpl>> decoder_adapter_list_;
+  BlockWrapper block_wrapper_;
 };
 TORCH_MODULE(LlamaDecoder);
 

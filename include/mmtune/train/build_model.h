@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <mmtune/config/config.h>
+#include <mmtune/data/batch.h>
 #include <mmtune/model/multimodal.h>
 
 namespace mmtune::train {
@@ -28,6 +29,11 @@ enum class Weights {
 
 /// Throws mmtune::Error / CheckpointError with a hint when a shape or a file is missing.
 BuiltModel build_model(const config::RunConfig& cfg, Weights weights);
+
+/// Where the built model's visual tokens go in the text: the family's prompt layout
+/// (adapters/registry.h: LaVIN's "Image: " / "Image: N/A" prefixes, IAA's image token, else
+/// "<image>") and built.model->visual_tokens() slots per image (0 for a text-only model).
+data::SequenceLayout sequence_layout(const config::RunConfig& cfg, const BuiltModel& built);
 
 /// The frozen LLM shape from model.path/config.json, else model.arch.
 model::LlamaConfig llm_shape(const config::ModelConfig& m);

@@ -1,0 +1,27 @@
+// The TrainTask of every adapter family: the built multimodal model (build_model.h) trained on the
+// causal-LM objective of data::Batch (lm_loss.h) plus whatever auxiliary losses the adapters push
+// during the forward (MoLE's load balancing). The trainer sees only this interface (task.h).
+#pragma once
+
+#include <mmtune/train/build_model.h>
+#include <mmtune/train/task.h>
+
+namespace mmtune::train {
+
+class MultimodalTask : public TrainTask {
+ public:
+  /// `built` must outlive the task; batches go to `device`.
+  MultimodalTask(BuiltModel& built, torch::Device device);
+
+  NamedTensors trainable_parameters() override { return built_.trainable; }
+  /// loss_sum = summed token cross-entropy of the supervised positions; aux = the adapters'
+  /// ForwardContext::aux_losses (already weighted by their coefficients).
+  StepLoss forward(const data::Batch& batch) override;
+  void set_training(bool on) override { built_.model->train(on); }
+
+ private:
+  BuiltModel& built_;
+  torch::Device device_;
+};
+
+}  // namespace mmtune::train
