@@ -1,24 +1,308 @@
-// mmtune chat --config FILE [--checkpoint DIR] [--image PATH]
+// mmtune chat --config FILE [--checkpoint DIR] [--image PATH]: a REPL over generate/chat.h.
+// A terminal gets a "> " prompt and the answer streamed; piped stdin is read one message per line
+// and each answer is printed on one line (notes and errors on stderr), so a session can be
+// scripted. Ctrl-C during an answer stops that answer (kept, partial, in the history); at the
+// prompt it leaves.
+#include <mmtune/adapters/registry.h>
+#include <mmtune/adapters/workflows.h>
+#include <mmtune/config/load.h>
+#include <mmtune/core/errors.h>
+#include <mmtune/core/logging.h>
+#include <mmtune/core/signals.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/data/collate.h>
+#include <mmtune/data/image.h>
+#include <mmtune/generate/chat.h>
+#include <mmtune/generate/generator.h>
+#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/build_model.h>
+#include <mmtune/train/lm_loss.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+
+#include <c10/util/Exception.h>
+#include <unistd.h>
+
 #include "commands.h"
 
 namespace mmtune::cli {
+namespace {
+
+struct ChatArgs {
+  ConfigArgs config;
+  std::string checkpoint, image;
+  std::optional<double> temperature, top_p;
+  std::optional<int64_t> top_k, max_new_tokens, seed;
+};
+
+// The config file, then the checkpoint's adapter options, then the user's overrides. A checkpoint
+// of another family than the config's is an error: the config's data and vision settings are the
+// family's (template, preprocessing), so silently switching families would mislead.
+config::RunConfig chat_config(const ChatArgs& a) {
+  config::RunConfig cfg = load_run_config(a.config);
+  if (a.checkpoint.empty()) return cfg;
+  std::vector<std::string> front = train::adapter_overrides(a.checkpoint);
+  const std::string key = "adapter.family=";
+  for (const auto& o : front) {
+    if (o.rfind(key, 0) != 0 || o.substr(key.size()) == cfg.adapter.family) continue;
+    const std::string family = o.substr(key.size());
+    throw CheckpointError(a.checkpoint + "/" + train::kAdapterConfigFile,
+                          "holds a '" + family +
+                              "' adapter, but the config builds adapter.family '" +
+                              cfg.adapter.family + "'",
+                          "chat with a " + family + " config (configs/" + family +
+                              "/...), or add adapter.family=" + family);
+  }
+  front.insert(front.end(), a.config.overrides.begin(), a.config.overrides.end());
+  return config::load_config(a.config.path, front, adapters::builtin_adapters());
+}
+
+generate::SamplingOptions sampling_options(const config::GenerationConfig& g, const ChatArgs& a,
+                                           data::Template t) {
+  generate::SamplingOptions s;
+  s.max_new_tokens = a.max_new_tokens.value_or(g.max_new_tokens);
+  s.temperature = a.temperature.value_or(g.temperature);
+  s.top_p = a.top_p.value_or(g.top_p);
+  s.top_k = a.top_k.value_or(g.top_k);
+  s.repetition_penalty = g.repetition_penalty;
+  s.seed = static_cast<uint64_t>(a.seed.value_or(g.seed));
+  s.stop = g.stop;
+  for (auto& stop : generate::template_stops(t)) s.stop.push_back(stop);
+  return s;
+}
+
+// Positions the model puts before the token rows (LaVIN's modality token): a one-token assembly.
+int64_t prefix_positions(model::MultimodalLMImpl& m, const model::Tokenizer& tok) {
+  torch::InferenceMode guard;
+  adapters::ForwardContext ctx;
+  model::MultimodalInput in;
+  const auto opts = torch::TensorOptions().dtype(torch::kLong).device(m.llm().options().device());
+  in.tokens = torch::full({1, 1}, std::max<int64_t>(tok.bos_id(), 0), opts);  // [1, 1]
+  return m.assemble(in, ctx).prefix;
+}
+
+class ChatRepl {
+ public:
+  ChatRepl(const ChatArgs& a, config::RunConfig cfg)
+      : cfg_(std::move(cfg)), tty_(::isatty(STDIN_FILENO) == 1) {
+    torch::manual_seed(static_cast<uint64_t>(
+        cfg_.seed));  // fresh adapters (no --checkpoint) are initialised alike every run
+    built_ = train::build_model(cfg_, train::Weights::kLoad);
+    if (!a.checkpoint.empty()) train::load_adapter(a.checkpoint, cfg_, built_);
+    built_.model->eval();
+    tok_ = model::load_tokenizer(cfg_.model.tokenizer.empty() ? cfg_.model.path
+                                                              : cfg_.model.tokenizer);
+    collate_ = data::collate_options(cfg_.data, cfg_.vision);
+    collate_.pad_to_max_length = false;
+    collate_.skip_bad_samples = false;
+    const data::Template templ = data::parse_template(cfg_.data.template_name);
+    sampling_ = sampling_options(cfg_.chat.generation, a, templ);
+    generate::ChatOptions o;
+    o.templ = templ;
+    o.system = cfg_.chat.system;
+    layout_ = train::sequence_layout(cfg_, built_);
+    o.layout = layout_;
+    const int64_t context = built_.model->llm().config().max_position_embeddings;
+    o.max_prompt_tokens =
+        std::min(cfg_.data.max_length,
+                 context - prefix_positions(*built_.model, *tok_) - sampling_.max_new_tokens);
+    session_.emplace(*tok_, o);
+    workflows_ = adapters::workflow_names(built_.model->llm());
+    if (!cfg_.chat.workflow.empty()) set_workflow(cfg_.chat.workflow);
+    log::info() << "chat: " << cfg_.model.path << " + " << cfg_.adapter.family << " adapter"
+                << (a.checkpoint.empty() ? " (fresh, untrained)" : " from " + a.checkpoint)
+                << ", template " << cfg_.data.template_name << ", prompt budget "
+                << o.max_prompt_tokens << " positions, "
+                << (sampling_.temperature > 0 ? cat("temperature ", sampling_.temperature)
+                                              : std::string("greedy"));
+  }
+
+  int run(const std::string& first_image) {
+    if (tty_) notes() << "mmtune chat. /help for commands, /quit or Ctrl-D to leave.\n";
+    if (!first_image.empty())
+      attach_image(first_image);  // a bad --image is fatal, a bad /image is not
+    std::string line;
+    while (true) {
+      if (tty_) std::cout << "> " << std::flush;
+      if (!std::getline(std::cin, line)) {
+        if (interrupt_requested()) throw Interrupted();  // Ctrl-C at the prompt leaves
+        if (tty_) std::cout << "\n";
+        return 0;
+      }
+      const generate::ChatCommand c = generate::parse_chat_line(line);
+      using K = generate::ChatCommand::Kind;
+      switch (c.kind) {
+        case K::kEmpty:
+          break;
+        case K::kQuit:
+          return 0;
+        case K::kHelp:
+          notes() << generate::chat_help();
+          break;
+        case K::kClear:
+          session_->clear();
+          notes() << "(conversation cleared)\n";
+          break;
+        case K::kImage:
+          guarded([&] { attach_image(c.arg); }, false);
+          break;
+        case K::kWorkflow:
+          guarded([&] { set_workflow(c.arg); }, false);
+          break;
+        case K::kUnknown:
+          log::error() << "unknown command " << c.arg
+                       << " (hint: /help lists the commands; write //text to send '/text')";
+          break;
+        case K::kMessage:
+          guarded([&] { answer(c.arg); }, true);
+          break;
+      }
+    }
+  }
+
+ private:
+  // Runs `f`; an error is reported and the session goes on (a failed message still gets its
+  // answer line in scripted mode, an empty one, so answers stay aligned with input lines).
+  template <class F>
+  void guarded(F&& f, bool answer_line) {
+    try {
+      f();
+      return;
+    } catch (const Interrupted&) {
+      throw;
+    } catch (const Error& e) {
+      log::error() << e.one_line();
+    } catch (const c10::Error& e) {
+      log::error() << "torch: " << e.what_without_backtrace();
+    }
+    if (answer_line && !tty_) std::cout << "\n" << std::flush;
+  }
+
+  std::ostream& notes() { return tty_ ? std::cout : std::cerr; }
+
+  void attach_image(const std::string& path) {
+    if (path.empty()) throw UsageError("/image needs a path", "/image PATH (a PNG or JPEG)");
+    if (!built_.model->has_vision())
+      throw UsageError("this model has no vision tower, it cannot look at " + path,
+                       "set vision.path in the config");
+    try {
+      data::load_image(path, collate_.image);  // checked here, not mid-answer
+    } catch (const DataError& e) {
+      throw Error(
+          e.what(),
+          "check the path; the picture must be a PNG or JPEG (the session goes on without it)");
+    }
+    const bool restarted = session_->set_image(path);
+    notes() << (restarted ? "(new picture: started a new conversation)\n"
+                          : "(picture attached to your next message)\n");
+  }
+
+  // "" lists the workflows; "auto" = text without a picture, the image workflow with one.
+  void set_workflow(const std::string& name) {
+    if (workflows_.size() < 2)
+      throw UsageError(
+          "this model has no IAA workflows (adapter.family " + cfg_.adapter.family + ")",
+          "/workflow applies to IAA models");
+    if (name.empty()) {
+      notes() << "workflows: " << join(workflows_, ", ")
+              << "; now: " << (pinned_.empty() ? "auto" : pinned_) << "\n";
+      return;
+    }
+    if (name != "auto" && std::find(workflows_.begin(), workflows_.end(), name) == workflows_.end())
+      throw UsageError("no workflow '" + name + "' in this model",
+                       "workflows: auto, " + join(workflows_, ", "));
+    pinned_ = name == "auto" ? "" : name;
+    notes() << "(workflow: " << name << ")\n";
+  }
+
+  // The IAA workflow for the next turn; text-only conversations take the bare LLM unless pinned.
+  void select_workflow() {
+    if (workflows_.size() < 2) return;  // not IAA: the family's single decoder adapter stays on
+    std::string wf = pinned_.empty()
+                         ? (session_->has_image() ? workflows_[1] : adapters::kTextWorkflow)
+                         : pinned_;
+    if (wf == adapters::kTextWorkflow && session_->has_image())
+      throw UsageError("the text workflow cannot see the picture",
+                       "/workflow auto, or /clear to drop the picture");
+    adapters::select_workflow(built_.model->llm(), wf);
+  }
+
+  void answer(const std::string& message) {
+    const generate::ChatTurn turn = session_->prepare(message);
+    if (turn.dropped > 0)
+      log::warn() << "dropped the oldest " << turn.dropped << " exchange"
+                  << (turn.dropped > 1 ? "s" : "") << " to stay within the context (prompt now "
+                  << turn.tokens << " positions)";
+    select_workflow();
+    const data::Batch batch = data::collate({turn.example}, *tok_, layout_, collate_);
+    const model::MultimodalInput in =
+        train::model_input(batch, built_.model->llm().options().device());
+    generate::SamplingOptions opt = sampling_;
+    opt.seed +=
+        static_cast<uint64_t>(turns_++);  // each turn its own stream, the session reproducible
+    generate::StreamFilter filter(opt.stop);
+    auto show = [&](const std::string& text) {
+      if (!text.empty()) std::cout << (tty_ ? text : generate::escape_line(text)) << std::flush;
+    };
+    bool stopped = false;
+    try {
+      generate::generate(*built_.model, *tok_, in, opt, [&](int64_t, const std::string& piece) {
+        const std::string safe = filter.push(piece);
+        if (cfg_.chat.stream) show(safe);
+      });
+    } catch (const Interrupted&) {
+      clear_interrupt();
+      stopped = true;
+    }
+    show(cfg_.chat.stream ? filter.finish() : filter.text());
+    std::cout << "\n" << std::flush;
+    if (stopped) log::warn() << "answer stopped (Ctrl-C); it stays in the history as it is";
+    session_->commit(message, filter.text());
+  }
+
+  config::RunConfig cfg_;
+  bool tty_;
+  train::BuiltModel built_;
+  std::unique_ptr<model::Tokenizer> tok_;
+  data::CollateOptions collate_;
+  generate::SamplingOptions sampling_;
+  std::optional<generate::ChatSession> session_;
+  data::SequenceLayout layout_;
+  std::vector<std::string> workflows_;
+  std::string pinned_;  // chat.workflow or /workflow NAME; empty = auto
+  int64_t turns_ = 0;
+};
+
+}  // namespace
 
 void add_chat_command(CLI::App& app, Action& action) {
-  struct Args {
-    ConfigArgs config;
-    std::string checkpoint, image;
-  };
-  auto args = std::make_shared<Args>();
+  auto args = std::make_shared<ChatArgs>();
   auto* cmd = app.add_subcommand("chat", "Interactive chat, text or image + text, streaming");
   add_config_args(cmd, args->config);
-  cmd->add_option("--checkpoint", args->checkpoint, "adapter checkpoint directory");
+  cmd->add_option("--checkpoint", args->checkpoint,
+                  "adapter checkpoint directory (default: fresh adapters)");
   cmd->add_option("--image", args->image, "image for the first turn");
-  cmd->footer("Example:\n  mmtune chat --config configs/lavin/tiny.yaml --checkpoint runs/lavin-tiny/checkpoint-last "
-              "--image cat.png\n  (in the session: /image PATH, /clear, /workflow NAME, /help, /quit)");
+  cmd->add_option("--temperature", args->temperature,
+                  "0 = greedy (default: chat.generation.temperature)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", args->top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-k", args->top_k, "0 = off")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-new-tokens", args->max_new_tokens, "answer length limit")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", args->seed, "sampling seed (turn n uses seed + n)");
+  cmd->footer(
+      "Example:\n  mmtune chat --config configs/lavin/tiny.yaml --checkpoint "
+      "runs/lavin-tiny/checkpoint-last "
+      "--image cat.png\n  (in the session: /image PATH, /clear, /workflow NAME, /help, /quit)\n"
+      "Scripted: printf 'Hi\\n/image cat.png\\nWhat is it?\\n' | mmtune chat --config ... "
+      "--temperature 0");
   cmd->callback([&action, args] {
     action = [args]() -> int {
-      load_run_config(args->config);
-      not_built_yet("chat", "issue #7: eval and chat");
+      ChatRepl repl(*args, chat_config(*args));
+      return repl.run(args->image);
     };
   });
 }

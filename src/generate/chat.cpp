@@ -1,0 +1,212 @@
+#include <mmtune/core/errors.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/data/collate.h>
+#include <mmtune/generate/chat.h>
+
+#include <algorithm>
+
+namespace mmtune::generate {
+namespace {
+
+constexpr const char* kSpace = " \t\n\r\f\v";
+
+std::string trim(std::string_view s) {
+  const size_t a = s.find_first_not_of(kSpace);
+  if (a == std::string_view::npos) return "";
+  return std::string(s.substr(a, s.find_last_not_of(kSpace) - a + 1));
+}
+
+}  // namespace
+
+ChatCommand parse_chat_line(std::string_view line) {
+  const std::string text = trim(line);
+  if (text.empty()) return {ChatCommand::Kind::kEmpty, ""};
+  if (text[0] != '/') return {ChatCommand::Kind::kMessage, text};
+  if (text.size() > 1 && text[1] == '/') return {ChatCommand::Kind::kMessage, text.substr(1)};
+  const size_t sp = text.find_first_of(kSpace);
+  const std::string word = text.substr(0, sp);
+  const std::string arg = sp == std::string::npos ? "" : trim(std::string_view(text).substr(sp));
+  using K = ChatCommand::Kind;
+  if (word == "/image") return {K::kImage, arg};
+  if (word == "/clear") return {K::kClear, arg};
+  if (word == "/workflow") return {K::kWorkflow, arg};
+  if (word == "/help" || word == "/?") return {K::kHelp, arg};
+  if (word == "/quit" || word == "/exit") return {K::kQuit, arg};
+  return {K::kUnknown, word};
+}
+
+std::string chat_help() {
+  return "Type a message and press Enter. Commands:\n"
+         "  /image PATH      show the model a picture with the next message (a new picture starts "
+         "a new conversation)\n"
+         "  /clear           forget the conversation and the picture\n"
+         "  /workflow [NAME] IAA: answer through workflow NAME (auto: text without a picture); no "
+         "NAME lists them\n"
+         "  /help            this text\n"
+         "  /quit            leave (also Ctrl-D)\n"
+         "Ctrl-C stops the current answer. A message starting with '/' is written '//...'.\n"
+         "Piped input (not a terminal): one message per line in, one answer per line out, with\n"
+         "newlines in an answer written as \\n (and a backslash as \\\\); notes and errors go to "
+         "stderr.\n";
+}
+
+std::vector<std::string> template_stops(data::Template t) {
+  switch (t) {
+    case data::Template::kVicunaV1:
+      return {"</s>", "USER:"};
+    case data::Template::kLlama3Instruct:
+      return {"<|eot_id|>", "<|start_header_id|>"};
+    case data::Template::kPlain:
+      break;
+  }
+  return {};
+}
+
+std::string escape_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else
+      out += c;
+  }
+  return out;
+}
+
+// ---- ChatSession ----
+
+ChatSession::ChatSession(const model::Tokenizer& tok, ChatOptions options)
+    : tok_(tok), options_(std::move(options)) {
+  if (options_.max_prompt_tokens < 1)
+    throw UsageError(cat("no room for a chat prompt (", options_.max_prompt_tokens, " positions)"),
+                     "lower max_new_tokens or raise data.max_length (within the model's context)");
+}
+
+bool ChatSession::set_image(std::string path) {
+  const bool shown = has_image() && image_turn_ < history_.size();
+  if (shown) history_.clear();
+  image_ = std::move(path);
+  image_turn_ = history_.size();
+  return shown;
+}
+
+void ChatSession::clear() {
+  history_.clear();
+  image_.clear();
+  image_turn_ = 0;
+}
+
+std::vector<data::Turn> ChatSession::turns(const std::string& message) const {
+  std::vector<data::Turn> out;
+  if (!options_.system.empty()) out.push_back({data::Role::kSystem, options_.system});
+  // LLaVA layout: the placeholder marks where the slots go; LaVIN's layout puts them after the
+  // prefix
+  const std::string& ph = options_.layout.image_placeholder;
+  const bool placeholder = has_image() && options_.layout.image_prefix.empty() && !ph.empty();
+  auto user = [&](size_t i, const std::string& text) {
+    const bool here = placeholder && i == image_turn_ && text.find(ph) == std::string::npos;
+    out.push_back({data::Role::kUser, here ? ph + "\n" + text : text});
+  };
+  for (size_t i = 0; i < history_.size(); ++i) {
+    user(i, history_[i].user);
+    out.push_back({data::Role::kAssistant, history_[i].assistant});
+  }
+  user(history_.size(), message);
+  return out;
+}
+
+data::Example ChatSession::example(const std::string& message, size_t first) const {
+  // render as if the first `first` exchanges were gone (the image moving to the oldest kept turn)
+  ChatSession view(*this);
+  view.history_.erase(view.history_.begin(),
+                      view.history_.begin() + static_cast<std::ptrdiff_t>(first));
+  view.image_turn_ = image_turn_ >= first ? image_turn_ - first : 0;
+  const data::Rendered r = data::render(options_.templ, view.turns(message));
+  data::Example ex;
+  ex.id = cat("chat-", turn_count_);
+  ex.prompt = r.prompt;
+  ex.image_path = image_;
+  return ex;
+}
+
+ChatTurn ChatSession::prepare(const std::string& message) {
+  int64_t n = 0;
+  for (size_t first = 0; first <= history_.size(); ++first) {
+    ChatTurn t;
+    t.example = example(message, first);
+    n = data::sequence_length(t.example, tok_, options_.layout);
+    if (n > options_.max_prompt_tokens) continue;
+    t.tokens = n;
+    t.dropped = static_cast<int64_t>(first);
+    history_.erase(history_.begin(), history_.begin() + static_cast<std::ptrdiff_t>(first));
+    image_turn_ = image_turn_ >= first ? image_turn_ - first : 0;
+    ++turn_count_;
+    return t;
+  }
+  throw UsageError(
+      cat("the message needs ", n, " positions", has_image() ? " with the picture" : "",
+          ", more than the ", options_.max_prompt_tokens, " the context leaves for a prompt"),
+      "shorten it, or lower --max-new-tokens, or raise data.max_length (up to the model's "
+      "context)");
+}
+
+void ChatSession::commit(const std::string& message, const std::string& answer) {
+  history_.push_back({message, trim(answer)});
+}
+
+// ---- StreamFilter ----
+
+std::string StreamFilter::push(const std::string& piece) {
+  if (raw_.empty()) {
+    const size_t a = piece.find_first_not_of(kSpace);
+    if (a == std::string::npos) return "";
+    raw_ = piece.substr(a);
+  } else {
+    raw_ += piece;
+  }
+  // safe end: before the first stop string, before a tail that may begin one, before trailing space
+  size_t end = raw_.size();
+  for (const auto& s : stops_) {
+    if (!s.empty()) end = std::min(end, raw_.find(s));
+  }
+  if (end == raw_.size()) {
+    for (const auto& s : stops_) {
+      if (s.empty()) continue;
+      for (size_t k = std::min(s.size() - 1, raw_.size()); k > 0; --k) {
+        if (raw_.compare(raw_.size() - k, k, s, 0, k) == 0) {
+          end = std::min(end, raw_.size() - k);
+          break;
+        }
+      }
+    }
+  }
+  while (end > shown_ && std::string_view(kSpace).find(raw_[end - 1]) != std::string_view::npos)
+    --end;
+  if (end <= shown_) return "";
+  std::string out = raw_.substr(shown_, end - shown_);
+  shown_ = end;
+  return out;
+}
+
+std::string StreamFilter::text() const {
+  size_t end = raw_.size();
+  for (const auto& s : stops_) {
+    if (!s.empty()) end = std::min(end, raw_.find(s));
+  }
+  return trim(std::string_view(raw_).substr(0, end));
+}
+
+std::string StreamFilter::finish() {
+  const std::string all = text();
+  if (all.size() <= shown_) return "";
+  std::string out = all.substr(shown_);
+  shown_ = all.size();
+  return out;
+}
+
+}  // namespace mmtune::generate

@@ -1,0 +1,191 @@
+// `mmtune chat` scripted through a pipe on the tiny checkpoints (issue 7 item 3): one answer line
+// per message, greedy runs identical, /clear really forgets, a missing picture is an error the
+// session survives, and a checkpoint of another base or family is refused with a clear message.
+#include <gtest/gtest.h>
+
+#include <mmtune/adapters/registry.h>
+#include <mmtune/config/load.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/build_model.h>
+
+#include "test_utils.h"
+
+namespace mmtune::testing {
+namespace {
+
+std::string tiny(const std::string& name) {
+  return std::string(kTinyDir) + "/" + name;
+}
+std::string config(const std::string& rel) {
+  return std::string(kSourceDir) + "/configs/" + rel;
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < s.size()) {
+    const size_t nl = s.find('\n', start);
+    if (nl == std::string::npos) {
+      lines.push_back(s.substr(start));
+      break;
+    }
+    lines.push_back(s.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return lines;
+}
+
+// A 48x40 RGB gradient with a square, written by the setup venv's PIL.
+std::string write_picture(const TempDir& d) {
+  const std::string path = d.path() + "/picture.png";
+  const std::string script =
+      "import sys\nfrom PIL import Image\nim = Image.new('RGB', (48, 40))\n"
+      "im.putdata([(x * 5, y * 6, 255 if 10 <= x < 30 and 8 <= y < 28 else 40) for y in range(40) "
+      "for x in range(48)])\n"
+      "im.save(sys.argv[1])\n";
+  const auto r = run_process({kPython, "-c", script, path});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return path;
+}
+
+// A LaVIN adapter with random non-zero weights (a fresh one is the identity on the base).
+std::string write_lavin_checkpoint(const TempDir& d) {
+  const config::RunConfig cfg =
+      config::load_config(config("lavin/tiny.yaml"),
+                          {"model.path=" + tiny("llama-gqa"), "vision.path=" + tiny("clip-vit")},
+                          adapters::builtin_adapters());
+  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+  torch::manual_seed(11);
+  {
+    torch::NoGradGuard ng;
+    for (auto& [name, t] : built.trainable) t.normal_(0.0, 0.3);
+  }
+  const std::string dir = d.path() + "/lavin-ckpt";
+  train::save_adapter(dir, cfg, built);
+  return dir;
+}
+
+// `mmtune chat ARGS` with `input` piped to stdin.
+ProcessResult chat(const TempDir& d, const std::vector<std::string>& args,
+                   const std::string& input) {
+  const std::string in = d.write("input.txt", input);
+  std::string cmd = "exec '" + std::string(kMmtuneBin) + "' chat";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  cmd += " < '" + in + "'";
+  return run_process({"/bin/sh", "-c", cmd}, {}, std::chrono::seconds(120));
+}
+
+std::vector<std::string> lavin_args(const std::string& checkpoint = "") {
+  std::vector<std::string> a{"--config",
+                             config("lavin/tiny.yaml"),
+                             "model.path=" + tiny("llama-gqa"),
+                             "vision.path=" + tiny("clip-vit"),
+                             "--temperature",
+                             "0",
+                             "--max-new-tokens",
+                             "8"};
+  if (!checkpoint.empty()) {
+    a.push_back("--checkpoint");
+    a.push_back(checkpoint);
+  }
+  return a;
+}
+
+TEST(ChatCli, ScriptedSessionIsDeterministicAndClearForgets) {
+  TempDir d;
+  const std::string picture = write_picture(d), ckpt = write_lavin_checkpoint(d);
+  const std::string script =
+      "the cell is a science word\n/image " + picture +
+      "\nwhat colour is the square in the image?\n/clear\nthe cell is a science word\n";
+  const auto first = chat(d, lavin_args(ckpt), script);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const auto lines = split_lines(first.out);
+  ASSERT_EQ(lines.size(), 3u) << "one answer line per message:\n"
+                              << first.out << "\nstderr:\n"
+                              << first.err;
+  for (const auto& l : lines) EXPECT_FALSE(l.empty()) << first.out;
+  // /clear forgot the first exchange and the picture: the same message gets the same answer
+  EXPECT_EQ(lines[2], lines[0]);
+  EXPECT_NE(first.err.find("picture attached"), std::string::npos) << first.err;
+  EXPECT_NE(first.err.find("conversation cleared"), std::string::npos) << first.err;
+
+  const auto second = chat(d, lavin_args(ckpt), script);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(second.out, first.out);
+
+  // the picture reached the model: the same question without it is answered through the text path
+  const auto blind = chat(d, lavin_args(ckpt),
+                          "the cell is a science word\nwhat colour is the square in the image?\n");
+  ASSERT_EQ(blind.exit_code, 0) << blind.err;
+  const auto blind_lines = split_lines(blind.out);
+  ASSERT_EQ(blind_lines.size(), 2u) << blind.out;
+  EXPECT_EQ(blind_lines[0], lines[0]);
+  EXPECT_NE(blind_lines[1], lines[1]) << "the image turn should differ from the text-only one";
+}
+
+TEST(ChatCli, MissingPictureIsAnErrorAndTheSessionGoesOn) {
+  TempDir d;
+  const auto plain = chat(d, lavin_args(), "hello\nhow are you\n");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const auto r = chat(d, lavin_args(),
+                      "hello\n/image /nonexistent/cat.png\nhow are you\n/bogus\n/workflow mm\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("/nonexistent/cat.png"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("unknown command /bogus"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no IAA workflows"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, plain.out) << "the failed /image changed nothing";
+  EXPECT_EQ(split_lines(r.out).size(), 2u) << r.out;
+}
+
+TEST(ChatCli, IaaSessionSwitchesWorkflows) {
+  TempDir d;
+  const std::string picture = write_picture(d);
+  const std::vector<std::string> args{"--config",
+                                      config("iaa/tiny.yaml"),
+                                      "model.path=" + tiny("llama-gqa"),
+                                      "vision.path=" + tiny("clip-vit"),
+                                      "--temperature",
+                                      "0",
+                                      "--max-new-tokens",
+                                      "6"};
+  const std::string script = "hello\n/workflow\n/image " + picture +
+                             "\nwhat is it?\n/workflow nope\n/workflow text\nmore?\n";
+  const auto r = chat(d, args, script);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("workflows: text, mm; now: auto"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no workflow 'nope'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the text workflow cannot see the picture"), std::string::npos) << r.err;
+  const auto lines = split_lines(r.out);
+  ASSERT_EQ(lines.size(), 3u) << r.out;  // the refused turn still has its (empty) line
+  EXPECT_TRUE(lines[2].empty()) << r.out;
+  EXPECT_EQ(chat(d, args, script).out, r.out);
+}
+
+TEST(ChatCli, CheckpointOfAnotherBaseOrFamilyIsRefused) {
+  TempDir d;
+  const std::string ckpt = write_lavin_checkpoint(d);
+  std::vector<std::string> other_base = lavin_args(ckpt);
+  other_base[2] = "model.path=" + tiny("llama-mha-tied");
+  const auto base = chat(d, other_base, "hello\n");
+  EXPECT_EQ(base.exit_code, 1) << base.err;
+  EXPECT_NE(base.err.find("was trained on another base"), std::string::npos) << base.err;
+  EXPECT_NE(base.err.find("num_layers 3 (this model: 2)"), std::string::npos) << base.err;
+  EXPECT_TRUE(base.out.empty()) << base.out;
+
+  const auto family = chat(d,
+                           {"--config", config("mole/tiny.yaml"), "model.path=" + tiny("llama-gqa"),
+                            "vision.path=" + tiny("clip-vit"), "--checkpoint", ckpt},
+                           "hello\n");
+  EXPECT_EQ(family.exit_code, 1) << family.err;
+  EXPECT_NE(family.err.find("holds a 'mma' adapter, but the config builds adapter.family 'mole'"),
+            std::string::npos)
+      << family.err;
+
+  const auto missing = chat(d, lavin_args(d.path() + "/no-such-checkpoint"), "hello\n");
+  EXPECT_EQ(missing.exit_code, 1) << missing.err;
+  EXPECT_NE(missing.err.find("no-such-checkpoint"), std::string::npos) << missing.err;
+}
+
+}  // namespace
+}  // namespace mmtune::testing
