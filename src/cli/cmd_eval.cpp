@@ -1,81 +1,80 @@
-// mmtune eval --config FILE --checkpoint DIR --task scienceqa --split test [--limit N]
+// mmtune eval --config FILE --checkpoint DIR --task scienceqa --split test [--limit N] [key=value ...]
 // mmtune eval --task perplexity --model DIR --text FILE [--dump-logprobs out.jsonl]
-#include <mmtune/core/errors.h>
-#include <mmtune/eval/perplexity.h>
-#include <mmtune/model/weights.h>
+#include <mmtune/core/logging.h>
+#include <mmtune/eval/runner.h>
 
-#include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "commands.h"
 
 namespace mmtune::cli {
-namespace {
-
-struct EvalArgs {
-  ConfigArgs config;
-  std::string checkpoint, task, split, model, text, dump, device = "cpu", dtype = "fp32";
-  int64_t limit = -1;
-};
-
-int run_perplexity(const EvalArgs& a) {
-  std::string model_dir = a.model, device = a.device, dtype = a.dtype, text_path = a.text;
-  if (!a.config.path.empty()) {
-    const auto cfg = load_run_config(a.config);
-    if (model_dir.empty()) model_dir = cfg.model.path;
-    if (text_path.empty()) text_path = cfg.eval.data;
-    device = cfg.device;
-    dtype = cfg.dtype;
-  }
-  if (model_dir.empty()) throw UsageError("--task perplexity needs a model", "pass --model DIR (or --config with model.path)");
-  if (text_path.empty()) throw UsageError("--task perplexity needs a text", "pass --text FILE (or eval.data in the config)");
-  std::ifstream f(text_path, std::ios::binary);
-  if (!f) throw DataError(text_path, "cannot read the text file", "check the path");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  auto tok = model::load_tokenizer(model_dir);
-  auto llm = model::load_llama(model_dir, model::model_options(device, dtype));
-  std::ofstream dump;
-  if (!a.dump.empty()) {
-    dump.open(a.dump);
-    if (!dump) throw Error("cannot write " + a.dump, "check the directory");
-  }
-  const auto r = eval::perplexity(*llm, *tok, ss.str(), 0, [&](int64_t i, int64_t id, double lp) {
-    if (dump) dump << nlohmann::json{{"index", i}, {"token", id}, {"piece", tok->id_to_piece(id)}, {"logprob", lp}}.dump() << "\n";
-  });
-  std::cout << std::setprecision(8) << "tokens " << r.tokens << "\nmean_nll " << r.mean_nll() << "\nperplexity "
-            << r.perplexity() << "\n";
-  return 0;
-}
-
-}  // namespace
 
 void add_eval_command(CLI::App& app, Action& action) {
-  auto args = std::make_shared<EvalArgs>();
-  auto* cmd = app.add_subcommand("eval", "Evaluate base + adapter on a benchmark (ScienceQA by category, perplexity, ...)");
+  struct Args {
+    ConfigArgs config;
+    eval::EvalRunOptions run;
+    std::string text;
+    bool no_progress = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto& r = args->run;
+  auto* cmd = app.add_subcommand("eval", "Evaluate base + adapter on a benchmark (ScienceQA by category, loss, "
+                                         "multiple choice / yes-no, grounding, perplexity)");
   add_config_args(cmd, args->config, /*required=*/false);
-  cmd->add_option("--checkpoint", args->checkpoint, "adapter checkpoint directory");
-  cmd->add_option("--task", args->task, "scienceqa | perplexity | loss | mcq | grounding (overrides eval.task)");
-  cmd->add_option("--split", args->split, "test | val | minitest (overrides eval.split)");
-  cmd->add_option("--limit", args->limit, "evaluate only the first N items");
-  cmd->add_option("--model", args->model, "perplexity: model directory (instead of --config)");
-  cmd->add_option("--text", args->text, "perplexity: text file to score");
-  cmd->add_option("--dump-logprobs", args->dump, "perplexity: write one JSON line per token");
-  cmd->add_option("--device", args->device, "perplexity without --config: cpu | cuda | cuda:N");
-  cmd->add_option("--dtype", args->dtype, "perplexity without --config: fp32 | bf16 | fp16");
-  cmd->footer("Examples:\n  mmtune eval --config configs/lavin/tiny.yaml --checkpoint runs/lavin-tiny/checkpoint-last "
-              "--task scienceqa --split test\n  mmtune eval --task perplexity --model models/stories260K --text story.txt "
-              "--dump-logprobs lp.jsonl");
+  cmd->add_option("--checkpoint", r.checkpoint,
+                  "adapter directory (adapter_config.json + adapter_model.safetensors) or a training output_dir "
+                  "(its latest checkpoint-*); the adapter's family and options come from it");
+  cmd->add_option("--task", r.task, "scienceqa | loss | mcq | grounding | perplexity (overrides eval.task)");
+  cmd->add_option("--split", r.split, "scienceqa / loss: data split, e.g. test | val | minitest (overrides eval.split)");
+  cmd->add_option("--data", r.data, "mcq / grounding: JSONL file; perplexity: text file (overrides eval.data)");
+  cmd->add_option("--limit", r.limit, "evaluate only the first N items (overrides eval.limit)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch-size", r.batch_size, "questions per generation batch (overrides eval.batch_size)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--unparsable", r.unparsable, "answers without an option: wrong (default) | random (LaVIN's protocol)")
+      ->check(CLI::IsMember({"wrong", "random"}));
+  cmd->add_option("--output", r.output,
+                  "results.json path; default <checkpoint>/eval-<task>-<split>/results.json, or "
+                  "<output_dir>/eval-<task>-<split>/results.json without --checkpoint (config.yaml and mmtune.log "
+                  "of the evaluation go next to it)");
+  cmd->add_flag("--no-progress", args->no_progress, "no progress bar");
+  cmd->add_option("--model", r.model, "perplexity: model directory (instead of --config)");
+  cmd->add_option("--text", args->text, "perplexity: text file to score (same as --data)");
+  cmd->add_option("--dump-logprobs", r.dump, "perplexity: write one JSON line per token");
+  cmd->add_option("--device", r.device, "perplexity without --config: cpu | cuda | cuda:N");
+  cmd->add_option("--dtype", r.dtype, "perplexity without --config: fp32 | bf16 | fp16");
+  cmd->footer(
+      "Examples:\n"
+      "  mmtune eval --config configs/lavin/tiny.yaml --checkpoint runs/lavin-tiny --task scienceqa --split test\n"
+      "  torchrun --nproc-per-node 2 --no-python mmtune eval --config configs/scienceqa.yaml --checkpoint DIR "
+      "--unparsable random\n"
+      "  mmtune eval --config configs/lavin/tiny.yaml --checkpoint DIR --task loss --split val\n"
+      "  mmtune eval --config C --checkpoint DIR --task mcq --data pope.jsonl\n"
+      "  mmtune eval --task perplexity --model models/stories260K --text story.txt --dump-logprobs lp.jsonl\n"
+      "Task files (JSONL, one object a line; \"image\" relative to data.image_folder or the file's folder):\n"
+      "  mcq        {\"id\", \"image\", \"question\", \"answer\": \"yes\"|\"no\"}  or with \"choices\": [..] and "
+      "\"answer\": \"B\"\n"
+      "             -> accuracy; yes/no: precision, recall, F1, yes-ratio (POPE)\n"
+      "  grounding  {\"id\", \"image\", \"expression\", \"box\": [x1, y1, x2, y2]}  normalised to the padded square\n"
+      "             -> precision@IoU 0.5\n"
+      "Ranks: under torchrun each rank takes whole batches (batch i -> rank i % world), so results equal a "
+      "single process's; rank 0 prints and writes.");
   cmd->callback([&action, args] {
     action = [args]() -> int {
-      if (args->task == "perplexity") return run_perplexity(*args);
-      if (args->config.path.empty()) throw UsageError("--config is required for --task " + (args->task.empty() ? std::string("scienceqa") : args->task));
-      load_run_config(args->config);
-      not_built_yet("eval --task " + (args->task.empty() ? std::string("scienceqa") : args->task), "issue #7: eval and chat");
+      auto o = args->run;
+      o.config_path = args->config.path;
+      o.overrides = args->config.overrides;
+      if (!args->text.empty()) o.data = args->text;
+      o.progress = !args->no_progress;
+      const auto s = eval::run_eval(o);
+      if (s.report.console.empty()) return 0;  // ranks > 0
+      std::cout << s.report.console << std::flush;
+      const double rate = s.seconds > 0 ? static_cast<double>(s.report.items) / s.seconds : 0.0;
+      log::info() << s.report.items << " " << s.report.unit << " in " << std::fixed << std::setprecision(2) << s.seconds
+                  << " s: " << rate << " " << s.report.unit << "/s (batch " << s.batch_size << ", " << s.world
+                  << (s.world == 1 ? " process)" : " processes)");
+      if (!s.results_path.empty()) log::info() << "results: " << s.results_path;
+      return 0;
     };
   });
 }

@@ -1,0 +1,231 @@
+#include <mmtune/adapters/registry.h>
+#include <mmtune/config/load.h>
+#include <mmtune/config/run_dir.h>
+#include <mmtune/core/dist_env.h>
+#include <mmtune/core/errors.h>
+#include <mmtune/core/logging.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/eval/runner.h>
+#include <mmtune/model/tokenizer.h>
+#include <mmtune/model/weights.h>
+#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/checkpoint.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+namespace mmtune::eval {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+json read_adapter_config(const std::string& dir) {
+  std::ifstream f(fs::path(dir) / train::kAdapterConfigFile);
+  try {
+    return json::parse(f);
+  } catch (const json::exception&) {
+    return json::object();  // adapter_overrides already reported a malformed file
+  }
+}
+
+// The config: file, the user's overrides, the checkpoint's architecture, then the eval flags.
+config::RunConfig resolve_config(const EvalRunOptions& o, const std::string& adapter_dir) {
+  std::vector<std::string> flags;
+  if (!o.task.empty()) flags.push_back("eval.task=" + o.task);
+  if (!o.split.empty()) flags.push_back("eval.split=" + o.split);
+  if (!o.data.empty()) flags.push_back("eval.data=" + o.data);
+  if (!o.unparsable.empty()) flags.push_back("eval.unparsable=" + o.unparsable);
+  if (o.limit >= 0) flags.push_back(cat("eval.limit=", o.limit));
+  if (o.batch_size >= 0) flags.push_back(cat("eval.batch_size=", o.batch_size));
+  std::vector<std::string> overrides = o.overrides;
+  overrides.insert(overrides.end(), flags.begin(), flags.end());
+  const auto& families = adapters::builtin_adapters();
+  config::RunConfig cfg = config::load_config(o.config_path, overrides, families);
+  if (adapter_dir.empty()) return cfg;
+
+  const std::vector<std::string> arch = train::adapter_overrides(adapter_dir);
+  const std::string family = arch.front().substr(std::string("adapter.family=").size());
+  if (cfg.adapter.family != "none" && cfg.adapter.family != family) {
+    throw CheckpointError((fs::path(adapter_dir) / train::kAdapterConfigFile).string(),
+                          "holds a '" + family + "' adapter, but the config builds adapter.family '" + cfg.adapter.family + "'",
+                          "evaluate with the config the adapter was trained with (adapter.family: " + family + ")");
+  }
+  overrides = o.overrides;
+  overrides.insert(overrides.end(), arch.begin(), arch.end());
+  overrides.insert(overrides.end(), flags.begin(), flags.end());
+  return config::load_config(o.config_path, overrides, families);
+}
+
+// "test" for a split task, else the stem of the task file.
+std::string run_label(const EvalTask& task, const config::RunConfig& cfg) {
+  if (task.uses_split()) return cfg.eval.split;
+  const std::string stem = fs::path(cfg.eval.data).stem().string();
+  return stem.empty() ? "data" : stem;
+}
+
+void write_atomically(const fs::path& path, const std::string& text) {
+  std::error_code ec;
+  if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
+  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << text;
+    f.flush();
+    if (!f) {
+      fs::remove(tmp, ec);
+      throw Error("cannot write " + path.string(), "check the directory, free space and permissions (--output)");
+    }
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
+}
+
+// Warns when the adapter was made on a base of another name (shapes are checked by load_adapter).
+void check_base_id(const std::string& adapter_dir, const config::RunConfig& cfg) {
+  const json j = read_adapter_config(adapter_dir);
+  const std::string trained_on = j.value("base_model", json::object()).value("id", std::string());
+  const std::string here = cfg.model.id.empty() ? fs::path(cfg.model.path).filename().string() : cfg.model.id;
+  if (!trained_on.empty() && trained_on != here)
+    log::warn() << "the adapter was trained on base '" << trained_on << "', this model is '" << here
+                << "' (same shapes, so it loads; check that this is the base you mean)";
+}
+
+}  // namespace
+
+std::string resolve_adapter_dir(const std::string& spec) {
+  std::error_code ec;
+  if (!fs::is_directory(spec, ec))
+    throw CheckpointError(spec, "no such checkpoint directory",
+                          "--checkpoint takes an adapter directory (adapter_config.json + adapter_model.safetensors) "
+                          "or a training output_dir");
+  if (fs::exists(fs::path(spec) / train::kAdapterConfigFile)) return spec;
+  if (auto latest = train::find_latest_checkpoint(spec)) {
+    if (!fs::exists(fs::path(*latest) / train::kAdapterConfigFile))
+      throw CheckpointError(*latest, "has no adapter_config.json", "checkpoints written by `mmtune train` have one");
+    return *latest;
+  }
+  throw CheckpointError(spec, "holds neither adapter_config.json nor a complete checkpoint-<step> directory",
+                        "--checkpoint takes an adapter directory or a training output_dir");
+}
+
+namespace {
+
+// Device (cuda -> cuda:LOCAL_RANK under a launcher) and the process group.
+std::unique_ptr<train::ProcessGroup> join_process_group(EvalEnv& env) {
+  const DistEnv d = DistEnv::from_env();
+  torch::Device device = model::model_options(env.cfg.device, env.cfg.dtype).device();
+  if (d.launched && device.is_cuda() && !device.has_index()) {
+    env.cfg.device = "cuda:" + std::to_string(d.local_rank);
+    device = model::model_options(env.cfg.device, env.cfg.dtype).device();
+  }
+  env.device = device;
+  std::unique_ptr<train::ProcessGroup> pg;
+  if (d.launched && d.world_size > 1)
+    pg = train::ProcessGroup::create(d, env.cfg.dist.backend, device.is_cuda(), std::chrono::seconds(env.cfg.dist.timeout_s));
+  env.pg = pg.get();
+  env.rank = pg ? pg->rank() : 0;
+  env.world = pg ? pg->size() : 1;
+  return pg;
+}
+
+// Base + adapter in eval mode, the tokenizer and the sequence layout, into env.
+void load_model(EvalEnv& env, train::BuiltModel& built, std::shared_ptr<const model::Tokenizer>& tok) {
+  // a fresh adapter (no --checkpoint) is initialised alike on every rank
+  torch::manual_seed(static_cast<uint64_t>(env.cfg.seed));
+  built = train::build_model(env.cfg, train::Weights::kLoad);
+  if (!env.checkpoint.empty()) {
+    check_base_id(env.checkpoint, env.cfg);
+    train::load_adapter(env.checkpoint, env.cfg, built);
+    log::info() << "adapter " << env.checkpoint << " (" << env.cfg.adapter.family << ")";
+  } else {
+    log::info() << "no --checkpoint: evaluating the base model with a freshly initialised " << env.cfg.adapter.family
+                << " adapter (seed " << env.cfg.seed << ")";
+  }
+  built.model->eval();
+  for (auto& [name, t] : built.trainable) t.requires_grad_(false);
+  tok = model::load_tokenizer(env.cfg.model.tokenizer.empty() ? env.cfg.model.path : env.cfg.model.tokenizer);
+  env.built = &built;
+  env.tok = tok;
+  env.layout = train::sequence_layout(env.cfg, built);
+}
+
+// --output, else <adapter dir or output_dir>/eval-<task>-<split>/results.json ("" for a bare model).
+std::string results_path_for(const EvalRunOptions& o, const EvalTask& task, const EvalEnv& env) {
+  if (!o.output.empty() || o.config_path.empty()) return o.output;
+  const fs::path base = env.checkpoint.empty() ? fs::path(env.cfg.output_dir) : fs::path(env.checkpoint);
+  return (base / ("eval-" + task.name() + "-" + run_label(task, env.cfg)) / "results.json").string();
+}
+
+}  // namespace
+
+EvalRunSummary run_eval(const EvalRunOptions& o) {
+  // the task name is checked before anything is loaded (the config's eval.task when no --task)
+  std::unique_ptr<EvalTask> task;
+  if (!o.task.empty()) task = make_eval_task(o.task);
+  if (o.config_path.empty() && (!task || task->name() != "perplexity"))
+    throw UsageError("--config is required for --task " + (o.task.empty() ? std::string("scienceqa") : o.task),
+                     "only --task perplexity runs on a bare --model");
+  if (!o.config_path.empty() && !o.model.empty())
+    throw UsageError("--model is for --task perplexity without --config", "set model.path=DIR instead");
+
+  EvalEnv env;
+  env.checkpoint = o.checkpoint.empty() ? std::string() : resolve_adapter_dir(o.checkpoint);
+  if (o.config_path.empty()) {  // perplexity of a bare model directory
+    env.cfg.model.path = o.model;
+    env.cfg.device = o.device;
+    env.cfg.dtype = o.dtype;
+    env.cfg.eval.task = "perplexity";
+    env.cfg.eval.data = o.data;
+  } else {
+    env.cfg = resolve_config(o, env.checkpoint);
+  }
+  if (!task) task = make_eval_task(env.cfg.eval.task);
+  if (!o.split.empty() && !task->uses_split())
+    throw UsageError("--split does not apply to --task " + task->name(), "it reads eval.data (--data FILE)");
+  env.split = env.cfg.eval.split;
+  env.limit = env.cfg.eval.limit;
+  env.progress = o.progress;
+  env.dump = o.dump;
+  const auto pg = join_process_group(env);
+
+  // the evaluation's own config.yaml and log go next to results.json
+  const std::string results_path = results_path_for(o, *task, env);
+  if (!results_path.empty() && !o.config_path.empty()) {
+    config::RunConfig run_cfg = env.cfg;
+    run_cfg.output_dir = fs::path(results_path).parent_path().string();
+    if (run_cfg.output_dir.empty()) run_cfg.output_dir = ".";
+    config::prepare_run_dir(run_cfg, env.rank);
+  }
+  train::BuiltModel built;
+  std::shared_ptr<const model::Tokenizer> tok;
+  if (task->needs_model()) load_model(env, built, tok);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  EvalRunSummary s;
+  s.report = task->run(env);
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.world = env.world;
+  s.batch_size = env.cfg.eval.batch_size;
+  s.adapter_dir = env.checkpoint;
+  if (env.rank == 0 && !results_path.empty() && !s.report.results_json.empty()) {
+    json j = json::parse(s.report.results_json);
+    j["timing"] = {{"seconds", s.seconds},
+                   {"items", s.report.items},
+                   {"unit", s.report.unit},
+                   {"items_per_s", s.seconds > 0 ? static_cast<double>(s.report.items) / s.seconds : 0.0},
+                   {"batch_size", s.batch_size},
+                   {"world_size", s.world},
+                   {"device", env.cfg.device}};
+    write_atomically(results_path, j.dump(2) + "\n");
+    s.results_path = results_path;
+  }
+  if (pg) pg->barrier();  // no rank exits (and tears down the store) while rank 0 still writes
+  return s;
+}
+
+}  // namespace mmtune::eval
