@@ -70,12 +70,15 @@ std::vector<Turn> read_turns(const json& conv) {
   return turns;
 }
 
-// LLaVA's preprocess_multimodal: the placeholder leads the first user turn, followed by "\n".
+// LLaVA's preprocess_multimodal: the placeholder leads the first user turn, followed by "\n". The
+// files mark the image with "<image>"; a family whose placeholder is another string (IAA's Llama-3
+// reserved token) gets its own in that place.
 void place_image_token(std::vector<Turn>& turns, const std::string& placeholder) {
+  static const std::string kFilePlaceholder = "<image>";
   bool first_user = true;
   for (Turn& t : turns) {
-    const bool had = t.text.find(placeholder) != std::string::npos;
-    if (had) t.text = strip(remove_all(t.text, placeholder));
+    for (const std::string& p : {kFilePlaceholder, placeholder})
+      if (t.text.find(p) != std::string::npos) t.text = strip(remove_all(t.text, p));
     if (t.role == Role::kUser && first_user) {
       t.text = placeholder + "\n" + strip(t.text);
       first_user = false;

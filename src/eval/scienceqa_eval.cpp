@@ -3,9 +3,15 @@
 // and write the official results layout. An unparsable answer is wrong (eval.unparsable: wrong) or,
 // as LaVIN's eval does, a random valid option (random) drawn from (seed, question id) so that it
 // does not depend on batch size, rank or order.
+// With data.format: llava_json (families trained on LLaVA's conversion, e.g. IAA) the questions are
+// data.json's conversations (scripts/scienceqa_to_llava.py writes one per split) and the options,
+// answers and categories come from data.root's problems.json by id, as LLaVA's eval_science_qa.py
+// does; its answer rule applies: a bare option letter, "X. ..." or "The answer is X.".
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/data/dataset.h>
+#include <mmtune/data/llava_json.h>
+#include <mmtune/data/scienceqa.h>
 #include <mmtune/data/prompt.h>
 #include <mmtune/eval/scienceqa_score.h>
 #include <mmtune/eval/task.h>
@@ -55,17 +61,60 @@ EvalReport report(const EvalEnv& env, const std::vector<data::Example>& examples
   return r;
 }
 
+/// LLaVA's ScienceQA answer rule (eval_science_qa.py): the whole reply is an option letter, or it
+/// starts with "X. ", else the first "The answer is X." match. -1 when none names a valid option.
+int64_t extract_llava_answer(const std::string& text, int64_t n_choices) {
+  const std::string t = data::python_strip(text);
+  auto index = [&](char c) { return c >= 'A' && c - 'A' < n_choices ? int64_t{c - 'A'} : int64_t{-1}; };
+  if (t.size() == 1) return index(t[0]);
+  if (t.size() >= 3 && t[1] == '.' && t[2] == ' ' && index(t[0]) >= 0) return index(t[0]);
+  return data::extract_answer(t, n_choices);
+}
+
+/// The split's questions from a LLaVA conversion, joined with problems.json by id.
+data::SplitData read_llava_scienceqa(const EvalEnv& env) {
+  const auto& d = env.cfg.data;
+  if (d.root.empty())
+    throw ConfigError({{"data.root", "data.root",
+                        "--task scienceqa with data.format llava_json needs the ScienceQA folder for the answers",
+                        "set data.root to the folder with problems.json (and data.json to the split's conversion)"}});
+  auto o = data::llava_json_options(d, env.layout);
+  if (env.limit > 0) o.limit = env.limit;
+  auto conv = data::read_llava_json(o);
+  const std::string problems_path = data::scienceqa_path(d.root, d.problems_file);
+  const auto problems = data::read_scienceqa_problems(problems_path);
+  data::SplitData out;
+  out.source = "llava_json " + o.json_path + " + " + problems_path;
+  out.skipped = conv.skipped;
+  out.skipped_ids = conv.skipped_ids;
+  for (auto& e : conv.examples) {
+    auto it = problems.find(e.id);
+    if (it == problems.end())
+      throw DataError(o.json_path, "question id '" + e.id + "' is not in " + problems_path,
+                      "data.json and data.root must describe the same ScienceQA problems");
+    const auto& p = it->second;
+    e.choices = p.text.choices;
+    e.answer_index = p.text.answer_index;
+    e.meta = {{"subject", p.subject}, {"grade", p.grade},      {"hint", p.text.hint},
+              {"image", p.image.value_or("")}, {"has_image", p.image ? "1" : "0"}, {"split", p.split}};
+    out.examples.push_back(std::move(e));
+  }
+  return out;
+}
+
 class ScienceQATask final : public EvalTask {
  public:
   std::string name() const override { return "scienceqa"; }
   bool uses_split() const override { return true; }
 
   EvalReport run(EvalEnv& env) override {
-    if (env.cfg.data.format != "scienceqa")
+    const bool llava = env.cfg.data.format == "llava_json";
+    if (env.cfg.data.format != "scienceqa" && !llava)
       throw ConfigError({{"data.format", "data.format",
-                          "--task scienceqa reads the ScienceQA layout, got data.format '" + env.cfg.data.format + "'",
+                          "--task scienceqa reads the ScienceQA layout or its LLaVA conversion, got data.format '" +
+                              env.cfg.data.format + "'",
                           "set data.format: scienceqa and data.root to the folder with problems.json"}});
-    auto split = data::read_split(env.cfg.data, env.layout, env.split, env.limit);
+    auto split = llava ? read_llava_scienceqa(env) : data::read_split(env.cfg.data, env.layout, env.split, env.limit);
     const std::vector<data::Example>& examples = split.examples;
     if (examples.empty()) throw DataError(split.source, "no questions to evaluate", "check --split and --limit");
     if (env.rank == 0) log::info() << "scienceqa: " << split.source << ", " << examples.size() << " questions";
@@ -78,7 +127,8 @@ class ScienceQATask final : public EvalTask {
       const auto gens = generate_answers(env, chunk, batch);
       for (size_t i = 0; i < chunk.size(); ++i) {
         const auto n_choices = static_cast<int64_t>(chunk[i].choices.size());
-        int64_t predicted = data::extract_answer(gens[i].text, n_choices);
+        int64_t predicted = llava ? extract_llava_answer(gens[i].text, n_choices)
+                                  : data::extract_answer(gens[i].text, n_choices);
         const bool parsed = predicted >= 0;
         if (!parsed && random_fallback) predicted = seeded_choice(seed, chunk[i].id, n_choices);
         records.push_back(json{{"index", begin + static_cast<int64_t>(i)},
