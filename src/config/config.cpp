@@ -18,10 +18,14 @@ const std::vector<std::string> kNorms{"imagenet", "clip"};
 const std::vector<std::string> kProjectors{"mlp_silu", "linear", "mlp2x_gelu"};
 const std::vector<std::string> kDataFormats{"scienceqa", "llava_json"};
 // LaVIN's ScienceQA prompt formats (input-output), spec §1.9.
-const std::vector<std::string> kPromptFormats{
-    "CQM-A",  "CQM-LA",  "CQM-EA",  "CQM-LEA", "CQM-ELA", "CQM-AL",  "CQM-AE",  "CQM-ALE",
-    "QCM-A",  "QCM-LA",  "QCM-EA",  "QCM-LEA", "QCM-ELA", "QCM-AL",  "QCM-AE",  "QCM-ALE",
-    "QCML-A", "QCME-A",  "QCMLE-A", "QCLM-A",  "QCEM-A",  "QCLEM-A", "QCML-AE"};
+// LaVIN's builder (data/prompt.h): every input x output pair, e.g. QCM-ALE.
+const std::vector<std::string> kPromptFormats = [] {
+  std::vector<std::string> all;
+  for (const char* in : {"CQM", "QCM", "QCML", "QCME", "QCMLE", "QCLM", "QCEM", "QCLEM"})
+    for (const char* out : {"A", "AL", "AE", "ALE", "AEL", "LA", "EA", "LEA", "ELA"})
+      all.push_back(std::string(in) + "-" + out);
+  return all;
+}();
 const std::vector<std::string> kTemplates{"plain", "vicuna_v1", "llama3_instruct"};
 const std::vector<std::string> kPadding{"dynamic", "fixed"};
 const std::vector<std::string> kBadSample{"error", "skip"};

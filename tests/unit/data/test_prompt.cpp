@@ -6,7 +6,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "test_paths.h"
 #include "test_utils.h"
+#include <mmtune/adapters/registry.h>
+#include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/data/prompt.h>
 #include <mmtune/data/scienceqa.h>
@@ -282,5 +285,19 @@ TEST(PromptAnswer, OnlyTheFirstMatchCounts) {
   EXPECT_FALSE(find_answer_letter("no answer here").has_value());
 }
 
+TEST(PromptFormat, TheConfigAcceptsEveryFormatTheBuilderHas) {
+  for (const auto& n : prompt_format_names()) {
+    config::RunConfig cfg;
+    EXPECT_NO_THROW(cfg = config::load_config(std::string(testing::kSourceDir) + "/configs/lavin/tiny.yaml",
+                                              {"data.prompt_format=" + n}, adapters::builtin_adapters()))
+        << n;
+    EXPECT_EQ(cfg.data.prompt_format, n);
+  }
+  EXPECT_THROW(config::load_config(std::string(testing::kSourceDir) + "/configs/lavin/tiny.yaml",
+                                   {"data.prompt_format=QCM-XYZ"}, adapters::builtin_adapters()),
+               ConfigError);
+}
+
 }  // namespace
 }  // namespace mmtune::data
+
