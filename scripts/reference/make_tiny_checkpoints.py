@@ -3,13 +3,16 @@
 
 Writes into OUT (default build/tiny):
   spm/tiny.model + tiny.vocab     a SentencePiece BPE model (byte fallback) trained on generated text
+  bpe/tokenizer.json              a Llama-3-style byte-level BPE tokenizer.json (2048 tokens + 256
+                                  Llama-3 special tokens) and tokenizer_config.json (make_bpe_tokenizer.py)
   llama-mha-tied/                 MHA, tied embeddings
   llama-gqa/                      grouped-query attention (4 heads / 2 kv heads), untied
   llama3-rope/                    llama3 rope scaling (transformers 5 `rope_parameters`), 1 kv head
   clip-vit/                       CLIPVisionModel, quick_gelu, 4 blocks (LaVIN-like CLS-every-N use)
   clip-vit-gelu/                  CLIPVisionModel, gelu, 3 blocks, odd sizes
 Every LLaMA directory holds config.json, model.safetensors and tokenizer.model. Seeds are fixed;
-a stamp file skips the work when OUT was made by this same script version.
+a stamp file skips the work when OUT was made by this same script version (this file and
+make_bpe_tokenizer.py).
 
 Usage: python scripts/reference/make_tiny_checkpoints.py [--out build/tiny] [--force]
 """
@@ -25,6 +28,8 @@ import sentencepiece as spm
 import torch
 import transformers
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from make_bpe_tokenizer import make_bpe_tokenizer
 
 WORDS = ("the a an of to and in is was it for on with as by at from that this which what "
          "science question answer context options image lecture solution because cell plant animal "
@@ -106,7 +111,9 @@ def main():
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     transformers.utils.logging.disable_progress_bar()
-    version = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:16]
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = [open(os.path.join(here, f), "rb").read() for f in ("make_tiny_checkpoints.py", "make_bpe_tokenizer.py")]
+    version = hashlib.sha256(b"".join(sources)).hexdigest()[:16]
     stamp = os.path.join(args.out, ".stamp")
     if not args.force and os.path.exists(stamp) and open(stamp).read().strip() == version:
         print(f"{args.out}: up to date")
@@ -122,11 +129,12 @@ def main():
         make_llama(tmp, name, kwargs, tokenizer, vocab, seed=101)
     for i, (name, kwargs) in enumerate(CLIPS.items()):
         make_clip(tmp, name, kwargs, seed=200 + i)
+    make_bpe_tokenizer(os.path.join(tmp, "bpe"))
     with open(os.path.join(tmp, ".stamp"), "w") as f:
         f.write(version + "\n")
     shutil.rmtree(args.out, ignore_errors=True)
     os.rename(tmp, args.out)
-    print(f"{args.out}: wrote {', '.join(list(LLAMAS) + list(CLIPS))} (vocab {vocab})")
+    print(f"{args.out}: wrote {', '.join(list(LLAMAS) + list(CLIPS))} (vocab {vocab}), bpe")
     return 0
 
 

@@ -1,7 +1,9 @@
-// SentencePiece tokenizer (LLaMA / LLaMA-2 / Vicuna / llama2.c vocabularies) and stream decoding.
+// SentencePiece tokenizer (LLaMA / LLaMA-2 / Vicuna / llama2.c vocabularies), stream decoding, and
+// load_tokenizer, which picks SentencePiece or byte-level BPE (bpe_tokenizer.cpp) by file.
 // Encoding and decoding are SentencePiece's own (Debian's C++ library), so byte fallback, the dummy
 // prefix space and unknown pieces behave exactly as in the Python package the parity test runs.
 #include <mmtune/core/errors.h>
+#include <mmtune/model/bpe_tokenizer.h>
 #include <mmtune/model/tokenizer.h>
 
 #include <filesystem>
@@ -111,21 +113,19 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   namespace fs = std::filesystem;
   std::string file = path;
   if (fs::is_directory(path)) {
+    // A directory with both (some Llama-2 / Mistral repos) is SentencePiece: tokenizer.model is the
+    // original, tokenizer.json a conversion.
     if (fs::exists(fs::path(path) / "tokenizer.model"))
       file = (fs::path(path) / "tokenizer.model").string();
     else if (fs::exists(fs::path(path) / "tokenizer.json"))
       file = (fs::path(path) / "tokenizer.json").string();
     else
-      throw CheckpointError(path, "no tokenizer.model in this directory",
+      throw CheckpointError(path, "no tokenizer.model or tokenizer.json in this directory",
                             "pass the tokenizer file explicitly");
   }
   if (!fs::exists(file))
     throw CheckpointError(file, "tokenizer file not found", "check model.tokenizer / --tokenizer");
-  if (fs::path(file).extension() == ".json") {
-    throw CheckpointError(
-        file, "tokenizer.json (byte-level BPE, Llama-3) is not supported yet",
-        "it arrives with the IAA issue; SentencePiece tokenizer.model files work");
-  }
+  if (fs::path(file).extension() == ".json") return std::make_unique<BpeTokenizer>(file);
   return std::make_unique<SentencePieceTokenizer>(file);
 }
 

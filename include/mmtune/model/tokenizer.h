@@ -1,6 +1,5 @@
 // Tokenizers behind one interface: SentencePiece `tokenizer.model` (LLaMA, LLaMA-2, Vicuna, the
-// llama2.c models) now; Llama-3's byte-level BPE `tokenizer.json` implements the same interface
-// later (IAA issue).
+// llama2.c models) and Llama-3's byte-level BPE `tokenizer.json` (bpe_tokenizer.h).
 #pragma once
 
 #include <cstdint>
@@ -46,9 +45,9 @@ class StreamDecoder {
   std::string emitted_text_;  // those bytes
 };
 
-/// Loads `path`: a SentencePiece .model file (or a directory containing tokenizer.model).
-/// Throws mmtune::CheckpointError naming the file, with a hint (e.g. that tokenizer.json BPE
-/// arrives with the IAA issue).
+/// Loads `path`: a SentencePiece .model file, a Hugging Face tokenizer.json (byte-level BPE,
+/// Llama-3), or a directory holding tokenizer.model (preferred) or tokenizer.json.
+/// Throws mmtune::CheckpointError naming the file, with a hint.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
 }  // namespace mmtune::model

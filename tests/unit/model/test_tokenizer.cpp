@@ -224,9 +224,9 @@ TEST(Tokenizer, BadFilesAreCheckpointErrors) {
   expect_checkpoint_error(d.path() + "/missing.model", "--tokenizer");
   expect_checkpoint_error(d.write("garbage.model", "definitely not a protobuf"), "SentencePiece");
   expect_checkpoint_error(d.write("empty.model", ""), "SentencePiece");
-  expect_checkpoint_error(d.write("tokenizer.json", "{}"), "IAA");
+  expect_checkpoint_error(d.write("tokenizer.json", "{}"), "Hugging Face");  // BPE, no "model"
   d.write("json-dir/tokenizer.json", "{}");  // a Llama-3 model directory
-  expect_checkpoint_error(d.path() + "/json-dir", "IAA");
+  expect_checkpoint_error(d.path() + "/json-dir", "Hugging Face");
   d.write("no-tokenizer/config.json", "{}");
   expect_checkpoint_error(d.path() + "/no-tokenizer", "explicitly");
 }
