@@ -44,7 +44,6 @@ class RepAdapterRouterImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weights);
 
  private:
-  torch::Tensor up(const torch::Tensor& hid, const torch::Tensor& w, const torch::Tensor& b) const;
   double scale_, temperature_, dropout_;
   torch::Tensor a_w_, a_b_, b_w_, b_b_, d_w_, d_b_, r_w_, r_b_;
 };
