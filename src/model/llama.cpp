@@ -1,6 +1,7 @@
 #include <mmtune/core/strings.h>
 #include <mmtune/model/llama.h>
 
+#include <limits>
 
 namespace mmtune::model {
 
@@ -138,6 +139,10 @@ BlockInputs LlamaDecoderImpl::block_inputs(const DecoderInput& in, int64_t B, in
   // A query that may see nothing (a left-padding position) would give NaN in softmax: let it see
   // every key instead. Its output is never used, but must stay finite.
   mask = mask | ~mask.any(-1, /*keepdim=*/true);
+  // SDPA turns a bool mask into this additive one in every layer's forward and backward; once here
+  // is enough (the same values, so the same results)
+  mask = torch::zeros(mask.sizes(), torch::TensorOptions().dtype(options_.dtype()).device(dev))
+             .masked_fill_(mask.logical_not(), -std::numeric_limits<double>::infinity());
 
   torch::Tensor positions = in.positions;
   if (!positions.defined()) {

@@ -97,19 +97,23 @@ AssembledSequence MultimodalLMImpl::assemble(const MultimodalInput& in, ForwardC
 }
 
 torch::Tensor MultimodalLMImpl::forward(const MultimodalInput& in, KVCache* cache, ForwardContext& ctx) {
+  return llm_->logits(hidden_states(in, cache, ctx));  // [B, T, V]
+}
+
+torch::Tensor MultimodalLMImpl::hidden_states(const MultimodalInput& in, KVCache* cache, ForwardContext& ctx) {
   if (cache && cache->length > 0) {
     // a decode step: plain tokens continuing the cached sequence (ctx keeps modality and routing)
     DecoderInput d;
     d.ids = in.tokens.to(llm_->options().device());
     if (in.attention_mask.defined()) d.attention_mask = in.attention_mask;
-    return llm_->forward(d, cache, ctx);
+    return llm_->hidden_states(d, cache, ctx);
   }
   const AssembledSequence seq = assemble(in, ctx);
   DecoderInput d;
   d.embeds = seq.embeds;
   d.attention_mask = seq.attention_mask;
-  const torch::Tensor logits = llm_->forward(d, cache, ctx);  // [B, P + T, V]
-  return seq.prefix ? logits.narrow(1, seq.prefix, logits.size(1) - seq.prefix) : logits;
+  const torch::Tensor hidden = llm_->hidden_states(d, cache, ctx);  // [B, P + T, D]
+  return seq.prefix ? hidden.narrow(1, seq.prefix, hidden.size(1) - seq.prefix) : hidden;
 }
 
 torch::Tensor MultimodalLMImpl::prefill(const MultimodalInput& in, int64_t new_tokens, KVCache& cache,

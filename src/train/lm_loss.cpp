@@ -12,6 +12,18 @@ torch::Tensor lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& labe
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(data::kIgnoreIndex).reduction(torch::kSum));
 }
 
+torch::Tensor lm_loss_sum_from_hidden(const torch::Tensor& hidden, const torch::Tensor& labels,
+                                      const std::function<torch::Tensor(const torch::Tensor&)>& head) {
+  const int64_t T = hidden.size(1), D = hidden.size(-1);
+  // position t predicts labels[t + 1]: rows of the supervised ones among [B * (T - 1)]
+  const torch::Tensor target = labels.narrow(1, 1, T - 1).reshape({-1}).to(hidden.device());
+  const torch::Tensor rows = (target != data::kIgnoreIndex).nonzero().squeeze(1);  // [N]
+  const torch::Tensor h = hidden.narrow(1, 0, T - 1).reshape({-1, D}).index_select(0, rows);  // [N, D]
+  return torch::nn::functional::cross_entropy(
+      head(h).to(torch::kFloat32), target.index_select(0, rows),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+}
+
 model::MultimodalInput model_input(const data::Batch& b, const torch::Device& device) {
   model::MultimodalInput in;
   in.tokens = b.tokens.to(device);

@@ -53,6 +53,11 @@ std::string metrics_json_line(const StepMetrics& m) {
   if (m.peak_rss_bytes >= 0) j["peak_rss_bytes"] = m.peak_rss_bytes;
   if (m.peak_cuda_bytes >= 0) j["peak_cuda_bytes"] = m.peak_cuda_bytes;
   if (m.val_loss) j["val_loss"] = *m.val_loss;
+  if (!m.stats.empty()) {
+    json stats = json::object();
+    for (const auto& [name, v] : m.stats) stats[name] = v;
+    j["stats"] = std::move(stats);
+  }
   return j.dump();  // non-finite numbers become null
 }
 

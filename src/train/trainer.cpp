@@ -4,44 +4,17 @@
 #include <map>
 #include <set>
 
-#include <ATen/autocast_mode.h>
-
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/core/signals.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/autocast.h>
 #include <mmtune/train/trainer.h>
 
 namespace mmtune::train {
 namespace {
-
-/// bf16 autocast around a forward when train.precision is bf16; restores the previous state.
-class AutocastScope {
- public:
-  AutocastScope(bool on, at::DeviceType type) : on_(on), type_(type) {
-    if (!on_) return;
-    prev_enabled_ = at::autocast::is_autocast_enabled(type_);
-    prev_dtype_ = at::autocast::get_autocast_dtype(type_);
-    at::autocast::set_autocast_enabled(type_, true);
-    at::autocast::set_autocast_dtype(type_, at::kBFloat16);
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-    at::autocast::set_autocast_enabled(type_, prev_enabled_);
-    at::autocast::set_autocast_dtype(type_, prev_dtype_);
-    at::autocast::clear_cache();
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool on_;
-  at::DeviceType type_;
-  bool prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kBFloat16;
-};
 
 int64_t real_tokens(const data::Batch& b) {
   if (b.attention_mask.defined()) return b.attention_mask.sum().item<int64_t>();
@@ -50,6 +23,29 @@ int64_t real_tokens(const data::Batch& b) {
 
 std::string rank_suffix(int r) {
   return cat(".rank", r);
+}
+
+/// Adds one micro-batch's StepLoss::stats to the flattened sums; the first one (`first`) fixes the
+/// names and lengths, the later ones must match them.
+void accumulate_stats(const NamedTensors& stats, bool first, std::vector<std::string>& names,
+                      std::vector<size_t>& at, std::vector<double>& sum) {
+  if (first) {
+    for (const auto& [name, t] : stats) {
+      names.push_back(name);
+      at.push_back(at.back() + static_cast<size_t>(t.numel()));
+    }
+    sum.assign(at.back(), 0.0);
+  }
+  TORCH_CHECK(stats.size() == names.size(), "TrainTask::forward returned ", stats.size(), " stats after ",
+              names.size(), " earlier in the step");
+  for (size_t i = 0; i < stats.size(); ++i) {
+    const torch::Tensor v = stats[i].second.detach().to(torch::kCPU, torch::kFloat64).contiguous().view({-1});
+    TORCH_CHECK(stats[i].first == names[i] && static_cast<size_t>(v.numel()) == at[i + 1] - at[i],
+                "TrainTask::forward returned stat '", stats[i].first, "' [", v.numel(), "] where an earlier micro-batch had '",
+                names[i], "' [", at[i + 1] - at[i], "]");
+    const double* p = v.data_ptr<double>();
+    for (size_t k = at[i]; k < at[i + 1]; ++k) sum[k] += p[k - at[i]];
+  }
 }
 
 }  // namespace
@@ -211,6 +207,11 @@ StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double
   double loss_sum = 0.0;
   std::vector<std::string> aux_names;
   std::vector<double> aux_sum;
+  // StepLoss::stats, flattened in order: name i covers stat_sum[stat_at[i], stat_at[i + 1])
+  std::vector<std::string> stat_names;
+  std::vector<size_t> stat_at{0};
+  std::vector<double> stat_sum;
+  double stat_micro = 0.0;  // micro-batches that reported their stats
   for (auto& b : micro) {
     if (b.size() == 0) continue;  // every sample of it was skipped by the loader
     StepLoss sl;
@@ -232,15 +233,32 @@ StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double
     }
     objective.backward();
     loss_sum += sl.loss_sum.detach().item<double>();
+    accumulate_stats(sl.stats, stat_micro == 0.0, stat_names, stat_at, stat_sum);
+    stat_micro += 1.0;
   }
-  // Every rank must agree on the number of aux losses before summing them.
-  const auto stats =
-      all_reduce({loss_sum, static_cast<double>(aux_names.size())}, "all-reducing the loss");
+  // Every rank must agree on the number of aux losses and stat values before summing them.
+  const auto stats = all_reduce(
+      {loss_sum, static_cast<double>(aux_names.size()), static_cast<double>(stat_sum.size())},
+      "all-reducing the loss");
   if (stats[1] != static_cast<double>(aux_names.size() * static_cast<size_t>(world_))) {
     throw Error(cat("rank ", rank_, " has ", aux_names.size(), " aux losses, the ranks disagree"),
                 "every TrainTask::forward must return the same aux losses");
   }
+  if (stats[2] != static_cast<double>(stat_sum.size() * static_cast<size_t>(world_))) {
+    throw Error(cat("rank ", rank_, " has ", stat_sum.size(), " stat values, the ranks disagree"),
+                "every TrainTask::forward must return the same stats");
+  }
   const auto aux = all_reduce(aux_sum, "all-reducing aux losses");
+  if (!stat_sum.empty()) {
+    stat_sum.push_back(stat_micro);
+    const auto st = all_reduce(stat_sum, "all-reducing stats");
+    const double n = st.back();
+    for (size_t i = 0; i < stat_names.size(); ++i)
+      m.stats.emplace_back(stat_names[i], std::vector<double>(st.begin() + static_cast<std::ptrdiff_t>(stat_at[i]),
+                                                              st.begin() + static_cast<std::ptrdiff_t>(stat_at[i + 1])));
+    for (auto& [name, v] : m.stats)
+      for (double& x : v) x /= n;
+  }
   m.loss = stats[0] / global_tokens;
   bool finite = std::isfinite(m.loss) && global_tokens > 0;
   for (size_t i = 0; i < aux_names.size(); ++i) {

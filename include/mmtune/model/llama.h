@@ -25,7 +25,7 @@ namespace mmtune::model {
 /// What every block of one forward shares.
 struct BlockInputs {
   RopeTables rope;      // [B, T, hd]
-  torch::Tensor mask;   // [B, 1, T, S] bool, true = may attend
+  torch::Tensor mask;   // [B, 1, T, S] additive, in the model dtype: 0 = may attend, -inf = may not
   int64_t past = 0;     // cached positions before this input (S = past + T)
 };
 

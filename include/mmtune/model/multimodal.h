@@ -60,6 +60,9 @@ class MultimodalLMImpl : public torch::nn::Module {
   /// logits [B, T, V] aligned with in.tokens. With `cache`, a first call is the prefill of the
   /// assembled sequence and later calls (tokens only, no images) continue it.
   torch::Tensor forward(const MultimodalInput& in, KVCache* cache, adapters::ForwardContext& ctx);
+  /// forward() without the LM head: final-norm hidden states [B, T, D] aligned with in.tokens, for
+  /// a caller that needs logits at some positions only (training: llm().logits() where a label is).
+  torch::Tensor hidden_states(const MultimodalInput& in, KVCache* cache, adapters::ForwardContext& ctx);
 
   /// The first pass of a generation: assembles `in`, makes a KV cache with room for the assembled
   /// sequence plus `new_tokens`, and runs it. Returns the logits [B, T, V] of the token rows; later

@@ -5,9 +5,10 @@
 //   {"step": 12, "epoch": 0.48, "loss": 1.93, "aux_<name>": 0.01, "lr": 1e-3, "grad_norm": 0.8,
 //    "skipped": false, "samples": 32, "tokens": 9000, "supervised_tokens": 1500, "step_s": 0.4,
 //    "samples_per_s": 80, "tokens_per_s": 22500, "peak_rss_bytes": 1e9, "peak_cuda_bytes": 3e9,
-//    "val_loss": 1.9}
+//    "val_loss": 1.9, "stats": {"mole.llm.0.usage": [0.3, 0.5, 0.2], ...}}
 // loss is the token mean over the global batch; tokens counts the real (non-padding) tokens of
-// all ranks.
+// all ranks. stats holds the task's StepLoss::stats (train/task.h), each averaged element-wise over
+// the global batch's micro-batches; the progress line leaves them out.
 #pragma once
 
 #include <chrono>
@@ -29,6 +30,7 @@ struct StepMetrics {
   double epoch = 0.0;                               // fractional epoch reached
   double loss = 0.0;                                // NaN/inf on a skipped step
   std::vector<std::pair<std::string, double>> aux;  // mean over the global batch's micro-batches
+  std::vector<std::pair<std::string, std::vector<double>>> stats;  // likewise, element-wise
   double lr = 0.0;
   double grad_norm = 0.0;  // before clipping
   bool skipped = false;    // non-finite loss or gradient: no update

@@ -15,7 +15,9 @@ class MultimodalTask : public TrainTask {
 
   NamedTensors trainable_parameters() override { return built_.trainable; }
   /// loss_sum = summed token cross-entropy of the supervised positions; aux = the adapters'
-  /// ForwardContext::aux_losses (already weighted by their coefficients).
+  /// ForwardContext::aux_losses (already weighted by their coefficients); stats = one
+  /// "<key>.usage" entry (fractions of the valid tokens per expert) for every "<key>.expert_tokens"
+  /// count vector a routed adapter left in ForwardContext::state (MoLE: "mole.llm.<layer>.usage").
   StepLoss forward(const data::Batch& batch) override;
   void set_training(bool on) override { built_.model->train(on); }
 

@@ -35,6 +35,12 @@ struct StepLoss {
   /// objective holds their mean over micro-batches. Every forward must return the same names in
   /// the same order on every rank.
   NamedTensors aux;
+  /// Statistics to report, not to optimise (e.g. the expert-usage fractions of a routed adapter):
+  /// each a detached 1-D float tensor of this micro-batch, of a fixed length per name. The trainer
+  /// averages them element-wise over the global batch's micro-batches (all ranks) and writes them
+  /// to metrics.jsonl under "stats". Like aux: the same names, lengths and order on every forward
+  /// and every rank.
+  NamedTensors stats;
 };
 
 /// A model as the trainer sees it.

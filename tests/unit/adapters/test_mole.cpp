@@ -11,6 +11,7 @@
 #include <mmtune/train/build_model.h>
 #include <mmtune/train/dry_run.h>
 #include <mmtune/train/lm_loss.h>
+#include <mmtune/train/multimodal_task.h>
 
 #include <algorithm>
 #include <chrono>
@@ -482,6 +483,27 @@ TEST(MoleModel, OneForwardPushesOneBalancingLossAndUsageOverValidTokens) {
     if (!p.value().requires_grad()) {
       EXPECT_FALSE(p.value().grad().defined()) << p.key();
     }
+  }
+}
+
+TEST(MoleModel, TheTrainTaskReportsPerLayerUsageFractionsOutsideTheObjective) {
+  BuiltModel m = build_model(mole_tiny(), Weights::kLoad);
+  randomise(m, 11);
+  const data::Batch b = mixed_batch(18);
+  MultimodalTask task(m, torch::kCPU);
+  const StepLoss sl = task.forward(b);
+  ASSERT_EQ(sl.aux.size(), 1u);  // the balancing loss is the only aux loss
+  ASSERT_EQ(sl.stats.size(), 3u);
+  // the same forward's counts, row-normalised: one [K] fraction vector per layer, in state order
+  ForwardContext ctx;
+  torch::NoGradGuard ng;
+  m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  const torch::Tensor usage = adapters::mole_expert_tokens(ctx).to(torch::kFloat64);  // [L, K]
+  for (int64_t l = 0; l < 3; ++l) {
+    EXPECT_EQ(sl.stats[l].first, "mole.llm." + std::to_string(l) + ".usage");
+    EXPECT_FALSE(sl.stats[l].second.requires_grad());
+    EXPECT_TRUE(torch::allclose(sl.stats[l].second, usage[l] / usage[l].sum())) << sl.stats[l].second;
+    EXPECT_NEAR(sl.stats[l].second.sum().item<double>(), 1.0, 1e-12);
   }
 }
 

@@ -44,6 +44,17 @@ TEST(Metrics, JsonLineHasEveryField) {
   nan.loss = NAN;
   nan.skipped = true;
   EXPECT_TRUE(json::parse(metrics_json_line(nan))["loss"].is_null());
+  EXPECT_FALSE(j.contains("stats"));  // only when the task reports some
+}
+
+TEST(Metrics, StatsGoUnderOneNestedFieldAndStayOffTheProgressLine) {
+  StepMetrics m = sample(2);
+  m.stats = {{"mole.llm.0.usage", {0.25, 0.75}}, {"mole.llm.1.usage", {1.0, 0.0}}};
+  const json j = json::parse(metrics_json_line(m));
+  ASSERT_TRUE(j["stats"].is_object());
+  EXPECT_EQ(j["stats"]["mole.llm.0.usage"], json::parse("[0.25, 0.75]"));
+  EXPECT_EQ(j["stats"]["mole.llm.1.usage"], json::parse("[1.0, 0.0]"));
+  EXPECT_EQ(Progress(10, 0, 1, false).line(m).find("usage"), std::string::npos);
 }
 
 TEST(Metrics, ResumedLogKeepsStepsUpToTheCheckpointOnly) {

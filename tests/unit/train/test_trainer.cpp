@@ -95,12 +95,17 @@ class ToyTask : public TrainTask {
             .reduction(torch::kSum)
             .ignore_index(data::kIgnoreIndex));
     if (aux_) out.aux.emplace_back("l2", 1e-2 * w_.pow(2).mean());
+    if (stats) {  // a reported-only statistic: the share of tokens below 6 and from 6 up
+      const double low = (batch.tokens < 6).to(torch::kFloat64).mean().item<double>();
+      out.stats.emplace_back("toy.share", torch::tensor({low, 1.0 - low}, torch::kFloat64));
+    }
     if (++calls_ == nan_on_call)
       out.loss_sum = out.loss_sum * std::numeric_limits<float>::quiet_NaN();
     return out;
   }
   void set_training(bool on) override { training_ = on; }
   int nan_on_call = -1;
+  bool stats = false;
 
  private:
   torch::Tensor emb_, w_, b_;
@@ -201,6 +206,33 @@ TEST(Trainer, LossIsTheTokenMeanOfTheWholeGlobalBatch) {
       (probe.forward(b1).loss_sum.item<double>() + probe.forward(b2).loss_sum.item<double>()) /
       static_cast<double>(b1.supervised_tokens + b2.supervised_tokens);
   EXPECT_NEAR(r.losses[0], want, 1e-6);
+}
+
+TEST(Trainer, StatsAreAveragedOverTheMicroBatchesAndLoggedButNotOptimised) {
+  testing::TempDir d, plain;
+  auto cfg = toy_config(d.path());
+  cfg.train.epochs = 1;
+  cfg.train.max_steps = 2;
+  ToyTask task, probe, without;
+  task.stats = probe.stats = true;
+  ToySource src(64, 4), again(64, 4), src_plain(64, 4);
+  const auto r = Trainer(task, src, cfg).train();
+  auto cfg_plain = toy_config(plain.path());
+  cfg_plain.train.epochs = 1;
+  cfg_plain.train.max_steps = 2;
+  const auto r_plain = Trainer(without, src_plain, cfg_plain).train();
+  const auto lines = metrics_lines(d.path());
+  ASSERT_EQ(lines.size(), 2u);
+  for (size_t s = 0; s < 2; ++s) {
+    auto b1 = again.next().value(), b2 = again.next().value();
+    const torch::Tensor want = (probe.forward(b1).stats[0].second + probe.forward(b2).stats[0].second) / 2;
+    const auto got = lines[s]["stats"]["toy.share"].get<std::vector<double>>();
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_NEAR(got[0], want[0].item<double>(), 1e-12) << "step " << s + 1;
+    EXPECT_NEAR(got[1], want[1].item<double>(), 1e-12) << "step " << s + 1;
+    EXPECT_EQ(r.losses[s], r_plain.losses[s]) << "stats must not change the objective";
+  }
+  EXPECT_FALSE(metrics_lines(plain.path())[0].contains("stats"));
 }
 
 TEST(Trainer, ResumeGivesBitwiseTheLossesAndWeightsOfAnUninterruptedRun) {
