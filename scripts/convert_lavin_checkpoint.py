@@ -22,15 +22,14 @@ official_lnd_quirk, rope_decode_offset 0); --clean selects per_sample_cls and 1 
 Errors: one line on stderr, exit code 1, nothing written.
 """
 import argparse
-import json
 import os
-import pickle
 import re
-import shutil
 import sys
 
 import torch
-from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checkpoint_io import ConvertError, capped, load_released, write_adapter_dir  # noqa: E402
 
 ROUTER = ["conv_A.weight", "conv_A.bias", "conv_B.weight", "conv_B.bias", "conv_D.weight", "conv_D.bias",
           "expert_weights.weight", "expert_weights.bias"]
@@ -40,36 +39,11 @@ RE_LLM = re.compile(r"layers\.(\d+)\.(adapter_attn|adapter_mlp)\.(.+)")
 RE_VIT = re.compile(r"backbone\.visual\.transformer\.resblocks\.(\d+)\.(adapter_attn|adapter_mlp)\.(.+)")
 
 
-class ConvertError(Exception):
-    pass
-
-
-def capped(names, n=5):
-    names = sorted(names)
-    return ", ".join(names[:n]) + (f", ... ({len(names)} in all)" if len(names) > n else "")
-
-
 def load_checkpoint(path):
     """Unpickles with torch's weights_only loader plus argparse.Namespace (LaVIN's pickled args)."""
-    if os.path.isdir(path):
-        raise ConvertError(f"{path}: is a directory (expected LaVIN's checkpoint-N.pth file)")
-    if not os.path.isfile(path):
-        raise ConvertError(f"{path}: not found")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        m = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if m:
-            raise ConvertError(f"{path}: refused to unpickle: it references {m.group(1)}, which is neither a "
-                               "tensor, a plain container nor argparse.Namespace (a LaVIN checkpoint holds only those)")
-        # torch's message wraps the cause in advice paragraphs: keep the cause
-        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
-        cause = [ln for ln in lines if not ln.startswith(("Please file", "Check the documentation"))]
-        raise ConvertError(f"{path}: not a torch checkpoint (unpickling failed: {(cause or ['?'])[0][:200]})")
-    except Exception as e:  # anything a corrupt file makes the (code-free) unpickler raise
-        first = (str(e).splitlines() or [""])[0].split(". ")[0][:200] or "empty or truncated file"
-        raise ConvertError(f"{path}: not a torch checkpoint ({type(e).__name__}: {first})")
+    return load_released(path, "LaVIN's checkpoint-N.pth file",
+                         "neither a tensor, a plain container nor argparse.Namespace (a LaVIN checkpoint holds only "
+                         "those)", safe_globals=[argparse.Namespace])
 
 
 def state_dict_of(ckpt, path):
@@ -176,27 +150,6 @@ def options(ckpt, found, flags, path):
     return pick("temperature", "temperature", 10.0), pick("scale", "adapter_scale", 1.0), a, notes
 
 
-def write_dir(out, tensors, config, force):
-    parent = os.path.dirname(os.path.abspath(out))
-    if os.path.exists(out) and not force:
-        raise ConvertError(f"{out}: already exists (pass --force to replace it)")
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
-        save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"),
-                  metadata={"format": "pt", "mmtune.family": "mma"})
-        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
-            f.write(json.dumps(config, indent=2) + "\n")
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ConvertError(f"{out}: cannot write ({e})")
-
-
 def convert(flags):
     path = flags.input
     ckpt = load_checkpoint(path)
@@ -232,7 +185,7 @@ def convert(flags):
               "source": f"converted from {os.path.abspath(path)} by scripts/convert_lavin_checkpoint.py"}
     if isinstance(ckpt.get("epoch"), int):
         config["source"] += f" (LaVIN epoch {ckpt['epoch']})"
-    write_dir(flags.out, tensors, config, flags.force)
+    write_adapter_dir(flags.out, tensors, config, "mma", flags.force)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"{flags.out}: {len(tensors)} tensors, {config['trainable_parameters']:,} parameters; LLM {L}x{D} "

@@ -1,0 +1,173 @@
+// scripts/convert_mole_checkpoint.py on fake released LLaVA-MoLE checkpoints (the wrapper's names
+// and shapes for the tiny models, made by scripts/reference/make_mole_checkpoint.py): every released
+// tensor lands at its mmtune name with its exact value (checked here against the released names,
+// read from a safetensors copy: C++ never unpickles), the converted adapter loads through
+// load_adapter, and the model then gives the logits of an independent Python MoLE forward over the
+// unconverted weights, for the released dense path (dense_soft) and the top-1 path (st_top1).
+// Bad files exit 1 with a one-line message and leave nothing behind.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include <mmtune/adapters/registry.h>
+#include <mmtune/config/load.h>
+#include <mmtune/io/safetensors.h>
+#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/build_model.h>
+
+#include "test_utils.h"
+
+namespace mmtune::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+ProcessResult python(std::vector<std::string> args) {
+  args.insert(args.begin(), kPython);
+  return run_process(args, {}, std::chrono::seconds(180));
+}
+
+std::string script(const std::string& rel) { return std::string(kSourceDir) + "/scripts/" + rel; }
+
+// The fakes of one TempDir, made once for the whole suite (the Python reference takes a while).
+class ConvertMole : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    const auto r = python({script("reference/make_mole_checkpoint.py"), "--llama", std::string(kTinyDir) + "/llama-gqa",
+                           "--vision-width", "64", "--out", fakes(), "--experts", "3", "--rank", "4", "--alpha", "8"});
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static std::string fakes() { return dir_->path() + "/fakes"; }
+  static std::string out(const std::string& name) { return dir_->path() + "/" + name; }
+
+  static ProcessResult convert(const std::string& input, const std::string& dest, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{script("convert_mole_checkpoint.py"), "--input", fakes() + "/" + input, "--out", dest,
+                                  "--image-size", "32"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return python(args);
+  }
+
+  // The tiny MoLE model with the converted adapter's architecture (plus `extra`) and its weights.
+  static train::BuiltModel load(const std::string& adapter, std::vector<std::string> extra = {}) {
+    const std::string tiny = kTinyDir;
+    std::vector<std::string> o{"model.path=" + tiny + "/llama-gqa", "vision.path=" + tiny + "/clip-vit"};
+    for (auto& s : train::adapter_overrides(adapter)) o.push_back(s);
+    o.insert(o.end(), extra.begin(), extra.end());
+    const auto cfg = config::load_config(std::string(kSourceDir) + "/configs/mole/tiny.yaml", o, adapters::builtin_adapters());
+    train::BuiltModel m = train::build_model(cfg, train::Weights::kLoad);
+    train::load_adapter(adapter, cfg, m);
+    m.model->eval();
+    return m;
+  }
+
+  static inline TempDir* dir_ = nullptr;
+};
+
+TEST_F(ConvertMole, EveryReleasedTensorLandsAtItsMmtuneNameWithItsExactValue) {
+  for (const std::string input : {"release.pt", "release-ddp.pt"}) {
+    const std::string dest = out("conv-" + input);
+    const auto r = convert(input, dest, {"--alpha", "8"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("54 tensors, 40,329 parameters"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("25 frozen tensor(s) skipped"), std::string::npos) << r.out;
+    const auto got = io::SafetensorsFile::open(dest + "/adapter_model.safetensors");
+    const auto rel = io::SafetensorsFile::open(fakes() + "/release.safetensors");
+    // the expected mapping, written out here from spec §5 (independent of both Python scripts)
+    std::map<std::string, torch::Tensor> want;
+    const std::string P = "llm_model.base_model.model.model.layers.";
+    for (int i = 0; i < 3; ++i) {
+      const std::string p = P + std::to_string(i) + ".", q = "llm.model.layers." + std::to_string(i) + ".adapters.mole.";
+      for (const std::string a : {"q", "k", "v", "o"}) {
+        want[q + a + ".lora_A"] = rel->tensor(p + "self_attn." + a + "_proj.lora_A.default.weight");
+        want[q + a + ".lora_B"] = rel->tensor(p + "self_attn." + a + "_proj.lora_B.default.weight");
+      }
+      for (const std::string f : {"gate", "up", "down"}) {
+        for (const std::string ab : {"A", "B"}) {
+          std::vector<torch::Tensor> k;
+          for (int e = 0; e < 3; ++e) k.push_back(rel->tensor(p + "mlp.moe_" + f + "." + std::to_string(e) + ".lora_" + ab));
+          want[q + "moe_" + f + ".lora_" + ab] = torch::stack(k);  // [K, r, in] / [K, out, r]
+        }
+      }
+      want[q + "router.weight"] = rel->tensor(p + "mlp.router.weight");
+      want[q + "router.bias"] = rel->tensor(p + "mlp.router.bias");
+    }
+    for (const std::string n : {"projector.0.weight", "projector.0.bias", "projector.2.weight", "projector.2.bias",
+                                "visual_start_token", "visual_end_token"})
+      want["llm.adapters.mole." + n] = rel->tensor("in_adaptor." + n);
+    std::vector<std::string> names;
+    for (const auto& [n, t] : want) names.push_back(n);
+    EXPECT_EQ(got->names(), names) << input;
+    for (const auto& [n, t] : want) {
+      if (!got->contains(n)) continue;
+      const torch::Tensor g = got->tensor(n);
+      EXPECT_EQ(g.scalar_type(), torch::kFloat32) << n;
+      EXPECT_TRUE(torch::equal(g, t)) << n << " " << g.sizes() << " vs " << t.sizes();
+    }
+    EXPECT_EQ(got->tensor("llm.model.layers.0.adapters.mole.moe_down.lora_A").sizes(), (std::vector<int64_t>{3, 4, 176}));
+    EXPECT_EQ(got->tensor("llm.model.layers.0.adapters.mole.k.lora_B").sizes(), (std::vector<int64_t>{32, 4}));
+    // the recorded architecture
+    const std::string cfg = read_text(dest + "/adapter_config.json");
+    for (const char* s : {"\"family\": \"mole\"", "\"experts\": 3", "\"rank\": 4", "\"alpha\": 8.0",
+                          "\"gate_mode\": \"dense_soft\"", "\"start_end_tokens\": true", "\"projector\": \"mlp2x_gelu\""})
+      EXPECT_NE(cfg.find(s), std::string::npos) << s << "\n" << cfg;
+  }
+}
+
+TEST_F(ConvertMole, ConvertedAdapterGivesThePythonReferenceLogitsDenseAndTopOne) {
+  const std::string dest = out("conv-logits");
+  const auto r = convert("release.pt", dest);  // alpha defaults to 2 r = 8, said on stderr
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("using 2 r = 8"), std::string::npos) << r.err;
+  const auto ref = io::SafetensorsFile::open(fakes() + "/ref.safetensors");
+  const torch::Tensor ids = ref->tensor("input_ids").clone(), mask = ref->tensor("attention_mask").to(torch::kBool);
+  torch::NoGradGuard ng;
+  struct Case {
+    std::vector<std::string> extra;
+    const char* logits;
+  };
+  for (const Case& c : {Case{{}, "logits_dense"}, Case{{"adapter.mole.gate_mode=st_top1"}, "logits_sparse"},
+                        Case{{"adapter.mole.gate_mode=none"}, "logits_sparse"}}) {
+    train::BuiltModel m = load(dest, c.extra);
+    adapters::ForwardContext ctx;
+    const torch::Tensor got = m.model->llm().forward({ids, {}, mask, {}}, nullptr, ctx);
+    const torch::Tensor want = ref->tensor(c.logits);
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5)) << c.logits << ": " << (got - want).abs().max().item<double>();
+  }
+  // the two released paths really differ on these weights (so each comparison tells them apart)
+  EXPECT_FALSE(torch::allclose(ref->tensor("logits_dense"), ref->tensor("logits_sparse"), 1e-3, 1e-3));
+}
+
+TEST_F(ConvertMole, BadFilesExitOneWithOneLineAndWriteNothing) {
+  struct Case {
+    std::string input, message;
+  };
+  for (const Case& c : {Case{"bad-missing.pt", "missing llm_model.base_model.model.model.layers.1.mlp.moe_up.2.lora_B"},
+                        Case{"bad-unknown.pt", "unknown tensors in_adaptor.extra.weight"},
+                        Case{"evil.pt", "refused to unpickle: it references posix.getcwd"},
+                        Case{"nope.pt", "not found"}}) {
+    const std::string dest = out("bad-" + c.input);
+    const auto r = convert(c.input, dest);
+    EXPECT_EQ(r.exit_code, 1) << c.input << r.err;
+    EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.input << ": " << r.err;
+    EXPECT_FALSE(fs::exists(dest)) << c.input;
+  }
+  // an unknown tensor may be left out on request; an existing output needs --force
+  const std::string dest = out("skip");
+  auto r = convert("bad-unknown.pt", dest, {"--skip-unknown"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("left out 1 unknown tensor(s): in_adaptor.extra.weight"), std::string::npos) << r.err;
+  r = convert("release.pt", dest);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already exists (pass --force"), std::string::npos) << r.err;
+  EXPECT_EQ(convert("release.pt", dest, {"--force"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace mmtune::testing
