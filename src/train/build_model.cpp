@@ -29,15 +29,39 @@ std::optional<model::ClipVisionConfig> vision_shape(const config::VisionConfig& 
               "set vision.arch (" + join(model::clip_arch_names(), ", ") + ") to dry-run without weights");
 }
 
+namespace {
+
+// Random frozen weights of a sane scale (GPT-2 / LLaMA init): the benchmarks' stand-in for a download.
+void fill_random(torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.named_parameters(true)) {
+    torch::Tensor t = p.value();
+    const std::string& name = p.key();
+    if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) t.zero_();
+    else if (t.dim() <= 1) t.fill_(1.0);
+    else t.normal_(0.0, 0.02);
+  }
+}
+
+}  // namespace
+
 BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
   torch::TensorOptions opts = model::model_options(weights == Weights::kMeta ? "cpu" : cfg.device, cfg.dtype);
   if (weights == Weights::kMeta) opts = opts.device(torch::kMeta);
 
   model::LlamaDecoder llm{nullptr};
   model::ClipVisionTransformer vit{nullptr};
-  if (weights == Weights::kMeta) {
+  if (weights != Weights::kLoad) {
     llm = model::LlamaDecoder(llm_shape(cfg.model), opts);
     if (auto vc = vision_shape(cfg.vision)) vit = model::ClipVisionTransformer(*vc, opts);
+    if (weights == Weights::kRandom) {
+      fill_random(*llm);
+      llm->eval();
+      if (vit) {
+        fill_random(*vit);
+        vit->eval();
+      }
+    }
   } else {
     if (cfg.model.path.empty()) throw Error("model.path is empty", "point model.path at a Hugging Face LLaMA directory");
     llm = model::load_llama(cfg.model.path, opts);

@@ -25,9 +25,12 @@ struct BuiltModel {
 enum class Weights {
   kLoad,  // read model.path / vision.path (safetensors), on cfg.device in cfg.dtype
   kMeta,  // shapes only (config.json or model.arch / vision.arch), on the meta device: no memory
+  kRandom,  // the kMeta shapes with random values on cfg.device in cfg.dtype (benchmarks: no download)
 };
 
 /// Throws mmtune::Error / CheckpointError with a hint when a shape or a file is missing.
+/// kRandom fills the frozen weights from torch's default generator: N(0, 0.02) for matrices, ones
+/// for norm weights and other 1-D scales, zeros for biases.
 BuiltModel build_model(const config::RunConfig& cfg, Weights weights);
 
 /// Where the built model's visual tokens go in the text: the family's prompt layout

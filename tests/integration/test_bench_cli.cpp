@@ -1,0 +1,98 @@
+// `mmtune bench` smoke runs on the tiny checkpoints (issue #10): a few steps, the JSON report's
+// keys and their consistency. Never a timed assertion: speed lives in BENCHMARKS.md
+// (scripts/bench_compare.sh), not in ctest.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "test_paths.h"
+#include "test_utils.h"
+
+namespace mmtune::testing {
+namespace {
+
+ProcessResult bench(const std::vector<std::string>& extra) {
+  std::vector<std::string> args{kMmtuneBin,
+                                "bench",
+                                extra.front(),
+                                "--config",
+                                std::string(kSourceDir) + "/configs/lavin/tiny.yaml",
+                                std::string("model.path=") + kTinyDir + "/llama-gqa",
+                                std::string("vision.path=") + kTinyDir + "/clip-vit"};
+  args.insert(args.end(), extra.begin() + 1, extra.end());
+  return run_process(args, {{"OMP_NUM_THREADS", "1"}}, std::chrono::seconds(120));
+}
+
+void expect_common_keys(const nlohmann::json& j) {
+  for (const char* key : {"mode", "impl", "device", "dtype", "precision", "threads", "llm", "vision", "llm_params",
+                          "vision_params", "trainable_params", "random_weights", "padding", "batch", "max_length",
+                          "steps", "warmup", "tokens_per_step", "padded_tokens_per_step", "tokens_per_s",
+                          "padded_tokens_per_s", "samples_per_s", "step_s_p50", "step_s_p90", "step_s_mean",
+                          "step_s_min", "cpu_s_per_step", "peak_rss_mb", "peak_cuda_mb", "flops_per_step",
+                          "achieved_tflops", "peak_tflops", "mfu"}) {
+    EXPECT_TRUE(j.contains(key)) << key << " missing in " << j.dump();
+  }
+  EXPECT_EQ(j["impl"], "mmtune");
+  EXPECT_EQ(j["device"], "cpu");
+  EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0);
+  EXPECT_GT(j["samples_per_s"].get<double>(), 0.0);
+  EXPECT_LE(j["step_s_min"].get<double>(), j["step_s_p50"].get<double>());
+  EXPECT_LE(j["step_s_p50"].get<double>(), j["step_s_p90"].get<double>());
+  EXPECT_LE(j["tokens_per_step"].get<double>(), j["padded_tokens_per_step"].get<double>());
+  EXPECT_GT(j["peak_rss_mb"].get<double>(), 0.0);
+  EXPECT_TRUE(j["peak_cuda_mb"].is_null()) << "CPU run";
+  EXPECT_GT(j["flops_per_step"].get<double>(), 0.0);
+  EXPECT_GT(j["trainable_params"].get<int64_t>(), 0);
+}
+
+TEST(BenchCli, TrainSmokeRunWritesTheReport) {
+  TempDir dir;
+  const std::string out = dir.path() + "/bench.json";
+  const auto r = bench({"train", "--steps", "2", "--warmup", "1", "--json", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(read_text(out));
+  EXPECT_EQ(nlohmann::json::parse(r.out), j) << "stdout and --json hold the same report";
+  expect_common_keys(j);
+  EXPECT_EQ(j["mode"], "train");
+  EXPECT_EQ(j["steps"], 2);
+  EXPECT_EQ(j["batch"], 4) << "train.micro_batch_size of the tiny config";
+  EXPECT_EQ(j["padding"], "dynamic");
+  EXPECT_TRUE(j["mfu"].is_null()) << "no peak on a CPU without --peak-tflops";
+  EXPECT_TRUE(std::isfinite(j["loss_first"].get<double>()));
+  EXPECT_TRUE(std::isfinite(j["loss_last"].get<double>()));
+}
+
+TEST(BenchCli, RandomWeightsFixedPaddingAndAGivenPeakGiveMfu) {
+  const auto r = bench({"train", "--steps", "2", "--warmup", "0", "--random-weights", "--batch", "2",
+                        "--peak-tflops", "2", "data.padding=fixed", "data.max_length=64"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  expect_common_keys(j);
+  EXPECT_TRUE(j["random_weights"].get<bool>());
+  EXPECT_EQ(j["padded_tokens_per_step"].get<double>(), 2.0 * 64) << "fixed padding: every row is max_length";
+  ASSERT_FALSE(j["mfu"].is_null());
+  EXPECT_NEAR(j["mfu"].get<double>(), j["achieved_tflops"].get<double>() / 2.0, 1e-12);
+}
+
+TEST(BenchCli, GenerateSmokeRunTimesPrefillAndDecode) {
+  const auto r = bench({"generate", "--steps", "1", "--warmup", "0", "--batch", "2", "--prompt-length", "16",
+                        "--new-tokens", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  expect_common_keys(j);
+  EXPECT_EQ(j["mode"], "generate");
+  EXPECT_EQ(j["tokens_per_step"].get<double>(), 2.0 * 3);
+  for (const char* key : {"prefill_s_p50", "decode_s_p50", "prefill_tok_per_s", "decode_tok_per_s"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_GT(j["prefill_tok_per_s"].get<double>(), 0.0);
+}
+
+TEST(BenchCli, BadArgumentsExitTwo) {
+  EXPECT_EQ(bench({"train", "--steps", "0"}).exit_code, 2);
+  EXPECT_EQ(bench({"train", "--steps", "1", "--min-length", "3"}).exit_code, 2) << "rows too short for the image slots";
+}
+
+}  // namespace
+}  // namespace mmtune::testing
