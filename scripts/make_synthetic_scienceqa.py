@@ -2,6 +2,7 @@
 """Writes a small synthetic data set in ScienceQA's official layout, for training and tests:
 
     make_synthetic_scienceqa.py --out DIR [--train 400 --val 100 --test 100 --seed 0 --image-size 64]
+                                [--ordered-options]
 
     DIR/problems.json                  {pid: {question, choices, answer, hint, image, task, grade,
                                               subject, topic, category, skill, lecture, solution, split}}
@@ -23,6 +24,12 @@ Subjects (natural / social / language science), grades (grade1..grade12), topics
 skills, lectures (with newlines, as the real ones) and solutions are filled so that category tables
 work. Pictures are RGB PNGs of solid shapes in six distinct colours on white, legible after a
 resize to 32 x 32. Everything is a function of --seed (Python's random.Random; Pillow's PNG writer).
+
+--ordered-options lists every question's options in a fixed order (numbers ascending, words
+alphabetically), as printed tests often do, instead of shuffled. The problems, pictures and answers
+stay the same (the random stream is unchanged), and the text alone still gives chance accuracy,
+but a model no longer has to bind each option's text to its letter. scripts/demo.sh uses it,
+because a 260K-parameter LM cannot learn that binding in a few CPU minutes.
 """
 import argparse
 import json
@@ -247,7 +254,13 @@ HINT_FAMILIES = [q_capital, q_word, q_heavier, q_warmer]
 PLAIN_FAMILIES = [q_sum, q_letter, q_weekday]
 
 
-def make_problem(rng, size, split):
+def in_order(choices, answer):
+    """The choices sorted (numbers by value, words alphabetically) and the answer's new index."""
+    ordered = sorted(choices, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
+    return ordered, ordered.index(choices[answer])
+
+
+def make_problem(rng, size, split, ordered=False):
     r = rng.random()
     if r < 0.5:
         fields, picture = rng.choice(IMAGE_FAMILIES)(rng, size)
@@ -255,6 +268,8 @@ def make_problem(rng, size, split):
         fields, picture = rng.choice(HINT_FAMILIES)(rng)
     else:
         fields, picture = rng.choice(PLAIN_FAMILIES)(rng)
+    if ordered:
+        fields["choices"], fields["answer"] = in_order(fields["choices"], fields["answer"])
     problem = {
         "question": fields["question"],
         "choices": fields["choices"],
@@ -282,6 +297,8 @@ def main():
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-size", type=int, default=64, help="pictures are SIZE x SIZE pixels")
+    ap.add_argument("--ordered-options", action="store_true",
+                    help="options in a fixed order (numbers ascending, words alphabetically), not shuffled")
     args = ap.parse_args()
     if min(args.train, args.val, args.test) < 0:
         sys.exit("error: --train, --val and --test must be >= 0")
@@ -295,7 +312,7 @@ def main():
     problems, splits = {}, {s: [] for s in counts}
     for i, split in enumerate(labels):
         pid = str(i + 1)
-        problem, picture = make_problem(rng, args.image_size, split)
+        problem, picture = make_problem(rng, args.image_size, split, args.ordered_options)
         problems[pid] = problem
         splits[split].append(pid)
         if picture is not None:

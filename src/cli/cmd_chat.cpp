@@ -105,6 +105,7 @@ class ChatRepl {
     o.system = cfg_.chat.system;
     layout_ = train::sequence_layout(cfg_, built_);
     o.layout = layout_;
+    o.llava_data = cfg_.data.format == "llava_json";
     const int64_t context = built_.model->llm().config().max_position_embeddings;
     o.max_prompt_tokens =
         std::min(cfg_.data.max_length,
@@ -157,7 +158,7 @@ class ChatRepl {
                        << " (hint: /help lists the commands; write //text to send '/text')";
           break;
         case K::kMessage:
-          guarded([&] { answer(c.arg); }, true);
+          guarded([&] { answer(tty_ ? c.arg : generate::unescape_line(c.arg)); }, true);
           break;
       }
     }
@@ -298,7 +299,9 @@ void add_chat_command(CLI::App& app, Action& action) {
       "runs/lavin-tiny/checkpoint-last "
       "--image cat.png\n  (in the session: /image PATH, /clear, /workflow NAME, /help, /quit)\n"
       "Scripted: printf 'Hi\\n/image cat.png\\nWhat is it?\\n' | mmtune chat --config ... "
-      "--temperature 0");
+      "--temperature 0\n"
+      "  (one message per line: a newline inside a message is the two characters \\n, a\n"
+      "  backslash is \\\\, as in the answer lines)");
   cmd->callback([&action, args] {
     action = [args]() -> int {
       ChatRepl repl(*args, chat_config(*args));

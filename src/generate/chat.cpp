@@ -46,7 +46,7 @@ std::string chat_help() {
          "  /quit            leave (also Ctrl-D)\n"
          "Ctrl-C stops the current answer. A message starting with '/' is written '//...'.\n"
          "Piped input (not a terminal): one message per line in, one answer per line out, with\n"
-         "newlines in an answer written as \\n (and a backslash as \\\\); notes and errors go to "
+         "newlines written as \\n (and a backslash as \\\\) both ways; notes and errors go to "
          "stderr.\n";
 }
 
@@ -78,6 +78,21 @@ std::string escape_line(std::string_view text) {
   return out;
 }
 
+std::string unescape_line(std::string_view line) {
+  std::string out;
+  out.reserve(line.size());
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char next = i + 1 < line.size() ? line[i + 1] : '\0';
+    if (line[i] == '\\' && (next == 'n' || next == 'r' || next == '\\')) {
+      out += next == 'n' ? '\n' : next == 'r' ? '\r' : '\\';
+      ++i;
+    } else {
+      out += line[i];
+    }
+  }
+  return out;
+}
+
 // ---- ChatSession ----
 
 ChatSession::ChatSession(const model::Tokenizer& tok, ChatOptions options)
@@ -104,10 +119,11 @@ void ChatSession::clear() {
 std::vector<data::Turn> ChatSession::turns(const std::string& message) const {
   std::vector<data::Turn> out;
   if (!options_.system.empty()) out.push_back({data::Role::kSystem, options_.system});
-  // LLaVA layout: the placeholder marks where the slots go; LaVIN's layout puts them after the
-  // prefix
+  // LLaVA layout or LLaVA data: the placeholder marks where the slots go; LaVIN's layout on its
+  // ScienceQA prompts puts them after the prefix
   const std::string& ph = options_.layout.image_placeholder;
-  const bool placeholder = has_image() && options_.layout.image_prefix.empty() && !ph.empty();
+  const bool placeholder =
+      has_image() && !ph.empty() && (options_.layout.image_prefix.empty() || options_.llava_data);
   auto user = [&](size_t i, const std::string& text) {
     const bool here = placeholder && i == image_turn_ && text.find(ph) == std::string::npos;
     out.push_back({data::Role::kUser, here ? ph + "\n" + text : text});

@@ -5,11 +5,12 @@
 //
 // One image per conversation (the sequence layouts of data/batch.h hold one image): `/image PATH`
 // attaches it to the next user turn; a later `/image` starts a new conversation. With a LLaVA-style
-// layout (no image prefix: IAA, MoLE, LoRA) the image placeholder is put in front of the text of
-// the user turn it came with ("<image>\n" + text, as LLaVA trains); with LaVIN's layout the image
-// prefix
-// ("Image: ") goes at the head of the sequence instead (collate does that). A conversation without
-// an image is a text-only sample (LaVIN's "Image: N/A" path; IAA's text workflow).
+// layout (no image prefix: IAA, MoLE, LoRA), or any layout when the model learnt from LLaVA
+// conversations (ChatOptions::llava_data), the image placeholder is put in front of the text of
+// the user turn it came with ("<image>\n" + text, as LLaVA trains); with LaVIN's layout on
+// ScienceQA data the image prefix ("Image: ") goes at the head of the sequence instead (collate
+// does that). A conversation without an image is a text-only sample (LaVIN's "Image: N/A" path;
+// IAA's text workflow).
 // The history is re-rendered and prefilled every turn (no KV cache kept across turns), so a turn
 // dropped from the front or a switched IAA workflow needs no cache bookkeeping.
 #pragma once
@@ -48,11 +49,19 @@ std::vector<std::string> template_stops(data::Template t);
 /// `text` on one line: '\\' -> "\\\\", '\n' -> "\\n", '\r' -> "\\r" (scripted mode prints one
 /// answer per line).
 std::string escape_line(std::string_view text);
+/// The inverse of escape_line, for scripted input (one message per line, so a multi-line message
+/// such as a question with its options writes its newlines as "\\n"): "\\n" -> '\n', "\\r" -> '\r',
+/// "\\\\" -> '\\'; any other backslash stays as it is.
+std::string unescape_line(std::string_view line);
 
 struct ChatOptions {
   data::Template templ = data::Template::kPlain;
   std::string system;             // empty: the template's default system line
   data::SequenceLayout layout;    // from train::sequence_layout
+  // The model learnt from LLaVA conversations (data.format llava_json): the image placeholder
+  // leads the image's turn even when the layout has an image prefix (MMA tuned on LLaVA data), as
+  // the llava_json reader puts it; false: only layouts without an image prefix use the placeholder.
+  bool llava_data = false;
   int64_t max_prompt_tokens = 0;  // positions the rendered prompt may take (context - answer room)
 };
 

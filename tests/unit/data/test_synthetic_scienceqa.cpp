@@ -3,6 +3,8 @@
 // the right input, and it is a function of the seed.
 #include <filesystem>
 #include <gtest/gtest.h>
+#include <algorithm>
+#include <cctype>
 #include <map>
 #include <set>
 
@@ -119,6 +121,43 @@ TEST(SyntheticScienceQA, IsAFunctionOfTheSeed) {
     const std::string rel = fs::relative(entry.path(), a.path()).string();
     EXPECT_EQ(testing::read_text(entry.path().string()), testing::read_text(b.path() + "/" + rel))
         << rel;
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+}
+
+TEST(SyntheticScienceQA, OrderedOptionsKeepTheProblemsAndSortTheChoices) {
+  // --ordered-options (scripts/demo.sh): the same questions, pictures and answers, the options
+  // sorted (numbers by value, words alphabetically)
+  testing::TempDir shuffled, ordered;
+  const std::vector<std::string> args{"--train", "40", "--val", "5", "--test", "5", "--image-size", "24"};
+  ASSERT_EQ(generate(shuffled.path(), args).exit_code, 0);
+  auto with_flag = args;
+  with_flag.push_back("--ordered-options");
+  ASSERT_EQ(generate(ordered.path(), with_flag).exit_code, 0);
+  const auto a = read(shuffled.path(), "train").examples, b = read(ordered.path(), "train").examples;
+  ASSERT_EQ(a.size(), b.size());
+  auto value = [](const std::string& c) { return std::all_of(c.begin(), c.end(), ::isdigit) ? std::stoi(c) : -1; };
+  int reordered = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].id, b[i].id);
+    EXPECT_EQ(a[i].choices.at(static_cast<size_t>(a[i].answer_index)),
+              b[i].choices.at(static_cast<size_t>(b[i].answer_index)))
+        << a[i].id;
+    EXPECT_EQ(std::multiset<std::string>(a[i].choices.begin(), a[i].choices.end()),
+              std::multiset<std::string>(b[i].choices.begin(), b[i].choices.end()));
+    for (size_t k = 1; k < b[i].choices.size(); ++k) {
+      const std::string &x = b[i].choices[k - 1], &y = b[i].choices[k];
+      EXPECT_TRUE(value(x) >= 0 && value(y) >= 0 ? value(x) < value(y) : x < y) << x << " before " << y;
+    }
+    reordered += a[i].choices != b[i].choices;
+  }
+  EXPECT_GT(reordered, 0);
+  int compared = 0;  // the pictures are the same
+  for (const auto& entry : fs::recursive_directory_iterator(shuffled.path() + "/images")) {
+    if (!entry.is_regular_file()) continue;
+    const std::string rel = fs::relative(entry.path(), shuffled.path()).string();
+    EXPECT_EQ(testing::read_text(entry.path().string()), testing::read_text(ordered.path() + "/" + rel)) << rel;
     ++compared;
   }
   EXPECT_GT(compared, 0);

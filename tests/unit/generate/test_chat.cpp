@@ -71,6 +71,11 @@ TEST(ChatCommands, HelpNamesEveryCommand) {
 TEST(ChatOutput, EscapesAnAnswerOntoOneLine) {
   EXPECT_EQ(escape_line("a\nb\\c\r"), "a\\nb\\\\c\\r");
   EXPECT_EQ(escape_line("plain"), "plain");
+  // scripted input uses the same escapes: unescape_line undoes escape_line
+  for (const char* s : {"a\nb\\c\r", "Q?\nA. red\nB. blue", "\\n is not a newline", "end\\", ""})
+    EXPECT_EQ(unescape_line(escape_line(s)), s) << s;
+  EXPECT_EQ(unescape_line("C:\\temp\\x \\t"), "C:\\temp\\x \\t");  // other backslashes stay
+  EXPECT_EQ(unescape_line("trailing \\"), "trailing \\");
   EXPECT_EQ(template_stops(data::Template::kPlain), std::vector<std::string>{});
   EXPECT_EQ(template_stops(data::Template::kVicunaV1), (std::vector<std::string>{"</s>", "USER:"}));
 }
@@ -125,6 +130,23 @@ TEST(ChatSession, LavinLayoutLeavesTheImageToThePrefix) {
   const ChatTurn t = s.prepare("What is it?");
   EXPECT_EQ(t.example.prompt, "What is it?\n");
   EXPECT_EQ(t.example.image_path, "/pics/cat.png");
+}
+
+TEST(ChatSession, LlavaDataPutsThePlaceholderFirstWhateverTheLayout) {
+  // MMA tuned on LLaVA conversations: the llava_json reader led the turn with "<image>\n", so the
+  // slots come first and LaVIN's "Image: " prefix is not used
+  ChatOptions o = options(data::Template::kPlain, lavin_layout());
+  o.llava_data = true;
+  ChatSession s(tok(), o);
+  s.set_image("/pics/cat.png");
+  const ChatTurn t = s.prepare("What is it?");
+  EXPECT_EQ(t.example.prompt, "<image>\nWhat is it?\n");
+  const data::EncodedSample e = data::encode_sample(t.example, tok(), lavin_layout(), 500);
+  const int64_t first_slot = std::find(e.slots.begin(), e.slots.end(), 1) - e.slots.begin();
+  EXPECT_EQ(first_slot, tok().bos_id() >= 0 ? 1 : 0);  // right after BOS: no prefix text
+  EXPECT_EQ(std::count(e.slots.begin(), e.slots.end(), 1), 6);
+  ChatSession text(tok(), o);  // no picture: the text-only prefix, as before
+  EXPECT_EQ(text.prepare("hello").example.prompt, "hello\n");
 }
 
 TEST(ChatSession, ANewImageAfterOneWasShownStartsANewConversation) {
