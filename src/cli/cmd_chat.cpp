@@ -17,6 +17,7 @@
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/build_model.h>
 #include <mmtune/train/lm_loss.h>
+#include <mmtune/train/serve_workflows.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -34,6 +35,7 @@ namespace {
 struct ChatArgs {
   ConfigArgs config;
   std::string checkpoint, image;
+  std::vector<std::string> adapters;  // --adapter NAME=DIR (IAA workflows on one base)
   std::optional<double> temperature, top_p;
   std::optional<int64_t> top_k, max_new_tokens, seed;
 };
@@ -41,15 +43,15 @@ struct ChatArgs {
 // The config file, then the checkpoint's adapter options, then the user's overrides. A checkpoint
 // of another family than the config's is an error: the config's data and vision settings are the
 // family's (template, preprocessing), so silently switching families would mislead.
-config::RunConfig chat_config(const ChatArgs& a) {
+// `front`: the checkpoint's adapter_overrides, or a workflow's workflow_overrides; `dir` names it.
+config::RunConfig chat_config_with(const ChatArgs& a, std::vector<std::string> front, const std::string& dir) {
   config::RunConfig cfg = load_run_config(a.config);
-  if (a.checkpoint.empty()) return cfg;
-  std::vector<std::string> front = train::adapter_overrides(a.checkpoint);
+  if (front.empty()) return cfg;
   const std::string key = "adapter.family=";
   for (const auto& o : front) {
     if (o.rfind(key, 0) != 0 || o.substr(key.size()) == cfg.adapter.family) continue;
     const std::string family = o.substr(key.size());
-    throw CheckpointError(a.checkpoint + "/" + train::kAdapterConfigFile,
+    throw CheckpointError(dir + "/" + train::kAdapterConfigFile,
                           "holds a '" + family +
                               "' adapter, but the config builds adapter.family '" +
                               cfg.adapter.family + "'",
@@ -58,6 +60,22 @@ config::RunConfig chat_config(const ChatArgs& a) {
   }
   front.insert(front.end(), a.config.overrides.begin(), a.config.overrides.end());
   return config::load_config(a.config.path, front, adapters::builtin_adapters());
+}
+
+std::vector<train::WorkflowSpec> workflow_specs(const ChatArgs& a) {
+  std::vector<train::WorkflowSpec> specs;
+  for (const auto& arg : a.adapters) specs.push_back(train::parse_workflow_spec(arg));
+  if (!specs.empty() && !a.checkpoint.empty())
+    throw UsageError("--checkpoint and --adapter do not go together",
+                     "--checkpoint DIR loads one adapter; --adapter NAME=DIR (repeated) serves IAA workflows");
+  return specs;
+}
+
+config::RunConfig chat_config(const ChatArgs& a) {
+  const auto specs = workflow_specs(a);
+  if (!specs.empty()) return chat_config_with(a, train::workflow_overrides(specs.front()), specs.front().dir);
+  if (a.checkpoint.empty()) return chat_config_with(a, {}, "");
+  return chat_config_with(a, train::adapter_overrides(a.checkpoint), a.checkpoint);
 }
 
 generate::SamplingOptions sampling_options(const config::GenerationConfig& g, const ChatArgs& a,
@@ -92,6 +110,14 @@ class ChatRepl {
         cfg_.seed));  // fresh adapters (no --checkpoint) are initialised alike every run
     built_ = train::build_model(cfg_, train::Weights::kLoad);
     if (!a.checkpoint.empty()) train::load_adapter(a.checkpoint, cfg_, built_);
+    const auto specs = workflow_specs(a);
+    if (!specs.empty()) {
+      train::load_workflows(
+          specs,
+          [&a](const train::WorkflowSpec& s) { return chat_config_with(a, train::workflow_overrides(s), s.dir); },
+          cfg_, built_);
+      for (const auto& s : specs) served_.push_back(s.name + "=" + s.dir);
+    }
     built_.model->eval();
     tok_ = model::load_tokenizer(cfg_.model.tokenizer.empty() ? cfg_.model.path
                                                               : cfg_.model.tokenizer);
@@ -114,7 +140,9 @@ class ChatRepl {
     workflows_ = adapters::workflow_names(built_.model->llm());
     if (!cfg_.chat.workflow.empty()) set_workflow(cfg_.chat.workflow);
     log::info() << "chat: " << cfg_.model.path << " + " << cfg_.adapter.family << " adapter"
-                << (a.checkpoint.empty() ? " (fresh, untrained)" : " from " + a.checkpoint)
+                << (!served_.empty()      ? " workflows " + join(served_, ", ")
+                    : a.checkpoint.empty() ? " (fresh, untrained)"
+                                           : " from " + a.checkpoint)
                 << ", template " << cfg_.data.template_name << ", prompt budget "
                 << o.max_prompt_tokens << " positions, "
                 << (sampling_.temperature > 0 ? cat("temperature ", sampling_.temperature)
@@ -274,6 +302,7 @@ class ChatRepl {
   data::SequenceLayout layout_;
   std::vector<std::string> workflows_;
   std::string pinned_;  // chat.workflow or /workflow NAME; empty = auto
+  std::vector<std::string> served_;  // --adapter NAME=DIR as given
   int64_t turns_ = 0;
 };
 
@@ -285,6 +314,10 @@ void add_chat_command(CLI::App& app, Action& action) {
   add_config_args(cmd, args->config);
   cmd->add_option("--checkpoint", args->checkpoint,
                   "adapter checkpoint directory (default: fresh adapters)");
+  cmd->add_option("--adapter", args->adapters,
+                  "NAME=DIR, repeatable: IAA workflows served together on one frozen base (instead of "
+                  "--checkpoint); /workflow NAME switches, auto picks the first for a picture")
+      ->allow_extra_args(false);  // one value per --adapter: overrides after it stay positional
   cmd->add_option("--image", args->image, "image for the first turn");
   cmd->add_option("--temperature", args->temperature,
                   "0 = greedy (default: chat.generation.temperature)")

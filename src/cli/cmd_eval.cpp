@@ -25,6 +25,12 @@ void add_eval_command(CLI::App& app, Action& action) {
   cmd->add_option("--checkpoint", r.checkpoint,
                   "adapter directory (adapter_config.json + adapter_model.safetensors) or a training output_dir "
                   "(its latest checkpoint-*); the adapter's family and options come from it");
+  cmd->add_option("--adapter", r.adapters,
+                  "NAME=DIR, repeatable: IAA workflows served together on one frozen base (instead of "
+                  "--checkpoint); --workflow picks the one evaluated")
+      ->allow_extra_args(false);  // one value per --adapter: overrides after it stay positional
+  cmd->add_option("--workflow", r.workflow,
+                  "IAA: the workflow evaluated (a --adapter NAME, or text = the bare LLM); default the first");
   cmd->add_option("--task", r.task, "scienceqa | loss | mcq | grounding | perplexity (overrides eval.task)");
   cmd->add_option("--split", r.split, "scienceqa / loss: data split, e.g. test | val | minitest (overrides eval.split)");
   cmd->add_option("--data", r.data, "mcq / grounding: JSONL file; perplexity: text file (overrides eval.data)");

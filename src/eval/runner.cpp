@@ -10,6 +10,8 @@
 #include <mmtune/model/weights.h>
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/checkpoint.h>
+#include <mmtune/train/serve_workflows.h>
+#include <mmtune/adapters/workflows.h>
 
 #include <chrono>
 #include <filesystem>
@@ -34,7 +36,10 @@ json read_adapter_config(const std::string& dir) {
 }
 
 // The config: file, the user's overrides, the checkpoint's architecture, then the eval flags.
-config::RunConfig resolve_config(const EvalRunOptions& o, const std::string& adapter_dir) {
+// `arch`: the checkpoint's adapter_overrides (or workflow_overrides), empty without one;
+// `adapter_dir` names it in errors.
+config::RunConfig resolve_config(const EvalRunOptions& o, const std::string& adapter_dir,
+                                 const std::vector<std::string>& arch) {
   std::vector<std::string> flags;
   if (!o.task.empty()) flags.push_back("eval.task=" + o.task);
   if (!o.split.empty()) flags.push_back("eval.split=" + o.split);
@@ -46,9 +51,8 @@ config::RunConfig resolve_config(const EvalRunOptions& o, const std::string& ada
   overrides.insert(overrides.end(), flags.begin(), flags.end());
   const auto& families = adapters::builtin_adapters();
   config::RunConfig cfg = config::load_config(o.config_path, overrides, families);
-  if (adapter_dir.empty()) return cfg;
+  if (arch.empty()) return cfg;
 
-  const std::vector<std::string> arch = train::adapter_overrides(adapter_dir);
   const std::string family = arch.front().substr(std::string("adapter.family=").size());
   if (cfg.adapter.family != "none" && cfg.adapter.family != family) {
     throw CheckpointError((fs::path(adapter_dir) / train::kAdapterConfigFile).string(),
@@ -133,12 +137,25 @@ std::unique_ptr<train::ProcessGroup> join_process_group(EvalEnv& env) {
   return pg;
 }
 
+// What --adapter / --workflow ask for.
+struct Serving {
+  std::vector<train::WorkflowSpec> specs;  // --adapter NAME=DIR, DIR resolved
+  std::string workflow;                    // "" = the model's default
+  std::function<config::RunConfig(const train::WorkflowSpec&)> config_for;
+};
+
 // Base + adapter in eval mode, the tokenizer and the sequence layout, into env.
-void load_model(EvalEnv& env, train::BuiltModel& built, std::shared_ptr<const model::Tokenizer>& tok) {
+void load_model(EvalEnv& env, const Serving& sv, train::BuiltModel& built, std::shared_ptr<const model::Tokenizer>& tok) {
   // a fresh adapter (no --checkpoint) is initialised alike on every rank
   torch::manual_seed(static_cast<uint64_t>(env.cfg.seed));
   built = train::build_model(env.cfg, train::Weights::kLoad);
-  if (!env.checkpoint.empty()) {
+  if (!sv.specs.empty()) {
+    for (const auto& spec : sv.specs) check_base_id(spec.dir, env.cfg);
+    train::load_workflows(sv.specs, sv.config_for, env.cfg, built);
+    std::vector<std::string> names;
+    for (const auto& spec : sv.specs) names.push_back(spec.name + "=" + spec.dir);
+    log::info() << "IAA workflows on one base: " << join(names, ", ");
+  } else if (!env.checkpoint.empty()) {
     check_base_id(env.checkpoint, env.cfg);
     train::load_adapter(env.checkpoint, env.cfg, built);
     log::info() << "adapter " << env.checkpoint << " (" << env.cfg.adapter.family << ")";
@@ -148,6 +165,10 @@ void load_model(EvalEnv& env, train::BuiltModel& built, std::shared_ptr<const mo
   }
   built.model->eval();
   for (auto& [name, t] : built.trainable) t.requires_grad_(false);
+  if (!sv.workflow.empty()) {
+    adapters::select_workflow(built.model->llm(), sv.workflow);
+    log::info() << "workflow: " << sv.workflow;
+  }
   tok = model::load_tokenizer(env.cfg.model.tokenizer.empty() ? env.cfg.model.path : env.cfg.model.tokenizer);
   env.built = &built;
   env.tok = tok;
@@ -174,7 +195,31 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
     throw UsageError("--model is for --task perplexity without --config", "set model.path=DIR instead");
 
   EvalEnv env;
+  Serving sv;
   env.checkpoint = o.checkpoint.empty() ? std::string() : resolve_adapter_dir(o.checkpoint);
+  std::vector<std::string> arch = env.checkpoint.empty() ? std::vector<std::string>{} : train::adapter_overrides(env.checkpoint);
+  if (!o.adapters.empty()) {
+    if (!o.checkpoint.empty())
+      throw UsageError("--checkpoint and --adapter do not go together",
+                       "--checkpoint DIR loads one adapter; --adapter NAME=DIR (repeated) serves IAA workflows");
+    if (o.config_path.empty()) throw UsageError("--adapter needs --config", "the config names the base model");
+    for (const auto& a : o.adapters) {
+      train::WorkflowSpec spec = train::parse_workflow_spec(a);
+      spec.dir = resolve_adapter_dir(spec.dir);
+      sv.specs.push_back(spec);
+    }
+    sv.workflow = o.workflow.empty() ? sv.specs.front().name : o.workflow;
+    // results go next to the evaluated workflow's adapter (the first one for "text")
+    env.checkpoint = sv.specs.front().dir;
+    for (const auto& spec : sv.specs)
+      if (spec.name == sv.workflow) env.checkpoint = spec.dir;
+    arch = train::workflow_overrides(sv.specs.front());
+    sv.config_for = [&o](const train::WorkflowSpec& spec) {
+      return resolve_config(o, spec.dir, train::workflow_overrides(spec));
+    };
+  } else {
+    sv.workflow = o.workflow;
+  }
   if (o.config_path.empty()) {  // perplexity of a bare model directory
     env.cfg.model.path = o.model;
     env.cfg.device = o.device;
@@ -182,7 +227,7 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
     env.cfg.eval.task = "perplexity";
     env.cfg.eval.data = o.data;
   } else {
-    env.cfg = resolve_config(o, env.checkpoint);
+    env.cfg = resolve_config(o, env.checkpoint, arch);
   }
   if (!task) task = make_eval_task(env.cfg.eval.task);
   if (!o.split.empty() && !task->uses_split())
@@ -203,7 +248,7 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
   }
   train::BuiltModel built;
   std::shared_ptr<const model::Tokenizer> tok;
-  if (task->needs_model()) load_model(env, built, tok);
+  if (task->needs_model()) load_model(env, sv, built, tok);
 
   const auto t0 = std::chrono::steady_clock::now();
   EvalRunSummary s;
@@ -212,6 +257,7 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
   s.world = env.world;
   s.batch_size = env.cfg.eval.batch_size;
   s.adapter_dir = env.checkpoint;
+  s.workflow = sv.workflow;
   if (env.rank == 0 && !results_path.empty() && !s.report.results_json.empty()) {
     json j = json::parse(s.report.results_json);
     j["timing"] = {{"seconds", s.seconds},

@@ -162,16 +162,10 @@ std::vector<std::string> adapter_overrides(const std::string& dir) {
   return out;
 }
 
-void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltModel& built) {
-  const json j = read_config(dir);
-  const std::string cfg_path = (fs::path(dir) / kAdapterConfigFile).string();
-  const std::string family = j["family"].get<std::string>();
-  if (family != cfg.adapter.family) {
-    throw CheckpointError(cfg_path, "holds a '" + family + "' adapter, but the config builds adapter.family '" +
-                                        cfg.adapter.family + "'",
-                          "drop adapter.* from the config (the checkpoint sets it) or use a " + cfg.adapter.family + " checkpoint");
-  }
-  // the base it was trained on must have this model's shapes
+namespace {
+
+// The base the adapter in `j` (adapter_config.json at cfg_path) was trained on must have `built`'s shapes.
+void check_base(const json& j, const std::string& cfg_path, const BuiltModel& built) {
   std::vector<std::string> mismatch;
   auto check = [&](const json& rec, const std::string& what, const std::map<std::string, int64_t>& have) {
     if (!rec.is_object()) return;
@@ -196,13 +190,17 @@ void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltMod
     throw CheckpointError(cfg_path, "was trained on another base: " + join(mismatch, ", "),
                           "load it on the base it was made for (base_model.id: " + id + ")");
   }
+}
 
+// Copies dir's tensors into `targets` (name in the file -> model tensor); every target must be in
+// the file with its shape and the file must hold nothing else, else one CheckpointError lists all.
+void load_tensors(const std::string& dir, const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
   const std::string weights_path = (fs::path(dir) / kAdapterWeightsFile).string();
   const auto file = io::SafetensorsFile::open(weights_path);
   std::set<std::string> in_file;
   for (const auto& n : file->names()) in_file.insert(n);
   std::vector<std::string> missing, wrong;
-  for (const auto& [name, t] : built.trainable) {
+  for (const auto& [name, t] : targets) {
     if (!in_file.count(name)) {
       missing.push_back(name);
       continue;
@@ -225,7 +223,28 @@ void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltMod
                           "the adapter options in adapter_config.json must match the model it was saved from");
   }
   torch::NoGradGuard no_grad;
-  for (auto& [name, t] : built.trainable) t.copy_(file->tensor(name));
+  for (const auto& [name, t] : targets) const_cast<torch::Tensor&>(t).copy_(file->tensor(name));
+}
+
+}  // namespace
+
+void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltModel& built) {
+  const json j = read_config(dir);
+  const std::string cfg_path = (fs::path(dir) / kAdapterConfigFile).string();
+  const std::string family = j["family"].get<std::string>();
+  if (family != cfg.adapter.family) {
+    throw CheckpointError(cfg_path, "holds a '" + family + "' adapter, but the config builds adapter.family '" +
+                                        cfg.adapter.family + "'",
+                          "drop adapter.* from the config (the checkpoint sets it) or use a " + cfg.adapter.family + " checkpoint");
+  }
+  check_base(j, cfg_path, built);
+  load_tensors(dir, built.trainable);
+}
+
+void load_adapter_into(const std::string& dir, const BuiltModel& built,
+                       const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
+  check_base(read_config(dir), (fs::path(dir) / kAdapterConfigFile).string(), built);
+  load_tensors(dir, targets);
 }
 
 }  // namespace mmtune::train

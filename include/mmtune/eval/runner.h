@@ -25,6 +25,11 @@ struct EvalRunOptions {
   std::string config_path;             // --config; "" only for perplexity with --model
   std::vector<std::string> overrides;  // key.sub=value after the file
   std::string checkpoint;              // adapter directory, or a training output_dir (latest checkpoint-*)
+  // --adapter NAME=DIR, repeated: IAA workflows served together on one base (train/serve_workflows.h),
+  // each DIR resolved like --checkpoint; excludes --checkpoint
+  std::vector<std::string> adapters;
+  std::string workflow;                // the workflow evaluated: "" = the first --adapter (or the
+                                       // checkpoint's); "text" = the bare LLM of an IAA model
   std::string task;                    // "" = eval.task
   std::string split;                   // "" = eval.split
   std::string data;                    // "" = eval.data (mcq / grounding JSONL, perplexity text)
@@ -41,6 +46,7 @@ struct EvalRunSummary {
   EvalReport report;         // rank 0's
   std::string results_path;  // "" when no file was written (or not rank 0)
   std::string adapter_dir;   // the resolved checkpoint, "" = base model
+  std::string workflow;      // the IAA workflow evaluated; "" = the model's default
   double seconds = 0;        // the task's run time (model loading excluded)
   int world = 1;
   int64_t batch_size = 0;

@@ -35,4 +35,11 @@ std::vector<std::string> adapter_overrides(const std::string& dir);
 /// model's; missing, unexpected and wrongly shaped tensors are listed in one CheckpointError.
 void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltModel& built);
 
+/// load_adapter without the family check, into `targets` (name in dir's file -> model tensor)
+/// instead of built.trainable: the base shapes are checked against `built`, and the file must hold
+/// exactly the targets' names and shapes. For an adapter loaded under other names (an IAA
+/// workflow served under another name, train/serve_workflows.h).
+void load_adapter_into(const std::string& dir, const BuiltModel& built,
+                       const std::vector<std::pair<std::string, torch::Tensor>>& targets);
+
 }  // namespace mmtune::train
