@@ -139,11 +139,12 @@ TEST(TrainerResume, KillDuringACheckpointWriteLeavesThePreviousOneLoadable) {
   const int pid =
       spawn_process(worker(run), env_for(0, 1, "", {{train::kPauseCheckpointEnv, "60@6"}}),
                     d.path() + "/k.out", d.path() + "/k.err");
-  // the write of checkpoint-6 pauses after its first file: kill it there
+  // the write of checkpoint-6 pauses after its first file (and says so): kill it there
   std::string temp;
   ASSERT_TRUE(wait_for(
       [&] {
         if (!fs::exists(run)) return false;
+        if (read_text(d.path() + "/k.err").find("pausing the write of checkpoint 6") == std::string::npos) return false;
         for (const auto& e : fs::directory_iterator(run)) {
           if (e.path().filename().string().rfind(".tmp-checkpoint-6-", 0) == 0 &&
               fs::exists(e.path() / "adapter_model.safetensors")) {
