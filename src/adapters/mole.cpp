@@ -204,12 +204,13 @@ FamilyEntry mole_family() {
                         const torch::Device& dev) -> std::shared_ptr<BlockAdapterImpl> {
     return std::make_shared<MoleBlockImpl>(dynamic_cast<const MoleConfig&>(o), s, layer, num_layers, dev);
   };
-  // LLaVA-MoLE always frames the visual span with its start/end vectors (spec §3.1); the registry's
-  // make_decoder does not see vision.start_end_tokens, so this family builds them unconditionally.
-  e.make_decoder = [](const config::FamilyConfig&, int64_t D, int64_t W, int64_t,
-                      const torch::Device& dev) -> std::shared_ptr<DecoderAdapterImpl> {
-    if (W == 0) return nullptr;  // text-only model: no visual path
-    return std::make_shared<MoleDecoderAdapterImpl>(D, W, /*start_end_tokens=*/true, dev);
+  // LLaVA-MoLE frames the visual span with its start/end vectors (spec §3.1) when
+  // vision.start_end_tokens is on (configs/mole/*.yaml and converted checkpoints set it)
+  e.make_decoder_for = [](const config::FamilyConfig&, model::LlamaDecoderImpl& llm,
+                          const VisualPath& v) -> std::shared_ptr<DecoderAdapterImpl> {
+    if (v.width == 0) return nullptr;  // text-only model: no visual path
+    return std::make_shared<MoleDecoderAdapterImpl>(llm.config().hidden_size, v.width, v.start_end_tokens,
+                                                    llm.options().device());
   };
   return e;
 }

@@ -71,7 +71,7 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
   adapters::attach_to_llama(*llm, cfg.adapter);
   adapters::attach_decoder(*llm, cfg.adapter,
                            adapters::VisualPath{vit ? vit->config().hidden_size : 0, cfg.vision.projector,
-                                                cfg.vision.projector_hidden});
+                                                cfg.vision.projector_hidden, cfg.vision.start_end_tokens});
   if (vit) adapters::attach_to_vision(*vit, cfg.adapter);
   if (cfg.train.trainable == "all") {
     for (auto& p : llm->parameters()) p.requires_grad_(true);

@@ -92,7 +92,8 @@ void load_workflows(const std::vector<WorkflowSpec>& specs,
       adapters::attach_workflow(
           llm, options,
           adapters::VisualPath{built.model->has_vision() ? built.model->vision().config().hidden_size : 0,
-                               wcfg.vision.projector, wcfg.vision.projector_hidden});
+                               wcfg.vision.projector, wcfg.vision.projector_hidden,
+                               wcfg.vision.start_end_tokens});
     }
     // the workflow's tensors under the names its file has them
     const std::string ours = "llm.adapters." + adapters::iaa_module_name(spec.name) + ".";

@@ -24,6 +24,7 @@ struct VisualPath {
   int64_t width = 0;             // Cv: the ViT width; 0 for a text-only model
   std::string projector;         // vision.projector (mlp_silu | linear | mlp2x_gelu ...)
   int64_t projector_hidden = 0;  // vision.projector_hidden
+  bool start_end_tokens = false; // vision.start_end_tokens: learnable vectors around the visual span
 };
 
 /// Where a family's visual tokens go in the text (data::SequenceLayout takes these strings).

@@ -556,3 +556,24 @@ TEST(MoleModel, DryRunCountsVicuna7bR32K3Exactly) {
 
 }  // namespace
 }  // namespace mmtune::train
+
+namespace mmtune::train {
+namespace {
+
+TEST(MoleModel, StartEndVectorsFollowVisionStartEndTokens) {
+  std::map<bool, int64_t> span;
+  for (const bool on : {true, false}) {
+    BuiltModel m = build_model(mole_tiny({std::string("vision.start_end_tokens=") + (on ? "true" : "false")}),
+                               Weights::kLoad);
+    int64_t vectors = 0;
+    for (const auto& [name, t] : m.trainable)
+      if (name.find("visual_start_token") != std::string::npos || name.find("visual_end_token") != std::string::npos)
+        vectors += t.numel();
+    EXPECT_EQ(vectors, on ? 2 * m.model->llm().config().hidden_size : 0) << on;
+    span[on] = m.model->visual_tokens();
+  }
+  EXPECT_EQ(span[true], span[false] + 2) << "the two vectors frame the projected features";
+}
+
+}  // namespace
+}  // namespace mmtune::train
