@@ -103,16 +103,25 @@ class MmaReference:
         """Full logits [B, 1+T, V] (row 0: the modality token), visual tokens, CLS features."""
         handles = [m.register_forward_hook(h) for m, h in self.hooks] if adapters else []
         try:
+            neck = lambda f: F.linear(F.silu(F.linear(f, self.neck["conv_A.weight"], self.neck["conv_A.bias"])),  # noqa: E731
+                                      self.neck["conv_B.weight"], self.neck["conv_B.bias"])  # §1.4 neck
             feats = self.clip_features(batch["images"])
-            vis = F.linear(F.silu(F.linear(feats, self.neck["conv_A.weight"], self.neck["conv_A.bias"])),
-                           self.neck["conv_B.weight"], self.neck["conv_B.bias"])    # §1.4 neck [B, n, D]
+            vis = neck(feats)                                                     # [B, n, D]
+            # Under per_sample_cls an image's tokens depend on that image alone, so the ViT runs on
+            # the image rows only (as mmtune does; LaVIN's quirk mixes rows, so it needs them all).
+            # Same values; run this way, the fp32 matmuls also round alike.
+            fill = vis
+            if self.opts.clip_router_mode == "per_sample_cls" and batch["has_image"].any():
+                rows = batch["has_image"].nonzero().squeeze(1)
+                fill = torch.zeros_like(vis)
+                fill[rows] = neck(self.clip_features(batch["images"][rows]))
             emb = self.llama.get_input_embeddings()(batch["tokens"]).clone()      # [B, T, D]
             slots = batch["image_slots"].bool()
             for b in range(emb.shape[0]):                                         # §1.5 slot k <- token k
                 k = int(slots[b].sum())
                 if k and k != vis.shape[1]:
                     sys.exit(f"row {b} has {k} image slots, the ViT gives {vis.shape[1]} visual tokens")
-                emb[b, slots[b]] = vis[b, :k]
+                emb[b, slots[b]] = fill[b, :k]
             h = torch.cat([self.modality[batch["has_image"]][:, None], emb], 1)  # [B, 1+T, D]
             valid = torch.cat([torch.ones_like(slots[:, :1]), batch["attention_mask"].bool()], 1)
             positions = (valid.long().cumsum(-1) - 1).clamp(min=0)               # modality 0, BOS 1
@@ -129,8 +138,11 @@ class MmaReference:
 
 
 def load_models(args):
-    llama = LlamaForCausalLM.from_pretrained(args.llama, dtype=torch.float32, attn_implementation="eager").eval()
-    clip = CLIPVisionModel.from_pretrained(args.clip, dtype=torch.float32, attn_implementation="eager").eval()
+    # transformers' default attention (SDPA). Its eager attention keeps the softmax in fp32, also in
+    # a float64 model, which would leave a 5e-6 difference in --fp64 runs.
+    attn = getattr(args, "attn", "sdpa")
+    llama = LlamaForCausalLM.from_pretrained(args.llama, dtype=torch.float32, attn_implementation=attn).eval()
+    clip = CLIPVisionModel.from_pretrained(args.clip, dtype=torch.float32, attn_implementation=attn).eval()
     return llama, clip
 
 
@@ -257,6 +269,9 @@ def main():
     ap.add_argument("--projector-hidden", type=int, default=16)
     ap.add_argument("--make-batch")
     ap.add_argument("--self-check", action="store_true")
+    ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="transformers' attention implementation")
+    ap.add_argument("--fp64", action="store_true",
+                    help="run the models (SDPA attention) and the adapter in float64 (transformers keeps RMSNorm and RoPE in fp32)")
     ap.add_argument("--temperature", type=float, default=10.0)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--cls-every", type=int, default=4)
@@ -282,7 +297,12 @@ def main():
                 ap.error("--adapter, --batch and --out are required (or one of --make-adapter, --make-batch, --self-check)")
             batch = load_file(args.batch)
             batch["has_image"] = batch["has_image"].long()
-            ref = MmaReference(llama, clip, load_file(args.adapter), args)
+            adapter = load_file(args.adapter)
+            if args.fp64:
+                llama, clip = llama.double(), clip.double()
+                adapter = {k: v.double() for k, v in adapter.items()}
+                batch["images"] = batch["images"].double()
+            ref = MmaReference(llama, clip, adapter, args)
             logits, vis, feats = ref.forward(batch)
             save_file({"logits": logits[:, 1:].contiguous(), "visual_tokens": vis.contiguous(),
                        "clip_features": feats.contiguous()}, args.out)

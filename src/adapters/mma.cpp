@@ -65,10 +65,10 @@ torch::Tensor RepAdapterRouterImpl::route(const torch::Tensor& x, bool per_token
   if (per_token_of_first) {
     // LaVIN's CLIP runs tokens-first and indexes x[:, 0]: the token sequence of the batch's first
     // image, one routing pair per token position, applied to every sample. [1, T, 2]
-    return (F::linear(x[0].to(torch::kFloat32), r_w_, r_b_) / temperature_).softmax(-1).unsqueeze(0);
+    return (F::linear(x[0].to(r_w_.scalar_type()), r_w_, r_b_) / temperature_).softmax(-1).unsqueeze(0);
   }
   // per sample, from token 0 (the modality token in the LLM, CLS in the ViT): [B, 1, 2]
-  return (F::linear(x.select(1, 0).to(torch::kFloat32), r_w_, r_b_) / temperature_).softmax(-1).unsqueeze(1);
+  return (F::linear(x.select(1, 0).to(r_w_.scalar_type()), r_w_, r_b_) / temperature_).softmax(-1).unsqueeze(1);
 }
 
 namespace {
@@ -87,7 +87,7 @@ torch::Tensor grouped_up(const torch::Tensor& hid, const torch::Tensor& w, const
 }  // namespace
 
 torch::Tensor RepAdapterRouterImpl::forward(const torch::Tensor& x, const torch::Tensor& w) {
-  const torch::Tensor xf = x.to(torch::kFloat32);
+  const torch::Tensor xf = x.to(a_w_.scalar_type());  // the master weights' dtype: fp32 (fp64 in numerical checks)
   torch::Tensor hid = torch::nn::functional::linear(xf, a_w_.squeeze(-1), a_b_);  // [B, T, h], no activation
   if (dropout_ > 0 && is_training()) hid = torch::dropout(hid, dropout_, true);
   const torch::Tensor mix = w.narrow(-1, 0, 1) * grouped_up(hid, b_w_, b_b_) + w.narrow(-1, 1, 1) * grouped_up(hid, d_w_, d_b_);
@@ -139,7 +139,7 @@ MmaDecoderAdapterImpl::MmaDecoderAdapterImpl(int64_t D, int64_t Cv, int64_t hidd
 torch::Tensor MmaDecoderAdapterImpl::neck(const torch::Tensor& feats) const {
   namespace F = torch::nn::functional;
   TORCH_CHECK(neck_a_w_.defined(), "this MMA model has no vision tower");
-  return F::linear(torch::silu(F::linear(feats.to(torch::kFloat32), neck_a_w_, neck_a_b_)), neck_b_w_, neck_b_b_);
+  return F::linear(torch::silu(F::linear(feats.to(neck_a_w_.scalar_type()), neck_a_w_, neck_a_b_)), neck_b_w_, neck_b_b_);
 }
 
 torch::Tensor MmaDecoderAdapterImpl::modality_embedding(const torch::Tensor& modality) const {

@@ -7,7 +7,7 @@
 namespace mmtune::config {
 namespace {
 
-const std::vector<std::string> kDtypes{"fp32", "bf16", "fp16"};
+const std::vector<std::string> kDtypes{"fp32", "bf16", "fp16", "fp64"};
 // model/sizes.h names these shapes; tests/unit/model/test_sizes.cpp keeps the lists in step
 const std::vector<std::string> kLlamaArchs{"", "llama-7b", "llama-13b", "llama3-8b"};
 const std::vector<std::string> kClipArchs{"", "clip-vit-l14", "clip-vit-l14-336"};
@@ -252,7 +252,7 @@ void RunConfig::visit(Visitor& v) {
   v("output_dir", output_dir, "where checkpoints, logs, metrics and the resolved config go");
   v("seed", seed, "global seed (data order, initialisation, dropout)");
   v("device", device, "cpu | cuda | cuda:N");
-  v.choice("dtype", dtype, kDtypes, "dtype of the frozen weights");
+  v.choice("dtype", dtype, kDtypes, "dtype of the frozen weights (fp64: numerical checks only, slow)");
   v.section("model", model, "frozen LLaMA-family decoder");
   v.section("vision", vision, "frozen CLIP ViT and projector");
   v.section("adapter", adapter, "adapter family and its options");

@@ -72,7 +72,8 @@ torch::TensorOptions model_options(const std::string& device, const std::string&
   torch::Dtype dt = torch::kFloat32;
   if (dtype == "bf16") dt = torch::kBFloat16;
   else if (dtype == "fp16") dt = torch::kFloat16;
-  else if (dtype != "fp32") throw UsageError("unknown dtype '" + dtype + "'", "use fp32, bf16 or fp16");
+  else if (dtype == "fp64") dt = torch::kFloat64;
+  else if (dtype != "fp32") throw UsageError("unknown dtype '" + dtype + "'", "use fp32, bf16, fp16 (or fp64 for numerical checks)");
   torch::Device dev(torch::kCPU);
   try {
     dev = torch::Device(device);
