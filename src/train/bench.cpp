@@ -235,6 +235,13 @@ SyntheticBatchSpec synthetic_spec(const BuiltModel& built, int64_t batch, int64_
   return s;
 }
 
+BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o) {
+  if (o.steps < 1 || o.warmup < 0) throw UsageError(cat("--steps must be >= 1 and --warmup >= 0, got ", o.steps, " and ", o.warmup));
+  if (o.threads > 0) torch::set_num_threads(o.threads);
+  torch::manual_seed(static_cast<uint64_t>(cfg.seed));
+  return build_model(cfg, o.random_weights ? Weights::kRandom : Weights::kLoad);
+}
+
 }  // namespace bench_detail
 
 namespace {
@@ -293,10 +300,7 @@ std::vector<data::Batch> train_batches(const config::RunConfig& cfg, const Bench
 }  // namespace
 
 BenchReport bench_train(const config::RunConfig& cfg, const BenchOptions& o) {
-  if (o.steps < 1 || o.warmup < 0) throw UsageError(cat("--steps must be >= 1 and --warmup >= 0, got ", o.steps, " and ", o.warmup));
-  if (o.threads > 0) torch::set_num_threads(o.threads);
-  torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-  BuiltModel built = build_model(cfg, o.random_weights ? Weights::kRandom : Weights::kLoad);
+  BuiltModel built = prepare(cfg, o);
   if (built.trainable.empty())
     throw Error("the model has no trainable parameters", "set adapter.family, or train.trainable: all");
   if (cfg.train.activation_checkpointing) enable_activation_checkpointing(*built.model);

@@ -11,6 +11,9 @@
 
 namespace mmtune::train::bench_detail {
 
+/// Checks --steps / --warmup, applies --threads, seeds torch from cfg.seed and builds the model
+/// (random frozen weights with --random-weights). Throws UsageError for bad counts.
+BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o);
 /// The run's settings, the model's shapes and parameter counts.
 BenchReport common_report(const std::string& mode, const config::RunConfig& cfg, const BenchOptions& o,
                           const BuiltModel& built);

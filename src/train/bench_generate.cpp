@@ -41,10 +41,7 @@ class IdTokenizer : public model::Tokenizer {
 }  // namespace
 
 BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) {
-  if (o.steps < 1 || o.warmup < 0) throw UsageError(cat("--steps must be >= 1 and --warmup >= 0, got ", o.steps, " and ", o.warmup));
-  if (o.threads > 0) torch::set_num_threads(o.threads);
-  torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-  BuiltModel built = build_model(cfg, o.random_weights ? Weights::kRandom : Weights::kLoad);
+  BuiltModel built = prepare(cfg, o);
   built.model->eval();
   const torch::Device device(cfg.device);
   const int64_t B = o.batch > 0 ? o.batch : cfg.eval.batch_size;

@@ -165,37 +165,24 @@ void expect_parity(const std::string& label, BuiltModel& m, const model::Multimo
 }
 
 // One configuration: C++ draws the adapter, writes it with save_adapter, both sides run it.
-void run_case(const std::string& label, std::vector<std::string> overrides, uint64_t seed) {
+// fp64: both sides in float64 (dtype: fp64 and the reference's --fp64), mmtune's fp64 model path
+// for numerical checks; transformers keeps RMSNorm and the RoPE angles in fp32 even in a float64
+// model, and so does mmtune.
+void run_case(const std::string& label, std::vector<std::string> overrides, uint64_t seed, bool fp64 = false) {
+  if (fp64) overrides.push_back("dtype=fp64");
   const auto cfg = tiny_config(std::move(overrides));
   BuiltModel m = build_model(cfg, Weights::kLoad);
   randomise_adapters(m, seed);
   const model::MultimodalInput in = mixed_batch(cfg, m);
   testing::TempDir dir;
   save_adapter(dir.path() + "/adapter", cfg, m);
-  // the file holds exactly what the reference reads: it refuses unknown names and missing groups
-  expect_parity(label, m, in, dir.path() + "/adapter/" + kAdapterWeightsFile, reference_flags(cfg), dir.path());
-}
-
-// The same comparison in float64 on both sides (dtype: fp64; the reference's --fp64): mmtune's fp64
-// model path, for numerical checks. transformers keeps RMSNorm and the RoPE angles in fp32 even in a
-// float64 model, and so does mmtune.
-void run_case_fp64(const std::string& label, std::vector<std::string> overrides, uint64_t seed) {
-  overrides.push_back("dtype=fp64");
-  const auto cfg = tiny_config(std::move(overrides));
-  BuiltModel m = build_model(cfg, Weights::kLoad);
-  randomise_adapters(m, seed);
-  const model::MultimodalInput in = mixed_batch(cfg, m);
-  testing::TempDir dir;
-  save_adapter(dir.path() + "/adapter", cfg, m);
-  m.model->to(torch::kFloat64);  // the adapters' fp32 master weights too
   auto flags = reference_flags(cfg);
-  flags.push_back("--fp64");
-  expect_parity("fp64 " + label, m, in, dir.path() + "/adapter/" + kAdapterWeightsFile, flags, dir.path());
-}
-
-TEST(MmaParity, Float64LavinClipQuirkAttnPlacementWithin1e5) {
-  run_case_fp64("official_lnd_quirk, llm attn, vision router, t=5",
-                {"adapter.mma.clip_router_mode=official_lnd_quirk", "adapter.mma.temperature=5"}, 43);
+  if (fp64) {
+    m.model->to(torch::kFloat64);  // the adapters' fp32 master weights too
+    flags.push_back("--fp64");
+  }
+  // the file holds exactly what the reference reads: it refuses unknown names and missing groups
+  expect_parity((fp64 ? "fp64 " : "") + label, m, in, dir.path() + "/adapter/" + kAdapterWeightsFile, flags, dir.path());
 }
 
 TEST(MmaParity, PerSampleRoutingAttnPlacementMatchesTheTransformersReference) {
@@ -224,6 +211,11 @@ TEST(MmaParity, NoVisionAdaptersTwoVisualTokensScaleHalfMatchesTheTransformersRe
   run_case("per_sample_cls, llm block, vision none, cls_every 2, s=0.5",
            {"adapter.mma.llm_placement=block", "adapter.mma.vision_placement=none", "vision.cls_every=2",
             "adapter.mma.scale=0.5"}, 45);
+}
+
+TEST(MmaParity, Float64LavinClipQuirkAttnPlacementMatchesTheTransformersReference) {
+  run_case("official_lnd_quirk, llm attn, vision router, t=5",
+           {"adapter.mma.clip_router_mode=official_lnd_quirk", "adapter.mma.temperature=5"}, 43, /*fp64=*/true);
 }
 
 // Official LaVIN checkpoint -> converter -> C++ load_adapter vs the reference on the checkpoint's
