@@ -248,16 +248,21 @@ StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double
     throw Error(cat("rank ", rank_, " has ", stat_sum.size(), " stat values, the ranks disagree"),
                 "every TrainTask::forward must return the same stats");
   }
-  const auto aux = all_reduce(aux_sum, "all-reducing aux losses");
+  // one collective for the aux losses, the stat values and the count of micro-batches that reported
+  // them (the counts above agree, so the layouts do)
+  std::vector<double> sums = aux_sum;
+  sums.insert(sums.end(), stat_sum.begin(), stat_sum.end());
+  if (!stat_sum.empty()) sums.push_back(stat_micro);
+  const auto reduced = all_reduce(std::move(sums), "all-reducing aux losses and stats");
+  const std::vector<double> aux(reduced.begin(), reduced.begin() + static_cast<std::ptrdiff_t>(aux_sum.size()));
   if (!stat_sum.empty()) {
-    stat_sum.push_back(stat_micro);
-    const auto st = all_reduce(stat_sum, "all-reducing stats");
-    const double n = st.back();
-    for (size_t i = 0; i < stat_names.size(); ++i)
-      m.stats.emplace_back(stat_names[i], std::vector<double>(st.begin() + static_cast<std::ptrdiff_t>(stat_at[i]),
-                                                              st.begin() + static_cast<std::ptrdiff_t>(stat_at[i + 1])));
-    for (auto& [name, v] : m.stats)
+    const auto st = reduced.begin() + static_cast<std::ptrdiff_t>(aux_sum.size());
+    const double n = reduced.back();
+    for (size_t i = 0; i < stat_names.size(); ++i) {
+      std::vector<double> v(st + static_cast<std::ptrdiff_t>(stat_at[i]), st + static_cast<std::ptrdiff_t>(stat_at[i + 1]));
       for (double& x : v) x /= n;
+      m.stats.emplace_back(stat_names[i], std::move(v));
+    }
   }
   m.loss = stats[0] / global_tokens;
   bool finite = std::isfinite(m.loss) && global_tokens > 0;
