@@ -235,6 +235,26 @@ SyntheticBatchSpec synthetic_spec(const BuiltModel& built, int64_t batch, int64_
   return s;
 }
 
+void fill_timing(BenchReport& r, const std::vector<double>& times, double cpu_seconds, double tokens, double padded) {
+  const double n = static_cast<double>(times.size()), sum = std::accumulate(times.begin(), times.end(), 0.0);
+  r.step_s_p50 = percentile(times, 0.5);
+  r.step_s_p90 = percentile(times, 0.9);
+  r.step_s_mean = sum / n;
+  r.step_s_min = *std::min_element(times.begin(), times.end());
+  r.cpu_s_per_step = cpu_seconds / n;
+  r.tokens_per_step = tokens / n;
+  r.padded_tokens_per_step = padded / n;
+  r.tokens_per_s = tokens / sum;
+  r.padded_tokens_per_s = padded / sum;
+  r.samples_per_s = static_cast<double>(r.batch) * n / sum;
+}
+
+double vit_params_per_image(const BuiltModel& built) {
+  if (!built.model->has_vision()) return 0.0;
+  const auto& v = built.model->vision().config();
+  return vit_matmul_params(v) * static_cast<double>(v.num_patches() + 1);
+}
+
 BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o) {
   if (o.steps < 1 || o.warmup < 0) throw UsageError(cat("--steps must be >= 1 and --warmup >= 0, got ", o.steps, " and ", o.warmup));
   if (o.threads > 0) torch::set_num_threads(o.threads);
@@ -311,9 +331,7 @@ BenchReport bench_train(const config::RunConfig& cfg, const BenchOptions& o) {
   task.set_training(true);
   AdamW optim(built.trainable, AdamWOptions::from_config(cfg.train));
   const double n_llm = llm_matmul_params(built.model->llm().config());
-  const double n_vit = built.model->has_vision() ? vit_matmul_params(built.model->vision().config()) *
-                                                       static_cast<double>(built.model->vision().config().num_patches() + 1)
-                                                 : 0.0;  // per image
+  const double n_vit = vit_params_per_image(built);
   std::vector<double> times, losses;
   double tokens = 0, padded = 0, flops = 0, cpu_start = 0;
   for (int64_t step = 0; step < o.warmup + o.steps; ++step) {
@@ -335,20 +353,9 @@ BenchReport bench_train(const config::RunConfig& cfg, const BenchOptions& o) {
   BenchReport r = common_report("train", cfg, o, built);
   r.batch = B;
   if (o.use_data) r.data = cfg.data.root.empty() ? cfg.data.json : cfg.data.root;
-  const double n = static_cast<double>(times.size()), sum = std::accumulate(times.begin(), times.end(), 0.0);
-  r.tokens_per_step = tokens / n;
-  r.padded_tokens_per_step = padded / n;
-  r.step_s_p50 = percentile(times, 0.5);
-  r.step_s_p90 = percentile(times, 0.9);
-  r.step_s_mean = sum / n;
-  r.step_s_min = *std::min_element(times.begin(), times.end());
-  r.cpu_s_per_step = cpu_seconds / n;
-  // rates over the whole measured time (the sum of the steps), not the median step
-  r.tokens_per_s = tokens / sum;
-  r.padded_tokens_per_s = padded / sum;
-  r.samples_per_s = static_cast<double>(B) * n / sum;
-  r.flops_per_step = flops / n;
-  r.achieved_tflops = flops / sum / 1e12;
+  fill_timing(r, times, cpu_seconds, tokens, padded);
+  r.flops_per_step = flops / static_cast<double>(times.size());
+  r.achieved_tflops = r.flops_per_step / r.step_s_mean / 1e12;  // over the whole measured time
   r.loss_first = losses.front();
   r.loss_last = losses.back();
   finish_report(r, cfg, o);

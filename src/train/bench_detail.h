@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -17,6 +18,12 @@ BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o);
 /// The run's settings, the model's shapes and parameter counts.
 BenchReport common_report(const std::string& mode, const config::RunConfig& cfg, const BenchOptions& o,
                           const BuiltModel& built);
+/// The timing fields of `r` from the measured steps (or generations): step p50 / p90 / mean / min,
+/// CPU seconds per step, and per step and per second (over the sum of the steps, not the median)
+/// the `tokens` and `padded` totals and r.batch samples per step.
+void fill_timing(BenchReport& r, const std::vector<double>& times, double cpu_seconds, double tokens, double padded);
+/// N_vit (patches + 1): the matmul parameters one image passes through; 0 without a vision tower.
+double vit_params_per_image(const BuiltModel& built);
 /// Peak memory, and the peak TFLOP/s and MFU for r.achieved_tflops.
 void finish_report(BenchReport& r, const config::RunConfig& cfg, const BenchOptions& o);
 /// CPU time of this process so far (all threads), seconds.

@@ -8,7 +8,6 @@
 #include <mmtune/train/lm_loss.h>
 
 #include <chrono>
-#include <numeric>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -79,25 +78,13 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) 
   r.padding = "none";
   r.precision = cfg.dtype;  // generation runs without autocast
   r.max_length = P + N;
-  const double n = static_cast<double>(full.size()), sum = std::accumulate(full.begin(), full.end(), 0.0);
-  r.tokens_per_step = static_cast<double>(B * N);
-  r.padded_tokens_per_step = static_cast<double>(B * (P + N));
-  r.tokens_per_s = r.tokens_per_step * n / sum;
-  r.padded_tokens_per_s = r.padded_tokens_per_step * n / sum;
-  r.samples_per_s = static_cast<double>(B) * n / sum;
-  r.step_s_p50 = percentile(full, 0.5);
-  r.step_s_p90 = percentile(full, 0.9);
-  r.step_s_mean = sum / n;
-  r.step_s_min = *std::min_element(full.begin(), full.end());
-  r.cpu_s_per_step = cpu_seconds / n;
+  const double n = static_cast<double>(full.size());
+  fill_timing(r, full, cpu_seconds, static_cast<double>(B * N) * n, static_cast<double>(B * (P + N)) * n);
   r.prefill_s_p50 = percentile(prefill, 0.5);
   r.decode_s_p50 = std::max(r.step_s_p50 - r.prefill_s_p50, 0.0);
   r.prefill_tok_per_s = static_cast<double>(B * P) / r.prefill_s_p50;
   r.decode_tok_per_s = N > 1 && r.decode_s_p50 > 0 ? static_cast<double>(B * (N - 1)) / r.decode_s_p50 : 0.0;
-  const bool vision = built.model->has_vision() && spec.image_tokens > 0;
-  const double vit = vision ? vit_matmul_params(built.model->vision().config()) *
-                                  static_cast<double>(built.model->vision().config().num_patches() + 1)
-                            : 0.0;
+  const double vit = spec.image_tokens > 0 ? vit_params_per_image(built) : 0.0;
   r.flops_per_step = 2 * (llm_matmul_params(built.model->llm().config()) * static_cast<double>(B * (P + N)) +
                           vit * static_cast<double>(B));
   r.achieved_tflops = r.flops_per_step / r.step_s_mean / 1e12;
