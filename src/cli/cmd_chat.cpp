@@ -63,12 +63,7 @@ config::RunConfig chat_config_with(const ChatArgs& a, std::vector<std::string> f
 }
 
 std::vector<train::WorkflowSpec> workflow_specs(const ChatArgs& a) {
-  std::vector<train::WorkflowSpec> specs;
-  for (const auto& arg : a.adapters) specs.push_back(train::parse_workflow_spec(arg));
-  if (!specs.empty() && !a.checkpoint.empty())
-    throw UsageError("--checkpoint and --adapter do not go together",
-                     "--checkpoint DIR loads one adapter; --adapter NAME=DIR (repeated) serves IAA workflows");
-  return specs;
+  return train::parse_workflow_specs(a.adapters, !a.checkpoint.empty());
 }
 
 config::RunConfig chat_config(const ChatArgs& a) {

@@ -198,22 +198,19 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
   Serving sv;
   env.checkpoint = o.checkpoint.empty() ? std::string() : resolve_adapter_dir(o.checkpoint);
   std::vector<std::string> arch = env.checkpoint.empty() ? std::vector<std::string>{} : train::adapter_overrides(env.checkpoint);
+  // the directory whose adapter_config.json `arch` came from (named in config errors)
+  std::string arch_dir = env.checkpoint;
   if (!o.adapters.empty()) {
-    if (!o.checkpoint.empty())
-      throw UsageError("--checkpoint and --adapter do not go together",
-                       "--checkpoint DIR loads one adapter; --adapter NAME=DIR (repeated) serves IAA workflows");
+    sv.specs = train::parse_workflow_specs(o.adapters, !o.checkpoint.empty());
     if (o.config_path.empty()) throw UsageError("--adapter needs --config", "the config names the base model");
-    for (const auto& a : o.adapters) {
-      train::WorkflowSpec spec = train::parse_workflow_spec(a);
-      spec.dir = resolve_adapter_dir(spec.dir);
-      sv.specs.push_back(spec);
-    }
+    for (auto& spec : sv.specs) spec.dir = resolve_adapter_dir(spec.dir);
     sv.workflow = o.workflow.empty() ? sv.specs.front().name : o.workflow;
     // results go next to the evaluated workflow's adapter (the first one for "text")
     env.checkpoint = sv.specs.front().dir;
     for (const auto& spec : sv.specs)
       if (spec.name == sv.workflow) env.checkpoint = spec.dir;
     arch = train::workflow_overrides(sv.specs.front());
+    arch_dir = sv.specs.front().dir;
     sv.config_for = [&o](const train::WorkflowSpec& spec) {
       return resolve_config(o, spec.dir, train::workflow_overrides(spec));
     };
@@ -227,7 +224,7 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
     env.cfg.eval.task = "perplexity";
     env.cfg.eval.data = o.data;
   } else {
-    env.cfg = resolve_config(o, env.checkpoint, arch);
+    env.cfg = resolve_config(o, arch_dir, arch);
   }
   if (!task) task = make_eval_task(env.cfg.eval.task);
   if (!o.split.empty() && !task->uses_split())

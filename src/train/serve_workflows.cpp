@@ -55,6 +55,15 @@ WorkflowSpec parse_workflow_spec(const std::string& arg) {
   return s;
 }
 
+std::vector<WorkflowSpec> parse_workflow_specs(const std::vector<std::string>& args, bool with_checkpoint) {
+  if (!args.empty() && with_checkpoint)
+    throw UsageError("--checkpoint and --adapter do not go together",
+                     "--checkpoint DIR loads one adapter; --adapter NAME=DIR (repeated) serves IAA workflows");
+  std::vector<WorkflowSpec> specs;
+  for (const auto& a : args) specs.push_back(parse_workflow_spec(a));
+  return specs;
+}
+
 std::vector<std::string> workflow_overrides(const WorkflowSpec& spec) {
   std::vector<std::string> out = adapter_overrides(spec.dir);  // throws for a missing / malformed config
   const std::string family = out.front().substr(kFamilyKey.size());

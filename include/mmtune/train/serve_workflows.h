@@ -31,6 +31,10 @@ struct WorkflowSpec {
 /// chat and eval). Throws UsageError with the expected form.
 WorkflowSpec parse_workflow_spec(const std::string& arg);
 
+/// Every "NAME=DIR" of a repeated --adapter, parsed; `with_checkpoint`: --checkpoint was given too,
+/// which --adapter excludes (UsageError).
+std::vector<WorkflowSpec> parse_workflow_specs(const std::vector<std::string>& args, bool with_checkpoint);
+
 /// The config overrides that make build_model build spec's workflow: the directory's
 /// adapter_overrides (adapter.family=iaa, its options, its visual settings) and
 /// adapter.iaa.workflow=NAME. Throws CheckpointError when the directory holds no IAA adapter.
