@@ -5,6 +5,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -65,3 +66,13 @@ def write_adapter_dir(out, tensors, config, family, force):
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ConvertError(f"{out}: cannot write ({e})")
+
+
+def run(convert, flags):
+    """The converters' exit status: convert(flags), a ConvertError printed as one line -> 1."""
+    try:
+        convert(flags)
+    except ConvertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -29,7 +29,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checkpoint_io import ConvertError, capped, load_released, write_adapter_dir  # noqa: E402
+from checkpoint_io import ConvertError, capped, load_released, run, write_adapter_dir  # noqa: E402
 
 ROUTER = ["conv_A.weight", "conv_A.bias", "conv_B.weight", "conv_B.bias", "conv_D.weight", "conv_D.bias",
           "expert_weights.weight", "expert_weights.bias"]
@@ -209,12 +209,7 @@ def main():
     flags = ap.parse_args()
     if flags.cls_every <= 0 or flags.image_size <= 0:
         ap.error("--cls-every and --image-size must be positive")
-    try:
-        convert(flags)
-    except ConvertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run(convert, flags)
 
 
 if __name__ == "__main__":

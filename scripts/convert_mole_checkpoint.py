@@ -40,7 +40,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checkpoint_io import ConvertError, capped, load_released, write_adapter_dir  # noqa: E402
+from checkpoint_io import ConvertError, capped, load_released, run, write_adapter_dir  # noqa: E402
 
 LLM = "llm_model.base_model.model.model.layers."
 RE_ATTN = re.compile(re.escape(LLM) + r"(\d+)\.self_attn\.(q|k|v|o)_proj\.lora_(A|B)\.default\.weight")
@@ -194,12 +194,7 @@ def main():
     flags = ap.parse_args()
     if flags.image_size <= 0 or (flags.alpha is not None and flags.alpha <= 0):
         ap.error("--image-size and --alpha must be positive")
-    try:
-        convert(flags)
-    except ConvertError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run(convert, flags)
 
 
 if __name__ == "__main__":
