@@ -41,7 +41,7 @@ VisualProjectorImpl::VisualProjectorImpl(const std::string& name, int64_t Cv, in
 
 torch::Tensor VisualProjectorImpl::forward(const torch::Tensor& features) const {
   namespace F = torch::nn::functional;
-  torch::Tensor x = features.to(torch::kFloat32);  // [B, n, Cv]
+  torch::Tensor x = features.to(weights_.front().scalar_type());  // [B, n, Cv], the masters' dtype: fp32 (fp64 in checks)
   for (size_t j = 0; j < weights_.size(); ++j) {
     if (j > 0) x = torch::gelu(x);  // exact (erf) GELU, as nn.GELU()
     x = F::linear(x, weights_[j], biases_[j]);  // [B, n, D]

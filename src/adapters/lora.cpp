@@ -69,7 +69,7 @@ std::pair<torch::Tensor, torch::Tensor> register_lora_pair(torch::nn::Module& ow
 
 torch::Tensor lora_delta(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& b, double scale,
                          double dropout, bool training) {
-  torch::Tensor h = x.to(torch::kFloat32);
+  torch::Tensor h = x.to(a.scalar_type());  // the master weights' dtype: fp32 (fp64 in numerical checks)
   if (dropout > 0 && training) h = torch::dropout(h, dropout, /*train=*/true);
   // [..., in] -> [..., r] -> [..., out]
   return (torch::nn::functional::linear(torch::nn::functional::linear(h, a), b) * scale).to(x.scalar_type());
@@ -117,8 +117,9 @@ int64_t merge_lora(model::LlamaDecoderImpl& model) {
         if (!lora->uses(static_cast<Proj>(p))) continue;
         auto [a, b] = lora->pair(static_cast<Proj>(p));
         torch::Tensor w = params[llama_projection_path(static_cast<Proj>(p)) + ".weight"];  // [out, in]
-        // [out, r] x [r, in] in fp32, added to W in fp32 and rounded once
-        const torch::Tensor merged_w = w.to(torch::kFloat32) + lora->scale() * torch::matmul(b, a).to(w.device());
+        // [out, r] x [r, in] in fp32, added to W in fp32 and rounded once (fp64 for an fp64 model)
+        const torch::Tensor merged_w = w.to(torch::promote_types(w.scalar_type(), torch::kFloat32)) +
+                                       lora->scale() * torch::matmul(b, a).to(w.device());
         w.copy_(merged_w.to(w.scalar_type()));
         ++merged;
       }

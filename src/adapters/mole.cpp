@@ -100,8 +100,9 @@ MoleExpertsImpl& MoleBlockImpl::experts(Proj p) const {
 torch::Tensor MoleBlockImpl::at(Site site, torch::Tensor h, ForwardContext& ctx) {
   if (site != Site::kPreMlp) return h;
   const int64_t B = h.size(0), T = h.size(1);
-  // logits [N, K] in fp32 from the normed FFN input (the router's softmax runs in fp32, spec §4)
-  const torch::Tensor logits = F::linear(h.reshape({B * T, h.size(2)}).to(torch::kFloat32), router_w_, router_b_);
+  // logits [N, K] in the router's fp32 master dtype from the normed FFN input (the router's softmax
+  // runs in fp32, spec §4; in fp64 when the master weights are, for numerical checks)
+  const torch::Tensor logits = F::linear(h.reshape({B * T, h.size(2)}).to(router_w_.scalar_type()), router_w_, router_b_);
   const MoleRouting r = route_top1(logits, config_.gate_mode);
   ctx.state[key_ + ".probs"] = r.probs;
   if (r.gate.defined()) {
@@ -123,9 +124,9 @@ torch::Tensor MoleBlockImpl::at(Site site, torch::Tensor h, ForwardContext& ctx)
 void MoleBlockImpl::accumulate_balance(const MoleRouting& r, const torch::Tensor& valid, int64_t B,
                                        ForwardContext& ctx) const {
   const int64_t K = config_.experts;
-  const torch::Tensor v = valid.reshape({B, -1, 1}).to(torch::kFloat32);                     // [B, T, 1]
+  const torch::Tensor v = valid.reshape({B, -1, 1}).to(r.probs.scalar_type());               // [B, T, 1]
   const torch::Tensor p = r.probs.view({B, -1, K});                                          // [B, T, K]
-  const torch::Tensor f = F::one_hot(r.expert, K).to(torch::kFloat32).view({B, -1, K});      // [B, T, K], sg
+  const torch::Tensor f = F::one_hot(r.expert, K).to(r.probs.scalar_type()).view({B, -1, K});  // [B, T, K], sg
   const torch::Tensor prob_sum = (p * v).sum(1);   // [B, K]
   const torch::Tensor route_sum = (f * v).sum(1);  // [B, K]
   const torch::Tensor tokens = v.sum({1, 2});      // [B]
@@ -177,8 +178,8 @@ torch::Tensor MoleBlockImpl::delta(Proj p, const torch::Tensor& x, ForwardContex
   };
   const torch::Tensor probs = state(".probs");  // [N, K]
   TORCH_CHECK(probs.size(0) == N, "MoLE routing of ", key_, " covers ", probs.size(0), " tokens, the input has ", N);
-  torch::Tensor xf = x.reshape({N, in}).to(torch::kFloat32);  // [N, in]
-  torch::Tensor y;                                             // [N, out] fp32, token order
+  torch::Tensor xf = x.reshape({N, in}).to(router_w_.scalar_type());  // [N, in], the masters' dtype (fp32)
+  torch::Tensor y;                                                     // [N, out] fp32, token order
   if (config_.gate_mode == "dense_soft") {
     if (config_.dropout > 0 && is_training()) xf = torch::dropout(xf, config_.dropout, true);
     y = ex.mixed(xf, probs) * scale_;

@@ -14,7 +14,7 @@ MoleRouting route_top1(const torch::Tensor& logits, const std::string& gate_mode
   TORCH_CHECK(logits.dim() == 2, "router logits must be [N, K], got ", logits.sizes());
   const int64_t K = logits.size(1);
   MoleRouting r;
-  r.probs = logits.to(torch::kFloat32).softmax(-1);  // [N, K]
+  r.probs = logits.to(torch::promote_types(logits.scalar_type(), torch::kFloat32)).softmax(-1);  // [N, K], fp32 (fp64)
   r.expert = r.probs.argmax(-1);                       // [N], the first maximum on ties
   if (gate_mode == "dense_soft") return r;
   const torch::Tensor p_e = r.probs.gather(1, r.expert.unsqueeze(1)).squeeze(1);  // [N]

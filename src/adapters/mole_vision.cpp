@@ -41,7 +41,7 @@ torch::Tensor MoleDecoderAdapterImpl::project_visual(const torch::Tensor& featur
   TORCH_CHECK(features.dim() == 3 && features.size(2) == w1_.size(1), "MoLE projector expects features [B, n, ",
               w1_.size(1), "], got ", features.sizes());
   // [B, n, W] -> [B, n, D] (exact, erf GELU as nn.GELU)
-  const torch::Tensor x = features.to(w1_.device(), torch::kFloat32);
+  const torch::Tensor x = features.to(w1_.device(), w1_.scalar_type());  // the masters' dtype: fp32 (fp64 in checks)
   torch::Tensor v = F::linear(torch::gelu(F::linear(x, w1_, b1_)), w2_, b2_);
   if (!start_end_) return v;
   const int64_t B = v.size(0), D = v.size(2);

@@ -88,6 +88,9 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
 
   BuiltModel b;
   b.model = model::MultimodalLM(llm, vit, spec);
+  // dtype fp64 is for numerical checks (tests/numerics.h): the adapters' master weights go to
+  // float64 too, so the whole model, its loss and its optimiser run in float64
+  if (cfg.dtype == "fp64" && weights != Weights::kMeta) b.model->to(torch::kFloat64);
   for (const auto& p : b.model->named_parameters(true)) {
     if (p.value().requires_grad()) b.trainable.emplace_back(p.key(), p.value());
     else b.frozen_parameters += p.value().numel();

@@ -5,7 +5,9 @@ namespace mmtune::train {
 torch::Tensor lm_loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) {
   const int64_t V = logits.size(-1);
   // logits[:, :-1] predict labels[:, 1:]: [B * (T - 1), V] vs [B * (T - 1)]
-  const torch::Tensor pred = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, V}).to(torch::kFloat32);
+  // the loss in fp32 (fp64 for an fp64 model: the numerical checks)
+  const torch::Tensor pred = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, V}).to(
+      torch::promote_types(logits.scalar_type(), torch::kFloat32));
   const torch::Tensor target = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1}).to(logits.device());
   return torch::nn::functional::cross_entropy(
       pred, target,
@@ -20,7 +22,7 @@ torch::Tensor lm_loss_sum_from_hidden(const torch::Tensor& hidden, const torch::
   const torch::Tensor rows = (target != data::kIgnoreIndex).nonzero().squeeze(1);  // [N]
   const torch::Tensor h = hidden.narrow(1, 0, T - 1).reshape({-1, D}).index_select(0, rows);  // [N, D]
   return torch::nn::functional::cross_entropy(
-      head(h).to(torch::kFloat32), target.index_select(0, rows),
+      head(h).to(torch::promote_types(h.scalar_type(), torch::kFloat32)), target.index_select(0, rows),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
 }
 

@@ -12,7 +12,8 @@ StepLoss MultimodalTask::forward(const data::Batch& batch) {
   StepLoss out;
   // the LM head only where a label is (the same sum as lm_loss_sum over the full logits)
   out.loss_sum = lm_loss_sum_from_hidden(hidden, batch.labels, [&model](const torch::Tensor& h) { return model.llm().logits(h); });
-  for (auto& [name, value] : ctx.aux_losses) out.aux.emplace_back(name, value.to(torch::kFloat32));
+  for (auto& [name, value] : ctx.aux_losses)
+    out.aux.emplace_back(name, value.to(torch::promote_types(value.scalar_type(), torch::kFloat32)));
   // routed adapters leave "<key>.expert_tokens" ([K] valid tokens per expert) in the state: report
   // them as "<key>.usage" fractions (all zero when the forward had no valid token)
   static const std::string suffix = ".expert_tokens";

@@ -28,7 +28,8 @@ AdamW::AdamW(NamedTensors params, AdamWOptions options) : params_(std::move(para
   for (const auto& [name, p] : params_) {
     if (!seen.insert(name).second)
       throw Error("trainable parameter '" + name + "' is listed twice");
-    if (!p.defined() || p.scalar_type() != torch::kFloat32) {
+    // fp32 master weights; fp64 as well, for the numerical checks of an all-fp64 model
+    if (!p.defined() || (p.scalar_type() != torch::kFloat32 && p.scalar_type() != torch::kFloat64)) {
       throw Error(
           cat("trainable parameter '", name, "' is ",
               p.defined() ? c10::toString(p.scalar_type()) : "undefined", ", not fp32"),

@@ -221,14 +221,16 @@ StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double
     }
     TORCH_CHECK(sl.loss_sum.defined() && sl.loss_sum.numel() == 1,
                 "TrainTask::forward must return a scalar loss_sum");
-    torch::Tensor objective = sl.loss_sum.to(torch::kFloat32) / global_tokens;
+    // the objective in fp32 (fp64 when the model is: the numerical checks)
+    const auto fdt = torch::promote_types(sl.loss_sum.scalar_type(), torch::kFloat32);
+    torch::Tensor objective = sl.loss_sum.to(fdt) / global_tokens;
     if (aux_names.empty()) {
       for (const auto& [name, t] : sl.aux) aux_names.push_back(name), aux_sum.push_back(0.0);
     }
     TORCH_CHECK(sl.aux.size() == aux_names.size(), "TrainTask::forward returned ", sl.aux.size(),
                 " aux losses after ", aux_names.size(), " earlier in the step");
     for (size_t i = 0; i < sl.aux.size(); ++i) {
-      objective = objective + sl.aux[i].second.to(torch::kFloat32) / n_micro;
+      objective = objective + sl.aux[i].second.to(fdt) / n_micro;
       aux_sum[i] += sl.aux[i].second.detach().item<double>();
     }
     objective.backward();
