@@ -9,7 +9,10 @@ in front), left-pads them into one batch (pad id 0) and writes, in fp32:
       the count of real tokens before each one, as transformers' generate() computes them)
   generated [B, N] int64        transformers generate(), greedy, N new tokens, EOS not stopping
   margins [B, N]                top-1 minus top-2 logit at each generated step (ties cannot decide)
-  nll_tokens, nll_sum           perplexity of the first prompt: token count and summed NLL (float64)
+  nll_tokens, nll_sum           perplexity of the first prompt: token count and summed NLL (float64
+                                arithmetic on the fp32 logits)
+and logits.fp64, nll_sum.fp64: the same from the model in float64 (precision.py), whose difference
+to the float32 ones is the oracle's own fp32 noise.
 """
 import argparse
 
@@ -17,6 +20,8 @@ import sentencepiece as spm
 import torch
 from safetensors.torch import save_file
 from transformers import GenerationConfig, LlamaForCausalLM
+
+from precision import both, fp64
 
 PROMPTS = [
     "Which figure of speech is used in this text?",
@@ -44,8 +49,16 @@ def main():
     model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None  # generate all N tokens; EOS is just another token here
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    first = torch.tensor([ids[0]])
+
+    def forward(m):
+        """logits of the batch and the first prompt's summed NLL (float64 arithmetic on the logits)."""
+        logits = m(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+        lp = m(input_ids=first).logits.double().log_softmax(-1)[0, :-1]
+        return {"logits": logits, "nll_sum": -lp.gather(-1, first[0, 1:, None]).sum().reshape(1)}
+
     with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits.float()
+        out32, out64 = forward(model), forward(fp64(model))
         gen = model.generate(input_ids=input_ids, attention_mask=mask,
                              generation_config=GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens,
                                                                 min_new_tokens=0, eos_token_id=None, pad_token_id=0,
@@ -53,12 +66,10 @@ def main():
         scores = torch.stack(gen.scores, 1).float()  # [B, N, V]
         top2 = scores.topk(2, -1).values
         margins = top2[..., 0] - top2[..., 1]
-        first = torch.tensor([ids[0]])
-        lp = model(input_ids=first).logits.double().log_softmax(-1)[0, :-1]
-        nll = -lp.gather(-1, first[0, 1:, None]).sum()
-    save_file({"input_ids": input_ids, "attention_mask": mask, "logits": logits.contiguous(),
-               "generated": gen.sequences[:, T:].contiguous(), "margins": margins.contiguous(),
-               "nll_tokens": torch.tensor([first.shape[1] - 1]), "nll_sum": nll.reshape(1)}, args.out)
+    save_file(both({"input_ids": input_ids, "attention_mask": mask, "logits": out32["logits"],
+                    "generated": gen.sequences[:, T:], "margins": margins,
+                    "nll_tokens": torch.tensor([first.shape[1] - 1]), "nll_sum": out32["nll_sum"]}, out64),
+              args.out)
     print(f"{args.out}: B={len(ids)} T={T} min margin {margins.min().item():.4g}")
 
 

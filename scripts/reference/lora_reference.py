@@ -6,7 +6,8 @@
 Wraps the base with peft LoRA (r=4, alpha=8, all seven projections, dropout 0) whose A and B are
 both random (init_lora_weights=False: B non-zero, so the check is real), saves the adapter in
 PEFT's layout (OUTDIR/adapter_model.safetensors + adapter_config.json) and writes OUTDIR/ref.safetensors:
-input_ids [2, 12], attention_mask [2, 12] (row 1 left-padded), logits [2, 12, V] in fp32.
+input_ids [2, 12], attention_mask [2, 12] (row 1 left-padded), logits [2, 12, V] in fp32 and
+logits.fp64 from the same peft model in float64 (precision.py).
 """
 import argparse
 
@@ -14,6 +15,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
+
+from precision import both, fp64
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -34,11 +37,15 @@ def main():
     mask[1, :5] = 0
     ids[1, :5] = 0
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def forward(m):
+        return {"logits": m(input_ids=ids, attention_mask=mask, position_ids=positions).logits}
+
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+        out32, out64 = forward(model), forward(fp64(model))
     model.save_pretrained(args.out, safe_serialization=True)
-    save_file({"input_ids": ids, "attention_mask": mask, "logits": logits.contiguous()}, f"{args.out}/ref.safetensors")
-    print(f"{args.out}: logits {tuple(logits.shape)}")
+    save_file(both({"input_ids": ids, "attention_mask": mask} | out32, out64), f"{args.out}/ref.safetensors")
+    print(f"{args.out}: logits {tuple(out32['logits'].shape)}")
 
 
 if __name__ == "__main__":

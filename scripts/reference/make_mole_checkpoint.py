@@ -21,7 +21,8 @@ Writes into OUTDIR:
   ref.safetensors         input_ids [2, 12], attention_mask [2, 12] (all ones), and the reference
                           logits [2, 12, V] fp32 of the base + these weights, logits_sparse (top-1,
                           the chosen expert's delta with weight 1: released dense_moe=False) and
-                          logits_dense (every expert weighted by its probability: dense_moe=True)
+                          logits_dense (every expert weighted by its probability: dense_moe=True);
+                          each again as NAME.fp64, the same forward in float64 (precision.py)
   bad-missing.pt          one expert tensor dropped
   bad-unknown.pt          one extra tensor outside the LLM (in_adaptor.extra.weight)
   evil.pt                 a pickle that names os.getcwd: a safe loader must refuse it
@@ -36,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
+
+from precision import both
 
 PREFIX = "llm_model.base_model.model.model.layers."
 ATTN = ["q", "k", "v", "o"]
@@ -117,7 +120,8 @@ def patch(model, sd, K, scale, dense):
         Wr, br = sd[f"{p}mlp.router.weight"], sd[f"{p}mlp.router.bias"]
 
         def forward(x, mlp=mlp, experts=experts, Wr=Wr, br=br):
-            probs = torch.softmax(F.linear(x.float(), Wr, br), -1)  # [B, T, K]
+            # the router in fp32 (in fp64 when the whole forward is: the precision check)
+            probs = torch.softmax(F.linear(x.to(torch.promote_types(x.dtype, torch.float32)), Wr, br), -1)  # [B, T, K]
             pick = F.one_hot(probs.argmax(-1), K).to(x.dtype)
             w = probs if dense else pick
 
@@ -132,11 +136,11 @@ def patch(model, sd, K, scale, dense):
         mlp.forward = forward
 
 
-def logits_of(llama_dir, sd, K, scale, dense, ids, mask):
-    model = LlamaForCausalLM.from_pretrained(llama_dir, dtype=torch.float32).eval()
-    patch(model, sd, K, scale, dense)
+def logits_of(llama_dir, sd, K, scale, dense, ids, mask, dtype=torch.float32):
+    model = LlamaForCausalLM.from_pretrained(llama_dir, dtype=torch.float32).eval().to(dtype)
+    patch(model, {k: v.to(dtype) for k, v in sd.items()}, K, scale, dense)
     with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask).logits.float().contiguous()
+        return model(input_ids=ids, attention_mask=mask).logits.contiguous()
 
 
 class Evil:
@@ -176,10 +180,11 @@ def main():
     ids = torch.randint(3, V, (2, 12), generator=gen)
     mask = torch.ones(2, 12, dtype=torch.long)
     scale = args.alpha / args.rank
-    ref = {"input_ids": ids, "attention_mask": mask,
-           "logits_sparse": logits_of(args.llama, sd, K, scale, False, ids, mask),
-           "logits_dense": logits_of(args.llama, sd, K, scale, True, ids, mask)}
-    save_file(ref, os.path.join(out, "ref.safetensors"))
+    ref = {d: {"logits_sparse": logits_of(args.llama, sd, K, scale, False, ids, mask, d),
+               "logits_dense": logits_of(args.llama, sd, K, scale, True, ids, mask, d)}
+           for d in (torch.float32, torch.float64)}
+    save_file(both({"input_ids": ids, "attention_mask": mask} | ref[torch.float32], ref[torch.float64]),
+              os.path.join(out, "ref.safetensors"))
     print(json.dumps({"out": out, "tensors": len(sd), "experts": K, "rank": args.rank, "layers": L}))
 
 

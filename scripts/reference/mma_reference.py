@@ -15,11 +15,11 @@ Spec: ../shared/spec/adapters.md §1 (section numbers below refer to it).
 Batch (mmtune's data::Batch layout): tokens [B,T] int64, attention_mask [B,T] (right padding),
 image_slots [B,T] (slot k of row b takes visual token k of sample b), images [B,3,S,S] f32,
 has_image [B] int64. Output: logits [B,T,V] (the modality row dropped; only rows with
-attention_mask = 1 are defined), visual_tokens [B,n,D], clip_features [B,n,W].
+attention_mask = 1 are defined), visual_tokens [B,n,D], clip_features [B,n,W], each in float32 and
+again as NAME.fp64 from the same models, adapter and batch in float64 (precision.py).
 Adapter tensors carry mmtune's names (see `adapter_names`).
 """
 import argparse
-import copy
 import sys
 
 import sentencepiece as spm
@@ -28,6 +28,8 @@ import torch.nn.functional as F
 import transformers
 from safetensors.torch import load_file, save_file
 from transformers import CLIPVisionModel, LlamaForCausalLM
+
+from precision import both, fp64
 
 LLM = "llm.model.layers.{}.adapters.mma."
 VIT = "vision.vision_model.encoder.layers.{}.adapters.mma."
@@ -249,9 +251,7 @@ def self_check(llama, clip, opts):
     other = dict(batch, tokens=torch.where(valid, (batch["tokens"] * 7 + 3) % llama.config.vocab_size, 0))
     print(f"tokens changed: row 0 max |diff| {(ref.forward(other)[0][:, 0] - full[:, 0]).abs().max():.3g}")
     # (4) the fp32 noise floor of these tiny models: the same reference in fp64
-    ref64 = MmaReference(copy.deepcopy(llama).double(), copy.deepcopy(clip).double(),
-                         {k: v.double() for k, v in adapter.items()}, opts)
-    full64 = ref64.forward(dict(batch, images=batch["images"].double()))[0]
+    full64 = MmaReference(fp64(llama), fp64(clip), fp64(adapter), opts).forward(fp64(batch))[0]
     print(f"fp32 vs fp64 reference, text rows: max |diff| {(full.double() - full64)[:, 1:][valid].abs().max():.3g}"
           f" (|logits| up to {full.abs().max():.3g})")
 
@@ -270,8 +270,6 @@ def main():
     ap.add_argument("--make-batch")
     ap.add_argument("--self-check", action="store_true")
     ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="transformers' attention implementation")
-    ap.add_argument("--fp64", action="store_true",
-                    help="run the models (SDPA attention) and the adapter in float64 (transformers keeps RMSNorm and RoPE in fp32)")
     ap.add_argument("--temperature", type=float, default=10.0)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--cls-every", type=int, default=4)
@@ -298,15 +296,14 @@ def main():
             batch = load_file(args.batch)
             batch["has_image"] = batch["has_image"].long()
             adapter = load_file(args.adapter)
-            if args.fp64:
-                llama, clip = llama.double(), clip.double()
-                adapter = {k: v.double() for k, v in adapter.items()}
-                batch["images"] = batch["images"].double()
-            ref = MmaReference(llama, clip, adapter, args)
-            logits, vis, feats = ref.forward(batch)
-            save_file({"logits": logits[:, 1:].contiguous(), "visual_tokens": vis.contiguous(),
-                       "clip_features": feats.contiguous()}, args.out)
-            print(f"{args.out}: logits {tuple(logits[:, 1:].shape)}, visual tokens {tuple(vis.shape)}")
+            def run(llama, clip, adapter, batch):
+                logits, vis, feats = MmaReference(llama, clip, adapter, args).forward(batch)
+                return {"logits": logits[:, 1:], "visual_tokens": vis, "clip_features": feats}
+            out32 = run(llama, clip, adapter, batch)
+            # the same in float64 (transformers keeps RMSNorm and RoPE in fp32 there, as mmtune does)
+            out64 = run(fp64(llama), fp64(clip), fp64(adapter), fp64(batch))
+            save_file(both(out32, out64), args.out)
+            print(f"{args.out}: logits {tuple(out32['logits'].shape)}, visual tokens {tuple(out32['visual_tokens'].shape)}")
     return 0
 
 

@@ -12,7 +12,7 @@ load: PeftModel.from_pretrained(base, ADAPTER), i.e. what a user of peft does wi
       mmtune exported; exits 1 unless every LoRA tensor peft holds equals the file's tensor of the
       same name and every file tensor was used.
 Both write OUTDIR/ref.safetensors: input_ids [2, 12], attention_mask [2, 12] (row 1 left-padded)
-and logits [2, 12, V] in fp32.
+and logits [2, 12, V] in fp32, and logits.fp64 from the same peft model in float64 (precision.py).
 """
 import argparse
 import sys
@@ -21,6 +21,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
+
+from precision import both, fp64
 
 
 def batch(vocab):
@@ -34,7 +36,7 @@ def batch(vocab):
 def logits_of(model, ids, mask):
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float().contiguous()
+        return model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.contiguous()
 
 
 def check_loaded(model, adapter_dir):
@@ -80,7 +82,8 @@ def main():
         n = check_loaded(model, args.adapter)
     ids, mask = batch(base.config.vocab_size)
     logits = logits_of(model, ids, mask)
-    save_file({"input_ids": ids, "attention_mask": mask, "logits": logits}, f"{args.out}/ref.safetensors")
+    save_file(both({"input_ids": ids, "attention_mask": mask, "logits": logits},
+                   {"logits": logits_of(fp64(model), ids, mask)}), f"{args.out}/ref.safetensors")
     print(f"{args.mode}: {n} LoRA tensors, logits {tuple(logits.shape)}")
 
 

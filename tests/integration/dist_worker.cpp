@@ -9,7 +9,7 @@
 //              the trainer on a toy task (a bigram LM) and a toy distributed BatchSource over
 //              data::Sampler, without a process group when RANK is unset. Keys: out, n, micro,
 //              global, epochs, max_steps, lr, dropout, save_every, keep_last, resume (latest |
-//              dir), sleep_ms (after each step). Every rank writes out/final.rank<R>.safetensors;
+//              dir), sleep_ms (after each step), dtype (fp32 | fp64: the task in float64). Every rank writes out/final.rank<R>.safetensors;
 //              rank 0 also metrics.jsonl and the checkpoints. Prints "rank R trained S steps".
 // MMTUNE_TEST_TIMEOUT_S sets the collective timeout (default 30 s). Exit 1 with one line on error.
 #include <chrono>
@@ -96,6 +96,8 @@ int run_grad_sync() {
     const auto want = (ramp(p.numel(), static_cast<double>(i + 1)) * ranks_sum / 2.0)
                           .reshape(p.sizes())
                           .to(p.scalar_type());
+    // w fp32 addends and a division by 2: within an ulp or two of the double-computed sum on any
+    // CPU; allclose's default rtol 1e-5 is ~80 ulps
     ok = check(p.grad().defined() && torch::allclose(p.grad(), want), r,
                params[i].first + " gradient sum wrong") &&
          ok;
@@ -192,14 +194,17 @@ class ToySource : public train::BatchSource {
 
 class ToyTask : public train::TrainTask {
  public:
-  explicit ToyTask(double dropout) : dropout_(dropout) {
+  // dtype kFloat64 runs the same task in float64 (the fp32 values cast: the numerical checks)
+  ToyTask(double dropout, torch::Dtype dtype) : dropout_(dropout) {
     emb_ = (torch::sin(torch::arange(kVocab * kDim, torch::kFloat32) * 0.31) * 0.5)
                .reshape({kVocab, kDim})
+               .to(dtype)
                .set_requires_grad(true);
     w_ = (torch::cos(torch::arange(kVocab * kDim, torch::kFloat32) * 0.17) * 0.3)
              .reshape({kVocab, kDim})
+             .to(dtype)
              .set_requires_grad(true);
-    b_ = torch::zeros({kVocab}).set_requires_grad(true);
+    b_ = torch::zeros({kVocab}, dtype).set_requires_grad(true);
   }
   train::NamedTensors trainable_parameters() override {
     return {{"emb.weight", emb_}, {"head.weight", w_}, {"head.bias", b_}};
@@ -230,7 +235,7 @@ int run_train(const std::vector<std::string>& args) {
   std::map<std::string, std::string> kv{{"n", "64"},      {"micro", "2"},      {"global", "8"},
                                         {"epochs", "2"},  {"max_steps", "0"},  {"lr", "0.2"},
                                         {"dropout", "0"}, {"save_every", "0"}, {"keep_last", "2"},
-                                        {"resume", ""},   {"sleep_ms", "0"}};
+                                        {"resume", ""},   {"sleep_ms", "0"},   {"dtype", "fp32"}};
   for (const auto& a : args) {
     const auto eq = a.find('=');
     if (eq == std::string::npos || (!kv.count(a.substr(0, eq)) && a.substr(0, eq) != "out"))
@@ -256,7 +261,8 @@ int run_train(const std::vector<std::string>& args) {
   cfg.train.save_every = std::stoll(kv["save_every"]);
   cfg.train.keep_last = std::stoll(kv["keep_last"]);
   cfg.train.log_every = 5;
-  ToyTask task(std::stod(kv["dropout"]));
+  if (kv["dtype"] != "fp32" && kv["dtype"] != "fp64") throw UsageError("dtype must be fp32 or fp64");
+  ToyTask task(std::stod(kv["dropout"]), kv["dtype"] == "fp64" ? torch::kFloat64 : torch::kFloat32);
   ToySource src(std::stoll(kv["n"]), cfg.train.micro_batch_size, rank, world);
   train::TrainerHooks hooks;
   const int sleep_ms = std::stoi(kv["sleep_ms"]);

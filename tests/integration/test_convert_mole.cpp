@@ -15,6 +15,7 @@
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/build_model.h>
 
+#include "numerics.h"
 #include "test_utils.h"
 
 namespace mmtune::testing {
@@ -132,12 +133,19 @@ TEST_F(ConvertMole, ConvertedAdapterGivesThePythonReferenceLogitsDenseAndTopOne)
   };
   for (const Case& c : {Case{{}, "logits_dense"}, Case{{"adapter.mole.gate_mode=st_top1"}, "logits_sparse"},
                         Case{{"adapter.mole.gate_mode=none"}, "logits_sparse"}}) {
+    // float32, then the same model in float64 (the experts compute in their masters' dtype); the
+    // reference wrote both (tests/numerics.h). A token whose top-1 expert differs between the
+    // precisions would fail the noise check.
     train::BuiltModel m = load(dest, c.extra);
-    adapters::ForwardContext ctx;
+    std::vector<std::string> extra64 = c.extra;
+    extra64.push_back("dtype=fp64");  // the base and the experts' masters in float64
+    train::BuiltModel m64 = load(dest, extra64);
+    adapters::ForwardContext ctx, ctx64;
     const torch::Tensor got = m.model->llm().forward({ids, {}, mask, {}}, nullptr, ctx);
-    const torch::Tensor want = ref->tensor(c.logits);
-    ASSERT_EQ(got.sizes(), want.sizes());
-    EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-5)) << c.logits << ": " << (got - want).abs().max().item<double>();
+    const torch::Tensor got64 = m64.model->llm().forward({ids, {}, mask, {}}, nullptr, ctx64);
+    ASSERT_EQ(got.sizes(), ref->tensor(c.logits).sizes());
+    testing::expect_oracle_parity(std::string("converted MoLE: ") + c.logits + (c.extra.empty() ? "" : " " + c.extra[0]),
+                                  got, got64, ref->tensor(c.logits), ref->tensor(std::string(c.logits) + ".fp64"));
   }
   // the two released paths really differ on these weights (so each comparison tells them apart)
   EXPECT_FALSE(torch::allclose(ref->tensor("logits_dense"), ref->tensor("logits_sparse"), 1e-3, 1e-3));

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "numerics.h"
 #include "test_utils.h"
 
 namespace mmtune::adapters {
@@ -60,8 +61,18 @@ torch::Tensor logits_of(model::LlamaDecoderImpl& m, const torch::Tensor& ids, co
 double diff_to_reference(model::LlamaDecoderImpl& m, const std::string& dir) {
   const auto ref = io::SafetensorsFile::open(dir + "/ref.safetensors");
   const torch::Tensor mask = ref->tensor("attention_mask").clone();
-  const torch::Tensor logits = logits_of(m, ref->tensor("input_ids").clone(), mask);
-  return (logits - ref->tensor("logits")).abs().amax(-1).masked_select(mask.to(torch::kBool)).max().item<double>();
+  return testing::max_abs_diff(logits_of(m, ref->tensor("input_ids").clone(), mask), ref->tensor("logits"), mask);
+}
+
+// mmtune's logits for the reference's batch in float32, then with its float64 twin (base and LoRA
+// masters in float64), against peft's float32 and float64 logits (tests/numerics.h).
+void expect_peft_parity(const std::string& label, model::LlamaDecoderImpl& m, const LoraConfig& c,
+                        const std::string& dir) {
+  const auto ref = io::SafetensorsFile::open(dir + "/ref.safetensors");
+  const torch::Tensor mask = ref->tensor("attention_mask").clone(), ids = ref->tensor("input_ids").clone();
+  auto m64 = testing::llama_fp64_twin(kModel, adapter_of(c), m);
+  testing::expect_oracle_parity(label, logits_of(m, ids, mask), logits_of(*m64, ids, mask), ref->tensor("logits"),
+                                ref->tensor("logits.fp64"), mask);
 }
 
 testing::ProcessResult peft_reference(std::vector<std::string> args) {
@@ -78,9 +89,7 @@ TEST(LoraPeft, AnAdapterExportedByMmtuneLoadsInPeftWithTheSameLogits) {
   const auto r = peft_reference({"load", "--model", kModel, "--adapter", d.path(), "--out", d.path()});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("load: 16 LoRA tensors"), std::string::npos) << r.out;  // 2 layers x 4 projections x A, B
-  const double diff = diff_to_reference(*m, d.path());
-  EXPECT_LE(diff, 1e-5);
-  std::cout << "mmtune -> peft logits max-abs diff " << diff << "\n";
+  expect_peft_parity("mmtune -> peft: logits", *m, c, d.path());
   // the file is PEFT's layout exactly
   std::ifstream f(d.path() + "/adapter_config.json");
   const auto j = nlohmann::json::parse(f);
@@ -112,9 +121,7 @@ TEST(LoraPeft, AnAdapterMadeByPeftLoadsInMmtuneWithTheSameLogits) {
   auto m = model::load_llama(kModel, torch::kFloat32);
   attach_to_llama(*m, adapter_of(c));
   import_peft(*m, d.path());
-  const double diff = diff_to_reference(*m, d.path());
-  EXPECT_LE(diff, 1e-5);
-  std::cout << "peft -> mmtune logits max-abs diff " << diff << "\n";
+  expect_peft_parity("peft -> mmtune: logits", *m, c, d.path());
   // and an mmtune model without those weights is far off (the check can fail)
   auto fresh = model::load_llama(kModel, torch::kFloat32);
   attach_to_llama(*fresh, adapter_of(c));
@@ -145,6 +152,12 @@ TEST(LoraPeft, MergedEqualsUnmergedAndSavesAsAHuggingFaceModel) {
   const torch::Tensor ids = torch::randint(3, 400, {2, 11});
   torch::Tensor mask = torch::ones({2, 11}, torch::kLong);
   mask[1].narrow(0, 0, 4).zero_();
+  // the same model in float64: merged = unmerged to 1e-12 there; the fp32 bound is 4x the larger
+  // fp32-vs-fp64 difference of the two ways (tests/numerics.h)
+  auto m64 = testing::llama_fp64_twin(kModel, adapter_of(c), *m);
+  const torch::Tensor unmerged64 = logits_of(*m64, ids, mask);
+  merge_lora(*m64);
+  const torch::Tensor merged64 = logits_of(*m64, ids, mask);
   const torch::Tensor unmerged = logits_of(*m, ids, mask);
   const torch::Tensor w_before = m->block(1).named_parameters()["self_attn.q_proj.weight"].clone();
   EXPECT_EQ(merge_lora(*m), 2 * 7);
@@ -153,10 +166,7 @@ TEST(LoraPeft, MergedEqualsUnmergedAndSavesAsAHuggingFaceModel) {
     for (const auto& a : m->block(i).block_adapters()) EXPECT_FALSE(a->enabled()) << "merged LoRA must be switched off";
   }
   const torch::Tensor merged = logits_of(*m, ids, mask);
-  const auto real = mask.to(torch::kBool).unsqueeze(-1).expand_as(merged);
-  const double diff = (merged - unmerged).abs().masked_select(real).max().item<double>();
-  EXPECT_LE(diff, 1e-5);
-  std::cout << "merged vs unmerged logits max-abs diff " << diff << " (max |logit| " << unmerged.abs().max().item<double>() << ")\n";
+  testing::expect_same_result("LoRA merged vs unmerged: logits", merged, unmerged, merged64, unmerged64, mask, 1e-12);
   // written as a Hugging Face directory, it loads as a plain model with the same logits
   save_llama(*m, kModel, d.path() + "/merged");
   auto reloaded = model::load_llama(d.path() + "/merged", torch::kFloat32);

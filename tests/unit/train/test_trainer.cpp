@@ -205,6 +205,9 @@ TEST(Trainer, LossIsTheTokenMeanOfTheWholeGlobalBatch) {
   const double want =
       (probe.forward(b1).loss_sum.item<double>() + probe.forward(b2).loss_sum.item<double>()) /
       static_cast<double>(b1.supervised_tokens + b2.supervised_tokens);
+  // The per-batch loss sums are the same kernels on the same batches on both sides (bitwise); only
+  // the final sum-over-tokens differs (the trainer's fp32 vs double here): a few fp32 ulps of an
+  // O(1) loss (6e-8 each), whatever the CPU. 1e-6 = ~16 ulps.
   EXPECT_NEAR(r.losses[0], want, 1e-6);
 }
 
@@ -228,6 +231,7 @@ TEST(Trainer, StatsAreAveragedOverTheMicroBatchesAndLoggedButNotOptimised) {
     const torch::Tensor want = (probe.forward(b1).stats[0].second + probe.forward(b2).stats[0].second) / 2;
     const auto got = lines[s]["stats"]["toy.share"].get<std::vector<double>>();
     ASSERT_EQ(got.size(), 2u);
+    // the same fp32 stats averaged the same way; only the JSON round trip (17 digits) between
     EXPECT_NEAR(got[0], want[0].item<double>(), 1e-12) << "step " << s + 1;
     EXPECT_NEAR(got[1], want[1].item<double>(), 1e-12) << "step " << s + 1;
     EXPECT_EQ(r.losses[s], r_plain.losses[s]) << "stats must not change the objective";
@@ -393,6 +397,8 @@ TEST(Trainer, ValidationLossEveryNSteps) {
     sum += task.forward(*b).loss_sum.item<double>();
     tokens += static_cast<double>(b->supervised_tokens);
   }
+  // the same per-batch loss sums (same kernels, same batches); only the final division's rounding
+  // differs: a few fp32 ulps of an O(1) loss on any CPU (1e-6 = ~16 ulps)
   EXPECT_NEAR(lines[7]["val_loss"].get<double>(), sum / tokens, 1e-6);
 }
 
@@ -409,6 +415,8 @@ TEST(Trainer, Bf16AutocastKeepsFp32MasterWeightsAndTracksFp32Losses) {
   ASSERT_EQ(low.losses.size(), ref.losses.size());
   bool differs = false;
   for (size_t i = 0; i < ref.losses.size(); ++i) {
+    // bf16 keeps 8 mantissa bits (relative rounding 2^-9 per op); the toy's few chained matmuls
+    // and the steps' drift stay well inside 5 %; this checks "fp32 losses tracked", not accuracy
     EXPECT_NEAR(low.losses[i], ref.losses[i], 0.05 * ref.losses[i]) << "step " << i + 1;
     differs = differs || low.losses[i] != ref.losses[i];
   }
