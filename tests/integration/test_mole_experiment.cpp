@@ -38,6 +38,7 @@ TEST(MoleExperiment, ScriptsScoreThroughChatAndThePythonRoutingReproducesMmtune)
   for (int l = 0; l < 3; ++l) {
     const auto u = m["stats"]["mole.llm." + std::to_string(l) + ".usage"].get<std::vector<double>>();
     ASSERT_EQ(u.size(), 3u);
+    // fractions of one count, divided in double: exact up to double rounding
     EXPECT_NEAR(u[0] + u[1] + u[2], 1.0, 1e-9);
   }
 
@@ -65,6 +66,7 @@ TEST(MoleExperiment, ScriptsScoreThroughChatAndThePythonRoutingReproducesMmtune)
   for (const auto& [task, t] : routing["per_task"].items()) {
     const auto usage = t["answer_usage"].get<std::vector<std::vector<double>>>();
     ASSERT_EQ(usage.size(), 3u) << task;
+    // the script writes the fractions rounded to 4 decimals: their sum is 1 within 3 x 5e-5
     for (const auto& row : usage) EXPECT_NEAR(row[0] + row[1] + row[2], 1.0, 1e-3) << task;
   }
 }

@@ -534,7 +534,7 @@ TEST(MoleModel, TheTrainTaskReportsPerLayerUsageFractionsOutsideTheObjective) {
     EXPECT_EQ(sl.stats[l].first, "mole.llm." + std::to_string(l) + ".usage");
     EXPECT_FALSE(sl.stats[l].second.requires_grad());
     EXPECT_TRUE(torch::allclose(sl.stats[l].second, usage[l] / usage[l].sum())) << sl.stats[l].second;
-    EXPECT_NEAR(sl.stats[l].second.sum().item<double>(), 1.0, 1e-12);
+    EXPECT_NEAR(sl.stats[l].second.sum().item<double>(), 1.0, 1e-12);  // integer counts / their sum, in double
   }
 }
 

@@ -189,7 +189,7 @@ TEST(EvalTasks, BoxesParseAndIou) {
   // IoU is the same in pixels: x = n * side - border scales and shifts both boxes alike
   const Box a{0.1, 0.3, 0.6, 0.8}, b{0.2, 0.25, 0.7, 0.9};
   auto to_px = [](const Box& n) { return Box{n.x1 * 640, n.y1 * 640 - 80, n.x2 * 640, n.y2 * 640 - 80}; };
-  EXPECT_NEAR(box_iou(a, b), box_iou(to_px(a), to_px(b)), 1e-12);
+  EXPECT_NEAR(box_iou(a, b), box_iou(to_px(a), to_px(b)), 1e-12);  // double arithmetic on O(1) ratios
   EXPECT_EQ(format_box({0.1, 0.2, 0.5, 1}), "[0.10, 0.20, 0.50, 1.00]");
   EXPECT_EQ(parse_boxes(format_box(a, 3)), std::vector<Box>{a});
 }
