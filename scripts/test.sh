@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The test command: setup -> configure -> build -> ctest (ends with ctest's summary line).
-#   scripts/test.sh                 everything
-#   scripts/test.sh -L unit         extra arguments go to ctest (labels: unit, integration, slow, gpu)
+#   scripts/test.sh                 everything, then the numerics label twice more (below)
+#   scripts/test.sh -L unit         extra arguments go to ctest (labels: unit, integration, slow, gpu,
+#                                   numerics); only that one ctest run
+# The numerics label (tests/numerics.h) holds every test whose verdict rests on a floating-point
+# bound. A full run repeats it (a) with the kernels another x86-64 CPU would pick: ATen's portable
+# kernels (ATEN_CPU_CAPABILITY=default) and oneDNN and MKL capped at AVX2 (ONEDNN_MAX_CPU_ISA,
+# MKL_ENABLE_INSTRUCTIONS) instead of this machine's AVX-512 (bf16) ones, and (b) with two intra-op
+# threads in the test processes (MMTUNE_TEST_THREADS=2; the first run uses one).
 # Environment: MMTUNE_BUILD_DIR (default build/), MMTUNE_CACHE (venv cache, default ~/.cache/mmtune).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,4 +23,18 @@ cmake --build "$build" -j "${MMTUNE_JOBS:-$(nproc)}"
 t2=$(date +%s)
 echo "[test] configure $((t1 - t0)) s, build $((t2 - t1)) s"
 cd "$build"
-ctest -j2 --output-on-failure "$@"
+if [ $# -gt 0 ]; then
+  exec ctest -j2 --output-on-failure "$@"
+fi
+rc=0
+ctest -j2 --output-on-failure || rc=1
+t3=$(date +%s)
+echo "[test] numerics again with other CPU kernels: ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2"
+ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+  ctest -j2 --output-on-failure -L numerics || rc=1
+t4=$(date +%s)
+echo "[test] all tests $((t3 - t2)) s, numerics with other kernels $((t4 - t3)) s"
+echo "[test] numerics again with two intra-op threads: MMTUNE_TEST_THREADS=2 (ctest's summary below is the last run's)"
+MMTUNE_TEST_THREADS=2 ctest -j1 --output-on-failure -L numerics || rc=1
+[ "$rc" -eq 0 ] || echo "[test] FAILED: a ctest run above has failures"
+exit "$rc"
