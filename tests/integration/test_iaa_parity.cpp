@@ -19,6 +19,7 @@
 #include <mmtune/train/build_model.h>
 #include <mmtune/train/lm_loss.h>
 
+#include "fixtures.h"
 #include "numerics.h"
 #include "test_utils.h"
 
@@ -34,28 +35,6 @@ config::RunConfig tiny_config(const std::vector<std::string>& extra) {
   o.insert(o.end(), extra.begin(), extra.end());
   return config::load_config(std::string(testing::kSourceDir) + "/configs/iaa/tiny.yaml", o,
                              adapters::builtin_adapters());
-}
-
-// Rows 0 and 2: BOS, 2 tokens, 16 image slots, text; row 1 text-only, 4 positions shorter (right
-// padding); images ~ N(0, 1), the text-only row's zero.
-data::Batch llava_batch() {
-  torch::manual_seed(7);
-  const int64_t T = 1 + 2 + kPatches + 9;
-  data::Batch x;
-  x.tokens = torch::randint(3, 400, {3, T});
-  x.tokens.select(1, 0).fill_(1);
-  x.attention_mask = torch::ones({3, T}, torch::kBool);
-  x.image_slots = torch::zeros({3, T}, torch::kBool);
-  for (int64_t r : {0, 2}) {
-    x.image_slots[r].narrow(0, 3, kPatches).fill_(true);
-    x.tokens[r].narrow(0, 3, kPatches).fill_(0);
-  }
-  x.attention_mask[1].narrow(0, T - 4, 4).fill_(false);
-  x.tokens[1].narrow(0, T - 4, 4).fill_(0);
-  x.images = torch::randn({3, 3, 32, 32});
-  x.images[1].zero_();
-  x.has_image = torch::tensor({1, 0, 1}, torch::kLong);
-  return x;
 }
 
 struct Outputs {
@@ -83,7 +62,8 @@ void run_case(const std::string& label, const std::vector<std::string>& override
     torch::NoGradGuard ng;
     for (auto& [name, t] : m.trainable) t.add_(torch::randn_like(t) * 0.05);
   }
-  const data::Batch b = llava_batch();
+  // rows 0 and 2: BOS, 2 tokens, 16 image slots, text; row 1 text-only, 4 positions shorter
+  const data::Batch b = testing::mixed_image_batch(kPatches);
   testing::TempDir dir;
   save_adapter(dir.path() + "/adapter", cfg, m);
   const std::string batch = dir.path() + "/batch.safetensors", out = dir.path() + "/reference.safetensors";

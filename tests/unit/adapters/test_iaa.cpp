@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <set>
 
+#include "fixtures.h"
 #include "numerics.h"
 #include "test_utils.h"
 
@@ -46,29 +47,8 @@ IaaDecoderAdapterImpl& workflow(BuiltModel& m, const std::string& name = "mm") {
 }
 
 // A right-padded LLaVA-style batch: rows 0 and 2 have images (BOS, 2 tokens, 16 slots, text),
-// row 1 is text-only and 4 positions shorter.
-data::Batch llava_batch(uint64_t seed = 7) {
-  torch::manual_seed(seed);
-  const int64_t T = 1 + 2 + kPatches + 9;
-  data::Batch x;
-  x.tokens = torch::randint(3, 400, {3, T});
-  x.tokens.select(1, 0).fill_(1);  // BOS
-  x.attention_mask = torch::ones({3, T}, torch::kBool);
-  x.image_slots = torch::zeros({3, T}, torch::kBool);
-  for (int64_t r : {0, 2}) {
-    x.image_slots[r].narrow(0, 3, kPatches).fill_(true);
-    x.tokens[r].narrow(0, 3, kPatches).fill_(0);
-  }
-  x.attention_mask[1].narrow(0, T - 4, 4).fill_(false);
-  x.tokens[1].narrow(0, T - 4, 4).fill_(0);
-  x.labels = x.tokens.clone();
-  x.labels.narrow(1, 0, T - 5).fill_(data::kIgnoreIndex);
-  x.labels.masked_fill_(~x.attention_mask, data::kIgnoreIndex);
-  x.images = torch::randn({3, 3, 32, 32});
-  x.images[1].zero_();
-  x.has_image = torch::tensor({1, 0, 1}, torch::kLong);
-  return x;
-}
+// row 1 is text-only and 4 positions shorter (tests/fixtures.h).
+data::Batch llava_batch(uint64_t seed = 7) { return testing::mixed_image_batch(kPatches, 32, seed); }
 
 torch::Tensor logits_of(BuiltModel& m, const data::Batch& b) {
   ForwardContext ctx;

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <set>
 
+#include "fixtures.h"
 #include "numerics.h"
 #include "test_utils.h"
 
@@ -42,28 +43,7 @@ struct TinyBatch {
 };
 
 TinyBatch mixed_batch(int64_t n, int64_t image_size, uint64_t seed = 7) {
-  torch::manual_seed(seed);
-  const int64_t T = 1 + 2 + n + 9;
-  TinyBatch b;
-  b.n = n;
-  auto& x = b.batch;
-  x.tokens = torch::randint(3, 400, {3, T});
-  x.tokens.select(1, 0).fill_(1);  // BOS
-  x.attention_mask = torch::ones({3, T}, torch::kBool);
-  x.image_slots = torch::zeros({3, T}, torch::kBool);
-  for (int64_t r : {0, 2}) {
-    x.image_slots[r].narrow(0, 3, n).fill_(true);
-    x.tokens[r].narrow(0, 3, n).fill_(0);
-  }
-  x.attention_mask[1].narrow(0, T - 4, 4).fill_(false);  // row 1: 4 padding positions
-  x.tokens[1].narrow(0, T - 4, 4).fill_(0);
-  x.labels = x.tokens.clone();
-  x.labels.narrow(1, 0, T - 5).fill_(data::kIgnoreIndex);  // supervise the last positions only
-  x.labels.masked_fill_(~x.attention_mask, data::kIgnoreIndex);
-  x.images = torch::randn({3, 3, image_size, image_size});
-  x.images[1].zero_();  // the text-only sample's zero image
-  x.has_image = torch::tensor({1, 0, 1}, torch::kLong);
-  return b;
+  return {testing::mixed_image_batch(n, image_size, seed), n};  // tests/fixtures.h
 }
 
 torch::Tensor logits_of(BuiltModel& m, const data::Batch& b) {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <set>
 
+#include "fixtures.h"
 #include "numerics.h"
 #include "test_utils.h"
 
@@ -399,29 +400,8 @@ config::RunConfig mole_tiny(std::vector<std::string> extra = {}) {
 }
 
 // Rows 0 and 2 carry an image (BOS, 2 prefix tokens, n slots, text), row 1 is text-only with 4
-// padding positions at the end.
-data::Batch mixed_batch(int64_t n, uint64_t seed = 7) {
-  torch::manual_seed(seed);
-  const int64_t T = 1 + 2 + n + 9;
-  data::Batch x;
-  x.tokens = torch::randint(3, 400, {3, T});
-  x.tokens.select(1, 0).fill_(1);
-  x.attention_mask = torch::ones({3, T}, torch::kBool);
-  x.image_slots = torch::zeros({3, T}, torch::kBool);
-  for (int64_t r : {0, 2}) {
-    x.image_slots[r].narrow(0, 3, n).fill_(true);
-    x.tokens[r].narrow(0, 3, n).fill_(0);
-  }
-  x.attention_mask[1].narrow(0, T - 4, 4).fill_(false);
-  x.tokens[1].narrow(0, T - 4, 4).fill_(0);
-  x.labels = x.tokens.clone();
-  x.labels.narrow(1, 0, T - 5).fill_(data::kIgnoreIndex);
-  x.labels.masked_fill_(~x.attention_mask, data::kIgnoreIndex);
-  x.images = torch::randn({3, 3, 32, 32});
-  x.images[1].zero_();
-  x.has_image = torch::tensor({1, 0, 1}, torch::kLong);
-  return x;
-}
+// padding positions at the end (tests/fixtures.h).
+data::Batch mixed_batch(int64_t n, uint64_t seed = 7) { return testing::mixed_image_batch(n, 32, seed); }
 
 void randomise(BuiltModel& m, uint64_t seed, double scale = 0.2) {
   torch::manual_seed(seed);
