@@ -3,6 +3,7 @@
 #include <mmtune/core/strings.h>
 
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -118,8 +119,13 @@ std::optional<std::string> parse_scalar(const YAML::Node& n, T& out) {
     if (auto v = parse_int(s)) { out = *v; return std::nullopt; }
     return "expected an integer, got " + describe(n);
   } else if constexpr (std::is_same_v<T, double>) {
-    if (auto v = parse_float(s)) { out = *v; return std::nullopt; }
-    return "expected a number, got " + describe(n);
+    const auto v = parse_float(s);
+    if (!v) return "expected a number, got " + describe(n);
+    // inf, nan and 1e400 (out of double's range) parse, but no key means them: a learning rate of
+    // inf would skip every step as non-finite and still exit 0
+    if (!std::isfinite(*v)) return "expected a finite number, got " + describe(n);
+    out = *v;
+    return std::nullopt;
   } else {
     out = s;
     return std::nullopt;

@@ -116,6 +116,19 @@ TEST(ConfigLoad, IntegerOverflowIsAnError) {
   EXPECT_NE(p.message.find("expected an integer"), std::string::npos);
 }
 
+TEST(ConfigLoad, NonFiniteNumbersAreErrors) {
+  // issue 20: train.lr 1e400 / inf ran and exited 0, every step skipped as non-finite
+  TempDir d;
+  const auto p = only_problem(d.write("c.yaml", std::string(kMinimal) + "  clip_grad: 1e400\n"));
+  EXPECT_EQ(p.key, "train.clip_grad");
+  EXPECT_EQ(p.message, "expected a finite number, got '1e400'");
+  for (const std::string v : {"inf", "-inf", "nan", "1e400"}) {
+    const auto o = only_problem(d.write("ok.yaml", kMinimal), {"train.lr=" + v});
+    EXPECT_EQ(o.key, "train.lr") << v;
+    EXPECT_EQ(o.message, "expected a finite number, got '" + v + "'") << v;
+  }
+}
+
 TEST(ConfigLoad, ListValuesInFlowAndBlockStyle) {
   TempDir d;
   const auto path = d.write("c.yaml", std::string(kMinimal) +
