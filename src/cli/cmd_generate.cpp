@@ -5,6 +5,7 @@
 #include <mmtune/model/weights.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -28,7 +29,14 @@ void add_generate_command(CLI::App& app, Action& action) {
   cmd->add_option("--temperature", args->sampling.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", args->sampling.top_p, "nucleus mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--top-k", args->sampling.top_k, "0 = off")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--repetition-penalty", args->sampling.repetition_penalty, "1 = off");
+  cmd->add_option("--repetition-penalty", args->sampling.repetition_penalty, "> 0; 1 = off")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            char* end = nullptr;
+            const double x = std::strtod(v.c_str(), &end);
+            return end != v.c_str() && *end == '\0' && x > 0 ? std::string() : "must be > 0 (1 = off), got " + v;
+          },
+          "> 0"));
   cmd->add_option("--seed", args->sampling.seed, "sampling seed");
   cmd->add_option("--stop", args->sampling.stop, "stop strings (repeatable)");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N");
@@ -40,6 +48,10 @@ void add_generate_command(CLI::App& app, Action& action) {
   cmd->callback([&action, args] {
     action = [args]() -> int {
       const auto options = model::model_options(args->device, args->dtype);
+      if (!std::filesystem::is_directory(args->model)) {
+        throw UsageError("--model " + args->model + (std::filesystem::exists(args->model) ? " is not a directory" : " does not exist"),
+                         "point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.model)");
+      }
       auto tok = model::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
       auto llm = model::load_llama(args->model, options);
       const std::vector<int64_t> ids = tok->encode(args->prompt, !args->no_bos, false);

@@ -4,8 +4,10 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/core/signals.h>
+#include <mmtune/core/strings.h>
 #include <mmtune/core/version.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include <c10/util/Exception.h>
@@ -43,6 +45,18 @@ int main(int argc, char** argv) {
   cli::add_config_command(app, action);
   cli::add_version_command(app, action);
 
+  // An unknown verb: CLI11 would only say that a subcommand is required
+  std::vector<std::string> verbs;
+  const CLI::App& all = app;
+  for (const auto* sub : all.get_subcommands([](const CLI::App*) { return true; })) verbs.push_back(sub->get_name());
+  if (argc > 1 && argv[1][0] != '-' && std::find(verbs.begin(), verbs.end(), argv[1]) == verbs.end()) {
+    const auto guess = closest_match(argv[1], verbs);
+    std::string list;
+    for (const auto& v : verbs) list += (list.empty() ? "" : ", ") + v;
+    std::cerr << "error: unknown verb '" << argv[1] << "'" << (guess ? "; did you mean " + *guess + "?" : "")
+              << " (hint: the verbs are " << list << "; mmtune --help)\n";
+    return static_cast<int>(ExitCode::kUsage);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

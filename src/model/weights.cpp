@@ -13,6 +13,7 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
                   const std::vector<std::string>& ignore,
                   const std::function<std::string(const std::string&)>& checkpoint_name) {
   std::vector<std::string> missing, shape_errors;  // shape_errors: wrong shape or dtype kind
+  std::vector<std::string> non_finite;              // float tensors holding NaN or Inf
   std::set<std::string> used;
   torch::NoGradGuard no_grad;
   auto load_one = [&](const std::string& module_name, torch::Tensor& dst) {
@@ -33,9 +34,15 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
       return;
     }
     dst.copy_(src);  // casts dtype, moves device
+    // one cheap pass over what was loaded (a corrupt or overflowed export would otherwise go unseen)
+    if (dst.is_floating_point() && !torch::isfinite(dst).all().item<bool>()) non_finite.push_back(name);
   };
   for (auto& p : module.named_parameters(/*recurse=*/true)) load_one(p.key(), p.value());
   for (auto& b : module.named_buffers(/*recurse=*/true)) load_one(b.key(), b.value());
+  if (!non_finite.empty()) {
+    log::warn() << ckpt.path() << ": " << non_finite.size() << " tensor(s) hold NaN or Inf after loading, e.g. "
+                << non_finite.front() << " (hint: the checkpoint is corrupt, or overflowed when saved in a narrower dtype)";
+  }
   std::vector<std::string> unexpected;
   for (const auto& name : ckpt.names()) {
     if (!used.count(name) && std::find(ignore.begin(), ignore.end(), name) == ignore.end()) unexpected.push_back(name);

@@ -1,6 +1,11 @@
 // The mmtune binary as a user runs it: verbs, help, exit codes, config printing.
 #include <gtest/gtest.h>
 
+#include <mmtune/io/safetensors.h>
+
+#include <filesystem>
+#include <limits>
+
 #include "test_utils.h"
 
 namespace mmtune::testing {
@@ -48,6 +53,50 @@ TEST(Cli, MissingConfigFileExitsTwo) {
   const auto r = mmtune({"config", "validate", "--config", "/nonexistent/x.yaml"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("/nonexistent/x.yaml: config file not found"), std::string::npos) << r.err;
+}
+
+TEST(Cli, UnknownVerbIsNamedWithTheVerbsAndAGuess) {
+  // issue 20: it said "A subcommand is required"
+  auto r = mmtune({"frobnicate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("error: unknown verb 'frobnicate'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the verbs are train, eval, chat, generate"), std::string::npos) << r.err;
+  r = mmtune({"trian", "--config", "x.yaml"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("did you mean train?"), std::string::npos) << r.err;
+}
+
+TEST(Cli, GenerateChecksItsFlagsBeforeLoading) {
+  // issue 20: a negative repetition penalty was accepted; a missing --model said "tokenizer file not found"
+  auto r = mmtune({"generate", "--model", std::string(kTinyDir) + "/llama-gqa", "--repetition-penalty", "-2"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--repetition-penalty: must be > 0 (1 = off), got -2"), std::string::npos) << r.err;
+  r = mmtune({"generate", "--model", "/nonexistent/model", "--prompt", "hi"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--model /nonexistent/model does not exist"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("hint: point --model at a Hugging Face model directory"), std::string::npos) << r.err;
+}
+
+TEST(Cli, WeightsHoldingNanOrInfAreReportedAtLoad) {
+  // issue 20: weights containing NaN/Inf loaded silently
+  TempDir d;
+  const std::string src = std::string(kTinyDir) + "/llama-gqa", dst = d.path() + "/model";
+  std::filesystem::create_directories(dst);
+  for (const char* f : {"config.json", "tokenizer.model"}) std::filesystem::copy_file(src + "/" + f, dst + "/" + f);
+  const auto ckpt = io::SafetensorsCheckpoint::open(src);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& name : ckpt.names()) {
+    torch::Tensor t = ckpt.tensor(name).clone();
+    if (name == "model.layers.1.mlp.up_proj.weight") t[0][0] = std::numeric_limits<float>::quiet_NaN();
+    tensors.emplace_back(name, t);
+  }
+  io::save_safetensors(dst + "/model.safetensors", tensors);
+  const auto r = mmtune({"generate", "--model", dst, "--prompt", "hi", "--max-new-tokens", "1"});
+  EXPECT_NE(r.err.find("1 tensor(s) hold NaN or Inf after loading, e.g. model.layers.1.mlp.up_proj.weight"),
+            std::string::npos) << r.err;
+  const auto clean = mmtune({"generate", "--model", src, "--prompt", "hi", "--max-new-tokens", "1"});
+  EXPECT_EQ(clean.exit_code, 0) << clean.err;
+  EXPECT_EQ(clean.err.find("NaN"), std::string::npos) << clean.err;
 }
 
 TEST(Cli, UsageErrorsExitTwo) {
