@@ -63,7 +63,9 @@ config::RunConfig chat_config_with(const ChatArgs& a, std::vector<std::string> f
 }
 
 std::vector<train::WorkflowSpec> workflow_specs(const ChatArgs& a) {
-  return train::parse_workflow_specs(a.adapters, !a.checkpoint.empty());
+  auto specs = train::parse_workflow_specs(a.adapters, !a.checkpoint.empty());
+  for (auto& s : specs) s.dir = train::resolve_adapter_dir(s.dir);  // as eval: an output_dir = its latest checkpoint
+  return specs;
 }
 
 config::RunConfig chat_config(const ChatArgs& a) {
@@ -146,8 +148,7 @@ class ChatRepl {
 
   int run(const std::string& first_image) {
     if (tty_) notes() << "mmtune chat. /help for commands, /quit or Ctrl-D to leave.\n";
-    if (!first_image.empty())
-      attach_image(first_image);  // a bad --image is fatal, a bad /image is not
+    if (!first_image.empty()) attach_image(first_image, /*in_session=*/false);  // a bad --image is fatal
     std::string line;
     while (true) {
       if (tty_) std::cout << "> " << std::flush;
@@ -171,7 +172,7 @@ class ChatRepl {
           notes() << "(conversation cleared)\n";
           break;
         case K::kImage:
-          guarded([&] { attach_image(c.arg); }, false);
+          guarded([&] { attach_image(c.arg, /*in_session=*/true); }, false);  // a bad /image is not
           break;
         case K::kWorkflow:
           guarded([&] { set_workflow(c.arg); }, false);
@@ -207,7 +208,8 @@ class ChatRepl {
 
   std::ostream& notes() { return tty_ ? std::cout : std::cerr; }
 
-  void attach_image(const std::string& path) {
+  // `in_session`: from /image (the session goes on after an error) or from --image (it ends)
+  void attach_image(const std::string& path, bool in_session) {
     if (path.empty()) throw UsageError("/image needs a path", "/image PATH (a PNG or JPEG)");
     if (!built_.model->has_vision())
       throw UsageError("this model has no vision tower, it cannot look at " + path,
@@ -215,9 +217,8 @@ class ChatRepl {
     try {
       data::load_image(path, collate_.image);  // checked here, not mid-answer
     } catch (const DataError& e) {
-      throw Error(
-          e.what(),
-          "check the path; the picture must be a PNG or JPEG (the session goes on without it)");
+      throw Error(e.what(), in_session ? "check the path; the picture must be a PNG or JPEG (the session goes on without it)"
+                                       : "check the --image path; the picture must be a PNG or JPEG");
     }
     const bool restarted = session_->set_image(path);
     notes() << (restarted ? "(new picture: started a new conversation)\n"
@@ -308,7 +309,8 @@ void add_chat_command(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("chat", "Interactive chat, text or image + text, streaming");
   add_config_args(cmd, args->config);
   cmd->add_option("--checkpoint", args->checkpoint,
-                  "adapter checkpoint directory (default: fresh adapters)");
+                  "adapter directory, or a training output_dir (its latest checkpoint), as eval takes it "
+                  "(default: fresh adapters)");
   cmd->add_option("--adapter", args->adapters,
                   "NAME=DIR, repeatable: IAA workflows served together on one frozen base (instead of "
                   "--checkpoint); /workflow NAME switches, auto picks the first for a picture")
@@ -323,8 +325,7 @@ void add_chat_command(CLI::App& app, Action& action) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", args->seed, "sampling seed (turn n uses seed + n)");
   cmd->footer(
-      "Example:\n  mmtune chat --config configs/lavin/tiny.yaml --checkpoint "
-      "runs/lavin-tiny/checkpoint-last "
+      "Example:\n  mmtune chat --config configs/lavin/tiny.yaml --checkpoint runs/lavin-tiny "
       "--image cat.png\n  (in the session: /image PATH, /clear, /workflow NAME, /help, /quit)\n"
       "Scripted: printf 'Hi\\n/image cat.png\\nWhat is it?\\n' | mmtune chat --config ... "
       "--temperature 0\n"
@@ -332,6 +333,7 @@ void add_chat_command(CLI::App& app, Action& action) {
       "  backslash is \\\\, as in the answer lines)");
   cmd->callback([&action, args] {
     action = [args]() -> int {
+      if (!args->checkpoint.empty()) args->checkpoint = train::resolve_adapter_dir(args->checkpoint);
       ChatRepl repl(*args, chat_config(*args));
       return repl.run(args->image);
     };

@@ -101,22 +101,6 @@ void check_base_id(const std::string& adapter_dir, const config::RunConfig& cfg)
 
 }  // namespace
 
-std::string resolve_adapter_dir(const std::string& spec) {
-  std::error_code ec;
-  if (!fs::is_directory(spec, ec))
-    throw CheckpointError(spec, "no such checkpoint directory",
-                          "--checkpoint takes an adapter directory (adapter_config.json + adapter_model.safetensors) "
-                          "or a training output_dir");
-  if (fs::exists(fs::path(spec) / train::kAdapterConfigFile)) return spec;
-  if (auto latest = train::find_latest_checkpoint(spec)) {
-    if (!fs::exists(fs::path(*latest) / train::kAdapterConfigFile))
-      throw CheckpointError(*latest, "has no adapter_config.json", "checkpoints written by `mmtune train` have one");
-    return *latest;
-  }
-  throw CheckpointError(spec, "holds neither adapter_config.json nor a complete checkpoint-<step> directory",
-                        "--checkpoint takes an adapter directory or a training output_dir");
-}
-
 namespace {
 
 // Device (cuda -> cuda:LOCAL_RANK under a launcher) and the process group.
@@ -196,14 +180,14 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
 
   EvalEnv env;
   Serving sv;
-  env.checkpoint = o.checkpoint.empty() ? std::string() : resolve_adapter_dir(o.checkpoint);
+  env.checkpoint = o.checkpoint.empty() ? std::string() : train::resolve_adapter_dir(o.checkpoint);
   std::vector<std::string> arch = env.checkpoint.empty() ? std::vector<std::string>{} : train::adapter_overrides(env.checkpoint);
   // the directory whose adapter_config.json `arch` came from (named in config errors)
   std::string arch_dir = env.checkpoint;
   if (!o.adapters.empty()) {
     sv.specs = train::parse_workflow_specs(o.adapters, !o.checkpoint.empty());
     if (o.config_path.empty()) throw UsageError("--adapter needs --config", "the config names the base model");
-    for (auto& spec : sv.specs) spec.dir = resolve_adapter_dir(spec.dir);
+    for (auto& spec : sv.specs) spec.dir = train::resolve_adapter_dir(spec.dir);
     sv.workflow = o.workflow.empty() ? sv.specs.front().name : o.workflow;
     // results go next to the evaluated workflow's adapter (the first one for "text")
     env.checkpoint = sv.specs.front().dir;

@@ -3,6 +3,7 @@
 #include <mmtune/core/version.h>
 #include <mmtune/io/safetensors.h>
 #include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/checkpoint.h>
 
 #include <nlohmann/json.hpp>
 
@@ -245,6 +246,23 @@ void load_adapter_into(const std::string& dir, const BuiltModel& built,
                        const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
   check_base(read_config(dir), (fs::path(dir) / kAdapterConfigFile).string(), built);
   load_tensors(dir, targets);
+}
+
+std::string resolve_adapter_dir(const std::string& spec) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(spec, ec))
+    throw CheckpointError(spec, "no such checkpoint directory",
+                          "--checkpoint takes an adapter directory (adapter_config.json + adapter_model.safetensors) "
+                          "or a training output_dir");
+  if (fs::exists(fs::path(spec) / kAdapterConfigFile)) return spec;
+  if (auto latest = find_latest_checkpoint(spec)) {
+    if (!fs::exists(fs::path(*latest) / kAdapterConfigFile))
+      throw CheckpointError(*latest, "has no adapter_config.json", "checkpoints written by `mmtune train` have one");
+    return *latest;
+  }
+  throw CheckpointError(spec, "holds neither adapter_config.json nor a complete checkpoint-<step> directory",
+                        "--checkpoint takes an adapter directory or a training output_dir");
 }
 
 }  // namespace mmtune::train

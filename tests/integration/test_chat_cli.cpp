@@ -138,6 +138,38 @@ TEST(ChatCli, MissingPictureIsAnErrorAndTheSessionGoesOn) {
   EXPECT_EQ(split_lines(r.out).size(), 2u) << r.out;
 }
 
+TEST(ChatCli, ABadImageFlagEndsTheRunAndSaysSo) {
+  // issue 20: --image missing.png exited 1 with the /image hint "the session goes on without it"
+  TempDir d;
+  auto args = lavin_args();
+  args.insert(args.end(), {"--image", "/nonexistent/cat.png"});
+  const auto r = chat(d, args, "hello\n");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("/nonexistent/cat.png"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("hint: check the --image path"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("goes on"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+TEST(ChatCli, ATrainingOutputDirMeansItsLatestCheckpointAsInEval) {
+  // issue 20: `chat --checkpoint runs/X` (as the README shows) failed where eval resolved it
+  TempDir d;
+  const std::string out = d.path() + "/run";
+  const auto t = run_process({kMmtuneBin, "train", "--config", config("lavin/tiny.yaml"), "model.path=" + tiny("llama-gqa"),
+                              "vision.path=" + tiny("clip-vit"), std::string("data.root=") + kSyntheticSqaDir,
+                              "output_dir=" + out, "train.max_steps=2", "train.save_every=1", "data.num_workers=0"},
+                             {{"OMP_NUM_THREADS", "1"}}, std::chrono::seconds(180));
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  const auto r = chat(d, lavin_args(out), "hello\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find(out + "/checkpoint-2"), std::string::npos) << "the latest one:\n" << r.err;
+  EXPECT_EQ(split_lines(r.out).size(), 1u) << r.out;
+  // the same run through --checkpoint DIR/checkpoint-2 answers alike
+  const auto direct = chat(d, lavin_args(out + "/checkpoint-2"), "hello\n");
+  ASSERT_EQ(direct.exit_code, 0) << direct.err;
+  EXPECT_EQ(direct.out, r.out);
+}
+
 TEST(ChatCli, IaaSessionSwitchesWorkflows) {
   TempDir d;
   const std::string picture = write_picture(d);

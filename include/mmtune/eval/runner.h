@@ -52,10 +52,6 @@ struct EvalRunSummary {
   int64_t batch_size = 0;
 };
 
-/// The adapter directory `spec` names: itself when it holds adapter_config.json, else the latest
-/// complete checkpoint-<step> inside it (a training output_dir). Throws CheckpointError with a hint.
-std::string resolve_adapter_dir(const std::string& spec);
-
 /// Runs one evaluation. Launched under torchrun (RANK / WORLD_SIZE set) it joins the process group
 /// (dist.backend, dist.timeout_s) and evaluates its share; rank 0 gathers, prints and writes.
 /// Throws UsageError (unknown task, flags that do not apply), ConfigError, CheckpointError (family

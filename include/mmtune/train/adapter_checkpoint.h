@@ -31,6 +31,11 @@ void save_adapter(const std::string& dir, const config::RunConfig& cfg, const Bu
 /// adapter's architecture. Throws CheckpointError for a missing or malformed file.
 std::vector<std::string> adapter_overrides(const std::string& dir);
 
+/// The adapter directory `spec` names: itself when it holds adapter_config.json, else the latest
+/// complete checkpoint-<step> inside it (a training output_dir). Eval and chat resolve their
+/// --checkpoint / --adapter NAME=DIR with it. Throws CheckpointError with a hint.
+std::string resolve_adapter_dir(const std::string& spec);
+
 /// Loads dir's adapter into built.trainable: the family must be cfg's, the base shapes the
 /// model's; missing, unexpected and wrongly shaped tensors are listed in one CheckpointError.
 void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltModel& built);
