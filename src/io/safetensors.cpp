@@ -284,6 +284,15 @@ void SafetensorsFile::map_file() {
 void SafetensorsFile::read_header() {
   const auto* bytes = static_cast<const unsigned char*>(map_);
   const uint64_t n = read_u64_le(bytes);
+  // torch.save writes a zip archive ("PK\3\4") or, before torch 1.6, a raw pickle (0x80, protocol
+  // 2..5): as a header length either is absurd, so say what the file is
+  const bool zip = bytes[0] == 'P' && bytes[1] == 'K' && bytes[2] == 3 && bytes[3] == 4;
+  const bool pickle = bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= 5;
+  if (n > map_size_ - 8 && (zip || pickle))
+    fail(P::kHeaderTooLarge, path_,
+         std::string("looks like a PyTorch pickle (torch.save, ") + (zip ? "zip archive" : "raw pickle") +
+             "), not safetensors; mmtune never unpickles",
+         kConvertHint);
   if (n > kMaxHeader) fail(P::kHeaderTooLarge, path_, cat("header length ", n, " exceeds the 100 MB limit"));
   if (n > map_size_ - 8)
     fail(P::kTruncated, path_, cat("header length ", n, " but only ", map_size_ - 8, " bytes follow"),

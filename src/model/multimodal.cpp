@@ -14,6 +14,16 @@ MultimodalLMImpl::MultimodalLMImpl(LlamaDecoder llm, ClipVisionTransformer visio
     throw Error("vision.feature '" + spec_.feature + "' is not known", "use cls_every or patch_layer");
   if (spec_.feature == "cls_every" && spec_.cls_every <= 0)
     throw Error(cat("vision.cls_every must be > 0, got ", spec_.cls_every));
+  if (!vision_.is_empty()) {
+    // checked here, where the ViT's depth is known, not as a torch error in the first forward
+    const int64_t L = vision_->config().num_layers;
+    if (spec_.feature == "patch_layer" && (spec_.layer < -(L + 1) || spec_.layer > L))
+      throw UsageError(cat("vision.layer ", spec_.layer, " is not a hidden state of this ", L, "-block ViT"),
+                       cat("use 0..", L, " or -1..-", L + 1, " (-1 = the last block's output, LLaVA uses -2)"));
+    if (spec_.feature == "cls_every" && spec_.cls_every > L)
+      throw UsageError(cat("vision.cls_every ", spec_.cls_every, " is more than this ViT's ", L, " blocks"),
+                       cat("use 1..", L));
+  }
 }
 
 int64_t MultimodalLMImpl::visual_tokens() const {
@@ -109,6 +119,12 @@ torch::Tensor MultimodalLMImpl::hidden_states(const MultimodalInput& in, KVCache
     return llm_->hidden_states(d, cache, ctx);
   }
   const AssembledSequence seq = assemble(in, ctx);
+  const int64_t S = seq.embeds.size(1), limit = llm_->config().max_position_embeddings;
+  if (S > limit) {
+    throw UsageError(cat("a sequence of ", S, " positions (", seq.prefix, " prefix + ", S - seq.prefix,
+                         " tokens) exceeds the model's context of ", limit, " positions"),
+                     "lower data.max_length (the prefix counts too)");
+  }
   DecoderInput d;
   d.embeds = seq.embeds;
   d.attention_mask = seq.attention_mask;

@@ -2,6 +2,7 @@
 #include <mmtune/core/dist_env.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/core/strings.h>
 #include <mmtune/data/collate.h>
 #include <mmtune/data/dataset.h>
 #include <mmtune/data/loader.h>
@@ -84,6 +85,13 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
     throw ConfigError({{"train.activation_checkpointing", "train.activation_checkpointing",
                         "not supported with adapter.family: mole (its balancing statistics flow across blocks)",
                         "set train.activation_checkpointing: false"}});
+  // rows of data.max_length positions must fit the model's RoPE context (generation checks its own)
+  const int64_t context = llm_shape(cfg.model).max_position_embeddings;
+  if (cfg.data.max_length > context)
+    throw ConfigError({{"data.max_length", "data.max_length",
+                        cat("is ", cfg.data.max_length, ", more than the model's context of ", context,
+                            " positions (max_position_embeddings in ", cfg.model.path, "/config.json)"),
+                        cat("set data.max_length <= ", context)}});
   BuiltModel built = build_model(cfg, Weights::kLoad);
   if (cfg.train.activation_checkpointing) enable_activation_checkpointing(*built.model);
   const std::string tok_path = cfg.model.tokenizer.empty() ? cfg.model.path : cfg.model.tokenizer;

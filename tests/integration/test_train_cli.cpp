@@ -187,6 +187,17 @@ TEST(TrainCli, MissingDataFilesAreNamed) {
   expect_clean_failure(r2, out, dir.path() + "/half/problems.json");
 }
 
+TEST(TrainCli, MaxLengthBeyondTheModelsContextIsAConfigError) {
+  // issue 20: data.max_length 4000 trained on 4000 positions of a 512-position model
+  TempDir dir;
+  const auto r = train(dir.path() + "/out", {"data.max_length=4000"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("data.max_length"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("more than the model's context of 512 positions"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("set data.max_length <= 512"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir.path() + "/out/checkpoint-1"));
+}
+
 TEST(TrainCli, UnknownSplitListsTheAvailableOnes) {
   TempDir dir;
   const std::string out = dir.path() + "/run";

@@ -112,6 +112,18 @@ TEST(Iaa, ProjectorNamesAndOptionsAreChecked) {
   }
   // LaVIN's neck is not an IAA projector
   EXPECT_THROW(build_model(tiny_config({"vision.projector=mlp_silu"}), Weights::kLoad), Error);
+  // issue 20: vision.layer 99 was "torch: hidden state 99 out of range" in the first forward
+  for (const std::string layer : {"99", "-6", "5"}) {
+    try {
+      build_model(tiny_config({"vision.layer=" + layer}), Weights::kLoad);
+      ADD_FAILURE() << "no error for vision.layer " << layer << " of a 4-block ViT";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("vision.layer " + layer + " is not a hidden state of this 4-block ViT"),
+                std::string::npos) << e.what();
+      EXPECT_NE(e.hint().find("use 0..4 or -1..-5"), std::string::npos) << e.hint();
+    }
+  }
+  EXPECT_NO_THROW(build_model(tiny_config({"vision.layer=-5"}), Weights::kLoad));  // the embeddings
 }
 
 TEST(Iaa, InsertedLayersAndOverridesAreOwnedCopiesOfTheBase) {

@@ -269,6 +269,32 @@ TEST(SafetensorsBroken, HeaderOver100MBIsTooLarge) {
   EXPECT_EQ(problem_of(d.write("ones", all_ones + "{}")), P::kHeaderTooLarge);
 }
 
+TEST(SafetensorsBroken, APyTorchPickleUnderASafetensorsNameIsCalledOne) {
+  // issue 20: a torch.save file renamed model.safetensors gave "header length 5787..."
+  TempDir d;
+  const std::string path = d.path() + "/model.safetensors";
+  const auto r = testing::run_process({testing::kPython, "-c",
+                                       "import sys, torch; torch.save({'w': torch.zeros(3)}, sys.argv[1])", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  try {
+    io::SafetensorsFile::open(path);
+    ADD_FAILURE() << "a pickle opened as safetensors";
+  } catch (const io::SafetensorsError& e) {
+    EXPECT_NE(std::string(e.what()).find("looks like a PyTorch pickle (torch.save, zip archive)"), std::string::npos)
+        << e.what();
+    EXPECT_NE(e.hint().find("scripts/convert_meta_llama.py"), std::string::npos) << e.hint();
+  }
+  // the pre-1.6 format: a raw pickle, protocol 2
+  std::string raw = "\x80\x02}q\x00.";
+  raw += std::string(16, ' ');
+  try {
+    io::SafetensorsFile::open(d.write("old.safetensors", raw));
+    ADD_FAILURE() << "a raw pickle opened as safetensors";
+  } catch (const io::SafetensorsError& e) {
+    EXPECT_NE(std::string(e.what()).find("raw pickle"), std::string::npos) << e.what();
+  }
+}
+
 TEST(SafetensorsBroken, HeaderThatIsNotJson) {
   TempDir d;
   EXPECT_EQ(problem_of(file_with(d, "a", "{not json", 0)), P::kBadHeaderJson);
