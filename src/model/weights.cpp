@@ -60,10 +60,48 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
   throw CheckpointError(ckpt.path(), msg, "maybe config.json and the weights come from different models?");
 }
 
+namespace {
+
+// config.json against the weights' own shapes (read from the safetensors headers), before anything
+// is allocated: a vocab_size of 1e12 or 1e9 layers must be a named error, not an abort in the
+// allocator or the OOM killer. The full per-tensor check is load_weights', after allocation.
+void check_llama_config_against_weights(const LlamaConfig& c, const io::SafetensorsCheckpoint& ckpt) {
+  std::vector<std::string> problems;
+  auto shape = [](const std::vector<int64_t>& v) { return cat(c10::IntArrayRef(v)); };
+  auto expect = [&](const std::string& name, const std::vector<int64_t>& want, const char* keys) {
+    if (!ckpt.contains(name)) return;  // load_weights lists the missing ones
+    const auto got = ckpt.tensor(name).sizes().vec();
+    if (got != want) problems.push_back(cat(name, " is ", shape(got), " in the weights, ", shape(want), " by config.json's ", keys));
+  };
+  expect("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, "vocab_size x hidden_size");
+  expect("model.layers.0.self_attn.q_proj.weight", {c.num_heads * c.head_dim, c.hidden_size},
+         "num_attention_heads * head_dim x hidden_size");
+  expect("model.layers.0.self_attn.k_proj.weight", {c.num_kv_heads * c.head_dim, c.hidden_size},
+         "num_key_value_heads * head_dim x hidden_size");
+  expect("model.layers.0.mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, "intermediate_size x hidden_size");
+  int64_t layers = 0;
+  const std::string prefix = "model.layers.";
+  for (const auto& name : ckpt.names()) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const auto dot = name.find('.', prefix.size());
+    try {
+      layers = std::max<int64_t>(layers, std::stoll(name.substr(prefix.size(), dot - prefix.size())) + 1);
+    } catch (const std::exception&) {
+    }
+  }
+  if (layers != c.num_layers) problems.push_back(cat("config.json's num_hidden_layers is ", c.num_layers, ", the weights have ", layers));
+  if (!problems.empty())
+    throw CheckpointError(ckpt.path(), "config.json does not match the weights: " + join(problems, "; "),
+                          "config.json and the safetensors files must describe the same model");
+}
+
+}  // namespace
+
 LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   const LlamaConfig config = LlamaConfig::from_hf(dir);
   const auto ckpt = io::SafetensorsCheckpoint::open(dir);
+  check_llama_config_against_weights(config, ckpt);
   LlamaDecoder model(config, options);
   // transformers drops lm_head.weight from tied checkpoints, but some writers keep it
   std::vector<std::string> ignore;

@@ -67,6 +67,13 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
     llm = model::load_llama(cfg.model.path, opts);
     if (!cfg.vision.path.empty()) vit = model::load_clip_vision(cfg.vision.path, opts);
   }
+  // the ViT has fixed position embeddings: pictures must come at its size (a 100000 px setting would
+  // otherwise allocate 3 x 1e10 floats per picture before anything noticed)
+  if (vit && cfg.vision.image_size != vit->config().image_size) {
+    throw UsageError(cat("vision.image_size is ", cfg.vision.image_size, " but the ViT takes ", vit->config().image_size,
+                         " px pictures (its position embeddings are fixed)"),
+                     cat("set vision.image_size: ", vit->config().image_size));
+  }
   // the adapters' fp32 master weights live on the compute device (meta for a dry run)
   adapters::attach_to_llama(*llm, cfg.adapter);
   adapters::attach_decoder(*llm, cfg.adapter,

@@ -99,6 +99,34 @@ TEST(Cli, WeightsHoldingNanOrInfAreReportedAtLoad) {
   EXPECT_EQ(clean.err.find("NaN"), std::string::npos) << clean.err;
 }
 
+TEST(Cli, ConfigJsonSizesAreCheckedAgainstTheWeightsBeforeAllocating) {
+  // issue 20: vocab_size 1e12 / hidden_size 1e9 aborted in the allocator, num_hidden_layers 1e9
+  // ate all memory; the weights' own shapes say what config.json should
+  const std::string src = std::string(kTinyDir) + "/llama-gqa";
+  struct Case {
+    std::string key, value, message;
+  };
+  for (const Case& c : {Case{"vocab_size", "1000000000000", "model.embed_tokens.weight is [400, 64] in the weights, [1000000000000, 64]"},
+                        Case{"hidden_size", "1000000000", "by config.json's vocab_size x hidden_size"},
+                        Case{"num_hidden_layers", "1000000000", "num_hidden_layers is 1000000000, the weights have 3"}}) {
+    TempDir d;
+    const std::string dst = d.path() + "/model";
+    std::filesystem::create_directories(dst);
+    for (const char* f : {"tokenizer.model", "model.safetensors"})
+      std::filesystem::create_symlink(src + "/" + f, dst + "/" + f);
+    std::string json = read_text(src + "/config.json");
+    const auto at = json.find("\"" + c.key + "\"");
+    ASSERT_NE(at, std::string::npos) << c.key;
+    const auto colon = json.find(':', at), end = json.find_first_of(",}", colon);
+    json = json.substr(0, colon + 1) + " " + c.value + json.substr(end);
+    d.write("model/config.json", json);
+    const auto r = run_process({kMmtuneBin, "generate", "--model", dst, "--prompt", "hi"}, {}, std::chrono::seconds(30));
+    EXPECT_EQ(r.exit_code, 1) << c.key << ": " << r.err;
+    EXPECT_NE(r.err.find("config.json does not match the weights"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+}
+
 TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(mmtune({}).exit_code, 2);
   EXPECT_EQ(mmtune({"frobnicate"}).exit_code, 2);

@@ -124,6 +124,15 @@ TEST(Iaa, ProjectorNamesAndOptionsAreChecked) {
     }
   }
   EXPECT_NO_THROW(build_model(tiny_config({"vision.layer=-5"}), Weights::kLoad));  // the embeddings
+  // issue 20: vision.image_size 100000 ended in std::bad_alloc while preprocessing the first picture
+  try {
+    build_model(tiny_config({"vision.image_size=100000"}), Weights::kLoad);
+    ADD_FAILURE() << "no error for vision.image_size 100000 with a 32 px ViT";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("vision.image_size is 100000 but the ViT takes 32 px pictures"),
+              std::string::npos) << e.what();
+    EXPECT_EQ(e.hint(), "set vision.image_size: 32");
+  }
 }
 
 TEST(Iaa, InsertedLayersAndOverridesAreOwnedCopiesOfTheBase) {
