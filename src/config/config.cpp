@@ -81,6 +81,7 @@ void VisionConfig::visit(Visitor& v) {
   v("cls_every", cls_every, "cls_every: take the CLS token after every N-th block");
   v("layer", layer, "patch_layer: block whose patch tokens are used (-1 = last, -2 = penultimate)");
   v("image_size", image_size, "input side in pixels");
+  v("max_image_pixels", max_image_pixels, "larger source pictures are refused before their pixels are decoded");
   v.choice("preprocess", preprocess, kPreprocess, "resize without crop | pad to square | resize + centre crop");
   v.choice("interpolation", interpolation, kInterpolation, "resize filter");
   v.choice("norm", norm, kNorms, "normalisation statistics");
@@ -92,6 +93,7 @@ void VisionConfig::visit(Visitor& v) {
 void VisionConfig::validate(Problems& p, const std::string& path) const {
   require_positive(p, path + ".cls_every", cls_every);
   require_positive(p, path + ".image_size", image_size);
+  require_positive(p, path + ".max_image_pixels", max_image_pixels);
   require_positive(p, path + ".projector_hidden", projector_hidden);
 }
 

@@ -224,6 +224,7 @@ E pick(const std::string& key, const std::string& value,
 ImageOptions image_options(const config::VisionConfig& v) {
   ImageOptions o;
   o.size = v.image_size;
+  o.max_pixels = v.max_image_pixels;
   o.preprocess = pick<Preprocess>("vision.preprocess", v.preprocess,
                                   {{"resize", Preprocess::kResize},
                                    {"pad_square", Preprocess::kPadSquare},
@@ -243,8 +244,43 @@ NormStats norm_stats(Normalization norm) {
   return {{0.48145466f, 0.4578275f, 0.40821073f}, {0.26862954f, 0.26130258f, 0.27577711f}};
 }
 
-RgbImage decode_rgb(const std::string& path) {
+std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t>& b) {
+  auto be16 = [&](size_t i) { return static_cast<int64_t>(b[i]) << 8 | b[i + 1]; };
+  auto be32 = [&](size_t i) { return be16(i) << 16 | be16(i + 2); };
+  // PNG: 8-byte signature, then the IHDR chunk: length, "IHDR", width, height (big-endian)
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()) && std::equal(b.begin() + 12, b.begin() + 16, "IHDR"))
+    return std::pair{be32(16), be32(20)};
+  // JPEG: SOI, then segments FF xx [length]; a SOFn (C0-CF but C4 DHT, C8 JPG, CC DAC) holds
+  // precision, height, width
+  if (b.size() < 4 || b[0] != 0xFF || b[1] != 0xD8) return std::nullopt;
+  size_t i = 2;
+  while (i + 4 <= b.size()) {
+    if (b[i] != 0xFF) return std::nullopt;
+    const uint8_t marker = b[i + 1];
+    if (marker == 0xFF) { ++i; continue; }  // fill bytes
+    if (marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) { i += 2; continue; }
+    const int64_t len = be16(i + 2);
+    if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
+      if (i + 9 > b.size()) return std::nullopt;
+      return std::pair{be16(i + 7), be16(i + 5)};
+    }
+    if (len < 2) return std::nullopt;
+    i += 2 + static_cast<size_t>(len);
+  }
+  return std::nullopt;
+}
+
+RgbImage decode_rgb(const std::string& path, int64_t max_pixels) {
   std::vector<uint8_t> bytes = read_bytes(path);
+  // refuse a huge picture before decoding it (a 20000 x 20000 PNG took 2.8 GB and 8-19 s)
+  auto too_large = [&](int64_t w, int64_t h) {
+    return DataError(path,
+                     cat("image of ", w, " x ", h, " = ", w * h, " pixels exceeds vision.max_image_pixels = ", max_pixels),
+                     "shrink the picture, raise vision.max_image_pixels, or set data.on_bad_sample: skip");
+  };
+  if (const auto wh = header_size(bytes); wh && wh->first * wh->second > max_pixels)
+    throw too_large(wh->first, wh->second);
   cv::Mat m;
   try {
     // IMREAD_UNCHANGED keeps 16-bit depth and alpha and does not apply EXIF orientation (PIL's
@@ -257,6 +293,7 @@ RgbImage decode_rgb(const std::string& path) {
   if (m.empty())
     throw DataError(path, "cannot decode image (corrupt, truncated or not an image)",
                     kBadImageHint);
+  if (static_cast<int64_t>(m.rows) * m.cols > max_pixels) throw too_large(m.cols, m.rows);  // other formats
   if (m.channels() > 4 || (m.depth() != CV_8U && m.depth() != CV_16U)) {
     throw DataError(
         path, cat("unsupported pixel format: ", m.channels(), " channels of depth ", m.depth()),
@@ -350,7 +387,7 @@ torch::Tensor to_tensor(const RgbImage& img, Normalization norm) {
 }
 
 torch::Tensor load_image(const std::string& path, const ImageOptions& options) {
-  return to_tensor(preprocess_rgb(decode_rgb(path), options), options.norm);
+  return to_tensor(preprocess_rgb(decode_rgb(path, options.max_pixels), options), options.norm);
 }
 
 }  // namespace mmtune::data

@@ -40,6 +40,7 @@ struct VisionConfig : Section {
   int64_t cls_every = 4;              // CLS token after every N-th block (LaVIN: 4 -> 6 tokens)
   int64_t layer = -2;                 // patch_layer: hidden state of this block (-1 = last)
   int64_t image_size = 224;
+  int64_t max_image_pixels = 89478485;  // larger pictures are refused before decoding (PIL's limit)
   std::string preprocess = "resize";  // resize (no crop) | pad_square | resize_center_crop
   std::string interpolation = "bicubic";
   std::string norm = "imagenet";      // imagenet (LaVIN) | clip

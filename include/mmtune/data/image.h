@@ -35,7 +35,9 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -54,6 +56,7 @@ struct ImageOptions {
   Preprocess preprocess = Preprocess::kResize;
   Interpolation interpolation = Interpolation::kBicubic;
   Normalization norm = Normalization::kImagenet;
+  int64_t max_pixels = 89478485;  // vision.max_image_pixels: checked from the file header, before decoding
 };
 
 /// vision.image_size / preprocess / interpolation / norm. Throws mmtune::Error on a name that the
@@ -76,8 +79,13 @@ struct RgbImage {
 
 /// Decodes a PNG / JPEG (anything OpenCV's imgcodecs reads) into 8-bit RGB, as described above.
 /// Throws mmtune::DataError naming `path` when the file is missing, unreadable, empty, not an
-/// image, or of an unsupported pixel depth, with a hint.
-RgbImage decode_rgb(const std::string& path);
+/// image, of an unsupported pixel depth, or larger than `max_pixels` (a PNG's or JPEG's size is
+/// read from its header, before any pixel is decoded), with a hint.
+RgbImage decode_rgb(const std::string& path, int64_t max_pixels = ImageOptions{}.max_pixels);
+
+/// Width and height from a PNG's IHDR or a JPEG's SOF header, without decoding; nullopt for other
+/// formats or a header that is cut short.
+std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t>& bytes);
 
 /// Pillow's Image.resize(size, BICUBIC | BILINEAR) to `width` x `height`, bit-identical to
 /// Pillow 13.

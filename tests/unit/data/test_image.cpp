@@ -194,6 +194,44 @@ TEST_F(ImageReference, JpegDecodesToItsColour) {
     EXPECT_LE((t.select(2, c) - want[c]).abs().max().item<int>(), 3) << c;  // lossy
 }
 
+TEST_F(ImageReference, HeaderSizeReadsPngAndJpegWithoutDecoding) {
+  auto bytes = [](const std::string& path) {
+    const std::string s = testing::read_text(path);
+    return std::vector<uint8_t>(s.begin(), s.end());
+  };
+  EXPECT_EQ(header_size(bytes(file("rgb_300x200.png"))), (std::pair<int64_t, int64_t>{300, 200}));
+  EXPECT_EQ(header_size(bytes(file("const_rgb.jpg"))), (std::pair<int64_t, int64_t>{30, 20}));
+  EXPECT_EQ(header_size(bytes(file("const_gray16_65535.png"))), (std::pair<int64_t, int64_t>{30, 20}));
+  EXPECT_FALSE(header_size(std::vector<uint8_t>{'G', 'I', 'F', '8'}).has_value());
+  EXPECT_FALSE(header_size(std::vector<uint8_t>{0xFF, 0xD8, 0xFF}).has_value()) << "cut short";
+}
+
+TEST_F(ImageReference, PicturesOverThePixelLimitAreRefusedBeforeDecoding) {
+  // issue 20: a 20000 x 20000 PNG was decoded whole (2.8 GB, 8-19 s per picture). Only its header
+  // here: refused from the header (decoding would fail differently)
+  std::string png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", 16);
+  for (int v : {20000, 20000}) png += {static_cast<char>(0), static_cast<char>(0), static_cast<char>(v >> 8),
+                                       static_cast<char>(v & 0xFF)};
+  png += std::string(20, '\0');
+  const std::string huge = dir_->write("huge.png", png);
+  try {
+    load_image(huge, {});
+    FAIL() << "a 400 Mpx picture was not refused";
+  } catch (const DataError& e) {
+    EXPECT_EQ(e.path(), huge);
+    EXPECT_NE(std::string(e.what()).find("image of 20000 x 20000 = 400000000 pixels exceeds vision.max_image_pixels = 89478485"),
+              std::string::npos) << e.what();
+    EXPECT_NE(e.hint().find("data.on_bad_sample: skip"), std::string::npos) << e.hint();
+  }
+  // the limit is the config's: a real 300 x 200 PNG and a JPEG against a limit below them
+  ImageOptions small;
+  small.max_pixels = 300 * 200 - 1;
+  EXPECT_THROW(load_image(file("rgb_300x200.png"), small), DataError);
+  small.max_pixels = 300 * 200;
+  EXPECT_NO_THROW(load_image(file("rgb_300x200.png"), small));
+  EXPECT_THROW(decode_rgb(file("const_rgb.jpg"), 30 * 20 - 1), DataError);
+}
+
 TEST_F(ImageReference, TruncatedPngIsADataError) {
   const std::string whole = testing::read_text(file("rgb_300x200.png"));
   const std::string cut = dir_->write("cut.png", whole.substr(0, whole.size() / 2));
