@@ -12,9 +12,11 @@ in front), left-pads them into one batch (pad id 0) and writes, in fp32:
   nll_tokens, nll_sum           perplexity of the first prompt: token count and summed NLL (float64
                                 arithmetic on the fp32 logits)
 and logits.fp64, nll_sum.fp64: the same from the model in float64 (precision.py), whose difference
-to the float32 ones is the oracle's own fp32 noise.
+to the float32 ones is the oracle's own fp32 noise; logits_bf16 [B, T, V] (as float32): the batch
+through the model cast to bfloat16, whose difference to logits is the oracle's own bf16 error.
 """
 import argparse
+import copy
 
 import sentencepiece as spm
 import torch
@@ -59,6 +61,8 @@ def main():
 
     with torch.no_grad():
         out32, out64 = forward(model), forward(fp64(model))
+        bf16 = copy.deepcopy(model).to(torch.bfloat16)
+        logits_bf16 = bf16(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits.float()
         gen = model.generate(input_ids=input_ids, attention_mask=mask,
                              generation_config=GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens,
                                                                 min_new_tokens=0, eos_token_id=None, pad_token_id=0,
@@ -68,7 +72,8 @@ def main():
         margins = top2[..., 0] - top2[..., 1]
     save_file(both({"input_ids": input_ids, "attention_mask": mask, "logits": out32["logits"],
                     "generated": gen.sequences[:, T:], "margins": margins,
-                    "nll_tokens": torch.tensor([first.shape[1] - 1]), "nll_sum": out32["nll_sum"]}, out64),
+                    "nll_tokens": torch.tensor([first.shape[1] - 1]), "nll_sum": out32["nll_sum"],
+                    "logits_bf16": logits_bf16}, out64),
               args.out)
     print(f"{args.out}: B={len(ids)} T={T} min margin {margins.min().item():.4g}")
 

@@ -9,6 +9,7 @@
 #include <mmtune/model/tokenizer.h>
 #include <mmtune/model/weights.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "numerics.h"
@@ -172,21 +173,29 @@ namespace mmtune::model {
 namespace {
 
 // bf16 on CPU runs the same code path: weights built directly in bf16, the same logits up to bf16
-// rounding, the same top-1 almost everywhere.
+// rounding. "Up to bf16 rounding" is measured, not guessed: transformers' bf16 model on the same
+// batch differs from its fp32 one by `noise` (logits_bf16 of llama_reference.py), and mmtune's
+// bf16-vs-fp32 difference must stay within 4x that (tests/numerics.h's k). bf16 keeps 8 bits of
+// mantissa, so these differences are ~1e-1 on logits up to ~10, not fp32's ~1e-5.
 TEST(LlamaModel, Bf16OnCpuRunsTheSamePath) {
   const std::string dir = std::string(testing::kTinyDir) + "/llama-gqa";
+  TempDir d;
+  const Reference ref = run_reference(dir, d);
   auto f32 = load_llama(dir, torch::kFloat32);
   auto bf16 = load_llama(dir, torch::kBFloat16);
   for (const auto& p : bf16->parameters()) EXPECT_EQ(p.scalar_type(), torch::kBFloat16);
-  const torch::Tensor ids = torch::randint(3, 400, {2, 16});
+  const torch::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask");
   adapters::ForwardContext ctx;
   torch::InferenceMode guard;
-  const torch::Tensor a = f32->forward({ids, {}, {}, {}}, nullptr, ctx);
-  const torch::Tensor b = bf16->forward({ids, {}, {}, {}}, nullptr, ctx);
+  const torch::Tensor a = f32->forward({ids, {}, mask, {}}, nullptr, ctx);
+  const torch::Tensor b = bf16->forward({ids, {}, mask, {}}, nullptr, ctx);
   EXPECT_EQ(b.scalar_type(), torch::kBFloat16);
-  const double scale = a.abs().max().item<double>();
-  EXPECT_LT((a - b.to(torch::kFloat32)).abs().max().item<double>(), 0.1 * scale);
-  EXPECT_GE((a.argmax(-1) == b.argmax(-1)).to(torch::kFloat32).mean().item<double>(), 0.8);
+  const double noise = testing::max_abs_diff(ref.get("logits_bf16"), ref.get("logits"), mask);
+  const double diff = testing::max_abs_diff(b.to(torch::kFloat32), a, mask);
+  std::printf("[numerics] llama-gqa bf16 vs fp32 logits: transformers %.3g, mmtune %.3g (%.2f x, bound %.3g)\n", noise,
+              diff, diff / noise, testing::kNoiseFactor * noise);
+  EXPECT_GT(noise, 0.0) << "the reference's bf16 run must round";
+  EXPECT_LE(diff, testing::kNoiseFactor * noise);
 }
 
 }  // namespace
