@@ -24,8 +24,6 @@ def fp64(x):
         return copy.deepcopy(x).double()
     if isinstance(x, dict):
         return {k: fp64(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(fp64(v) for v in x)
     if torch.is_tensor(x) and x.is_floating_point():
         return x.double()
     return x
@@ -40,8 +38,3 @@ def both(out32, out64):
                 raise TypeError(f"{k}: the float64 run gave {v.dtype}")
             out[k + FP64] = v.contiguous()
     return out
-
-
-def noise(out32, out64, name):
-    """max |fp32 - fp64| of one output (for the scripts' own printouts)."""
-    return (out32[name].double() - out64[name]).abs().max().item()

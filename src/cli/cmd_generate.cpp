@@ -48,8 +48,10 @@ void add_generate_command(CLI::App& app, Action& action) {
   cmd->callback([&action, args] {
     action = [args]() -> int {
       const auto options = model::model_options(args->device, args->dtype);
-      if (!std::filesystem::is_directory(args->model)) {
-        throw UsageError("--model " + args->model + (std::filesystem::exists(args->model) ? " is not a directory" : " does not exist"),
+      std::error_code ec;  // the non-throwing overloads: a permission problem is reported like a missing dir
+      if (!std::filesystem::is_directory(args->model, ec)) {
+        throw UsageError("--model " + args->model +
+                             (std::filesystem::exists(args->model, ec) ? " is not a directory" : " does not exist"),
                          "point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.model)");
       }
       auto tok = model::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
