@@ -74,13 +74,22 @@ torch::Tensor base_parameter(model::LlamaDecoderImpl& base, const std::string& n
 
 // A fresh LlamaBlock (uninitialised storage of its own) filled with frozen layer i's tensors, by
 // name; the frozen block's own adapters (other families) are not copied.
+// A quantized base gives its dequantized weights (the inserted layers are trained in full precision).
 model::LlamaBlock copy_of_layer(model::LlamaDecoderImpl& base, int64_t i) {
-  model::LlamaBlock block(base.config(), base.options());
+  model::LlamaConfig c = base.config();
+  c.quantization = {};
+  model::LlamaBlock block(c, base.options(), i);
   const auto src = base.block(i).named_parameters(/*recurse=*/true);
   for (auto& p : block->named_parameters(/*recurse=*/true)) {
-    const torch::Tensor* s = src.find(p.key());
-    TORCH_CHECK(s, "frozen layer ", i, " has no parameter ", p.key());
-    copy_into(p.value(), *s, cat("layer ", i, ".", p.key()));
+    if (const torch::Tensor* s = src.find(p.key())) {
+      copy_into(p.value(), *s, cat("layer ", i, ".", p.key()));
+      continue;
+    }
+    const std::string& key = p.key();
+    auto* proj = key.size() > 7 ? model::find_projection(base.block(i), key.substr(0, key.size() - 7)) : nullptr;
+    TORCH_CHECK(proj && proj->quantized(), "frozen layer ", i, " has no parameter ", key);
+    copy_into(p.value(), model::dequantize_weight(proj->quantized_weight(), p.value().scalar_type()),
+              cat("layer ", i, ".", key));
   }
   return block;
 }
@@ -128,6 +137,8 @@ IaaDecoderAdapterImpl::IaaDecoderAdapterImpl(const IaaConfig& c, model::LlamaDec
   const torch::Tensor base_norm = base_parameter(base, "model.norm.weight");
   torch::Tensor base_head = base_parameter(base, "lm_head.weight");
   TORCH_CHECK(base_embed.defined() && base_norm.defined(), "the frozen decoder lacks model.embed_tokens / model.norm");
+  if (auto* head = model::find_projection(base, "lm_head"); head && head->quantized())
+    base_head = model::dequantize_weight(head->quantized_weight(), o.dtype().toScalarType());  // a quantized base
   if (!base_head.defined()) base_head = base_embed;  // tie_word_embeddings
   embed_tokens_ = register_module("embed_tokens", model::Embedding(lc.vocab_size, lc.hidden_size, o));
   copy_into(embed_tokens_->weight, base_embed, "embed_tokens");

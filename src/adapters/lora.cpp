@@ -116,6 +116,12 @@ int64_t merge_lora(model::LlamaDecoderImpl& model) {
       for (int p = 0; p < kNumProjs; ++p) {
         if (!lora->uses(static_cast<Proj>(p))) continue;
         auto [a, b] = lora->pair(static_cast<Proj>(p));
+        const std::string path = llama_projection_path(static_cast<Proj>(p));
+        if (auto* proj = model::find_projection(block, path); proj && proj->quantized()) {
+          throw Error(cat("layer ", i, ".", path, " is quantized (", proj->quantized_weight().mode,
+                          "): LoRA cannot be folded into quantized weights"),
+                      "merge on the full-precision base: leave out --quantize / model.quantize");
+        }
         torch::Tensor w = params[llama_projection_path(static_cast<Proj>(p)) + ".weight"];  // [out, in]
         // [out, r] x [r, in] in fp32, added to W in fp32 and rounded once (fp64 for an fp64 model)
         const torch::Tensor merged_w = w.to(torch::promote_types(w.scalar_type(), torch::kFloat32)) +

@@ -58,7 +58,8 @@ config::RunConfig chat_config_with(const ChatArgs& a, std::vector<std::string> f
                           "chat with a " + family + " config (configs/" + family +
                               "/...), or add adapter.family=" + family);
   }
-  front.insert(front.end(), a.config.overrides.begin(), a.config.overrides.end());
+  const auto user = a.config.all_overrides();
+  front.insert(front.end(), user.begin(), user.end());
   return config::load_config(a.config.path, front, adapters::builtin_adapters());
 }
 

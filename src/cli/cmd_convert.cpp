@@ -22,7 +22,8 @@ struct ConvertArgs {
 
 // The config file, then `front` (the adapter's own options), then the user's overrides.
 config::RunConfig load_with(const ConfigArgs& a, std::vector<std::string> front) {
-  front.insert(front.end(), a.overrides.begin(), a.overrides.end());
+  const auto user = a.all_overrides();
+  front.insert(front.end(), user.begin(), user.end());
   return config::load_config(a.path, front, adapters::builtin_adapters());
 }
 

@@ -69,7 +69,11 @@ void add_eval_command(CLI::App& app, Action& action) {
     action = [args]() -> int {
       auto o = args->run;
       o.config_path = args->config.path;
-      o.overrides = args->config.overrides;
+      // a bare --model takes the quantization flags as such (and no key=value overrides)
+      o.overrides = o.config_path.empty() ? args->config.overrides : args->config.all_overrides();
+      o.quantize = args->config.quantize;
+      o.quant_group = args->config.quant_group;
+      o.quant_fallback = args->config.quant_fallback;
       if (!args->text.empty()) o.data = args->text;
       o.progress = !args->no_progress;
       const auto s = eval::run_eval(o);

@@ -16,6 +16,7 @@ namespace mmtune::cli {
 void add_generate_command(CLI::App& app, Action& action) {
   struct Args {
     std::string model, prompt, tokenizer, device = "cpu", dtype = "fp32";
+    model::Quantization quant;
     generate::SamplingOptions sampling;
     bool no_bos = false;
     bool ignore_eos = false;
@@ -41,6 +42,11 @@ void add_generate_command(CLI::App& app, Action& action) {
   cmd->add_option("--stop", args->sampling.stop, "stop strings (repeatable)");
   cmd->add_option("--device", args->device, "cpu | cuda | cuda:N");
   cmd->add_option("--dtype", args->dtype, "fp32 | bf16 | fp16")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_option("--quantize", args->quant.mode, "none | int8 | int4: weight-only quantization of the Linear layers")
+      ->check(CLI::IsMember({"none", "int8", "int4"}));
+  cmd->add_option("--quant-group", args->quant.group, "int4 group size")->check(CLI::IsMember({32, 64, 128, 256}));
+  cmd->add_option("--quant-fallback", args->quant.fallback, "int4: none | int8 for weights the group does not divide")
+      ->check(CLI::IsMember({"none", "int8"}));
   cmd->add_flag("--no-bos", args->no_bos, "do not put BOS in front of the prompt");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "keep generating after EOS (benchmarks)");
   cmd->footer("Example:\n  mmtune generate --model models/stories260K --prompt 'Once upon a time' --max-new-tokens 64\n"
@@ -55,7 +61,7 @@ void add_generate_command(CLI::App& app, Action& action) {
                          "point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.model)");
       }
       auto tok = model::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
-      auto llm = model::load_llama(args->model, options);
+      auto llm = model::load_llama(args->model, options, args->quant);
       const std::vector<int64_t> ids = tok->encode(args->prompt, !args->no_bos, false);
       args->sampling.stop_at_eos = !args->ignore_eos;
       std::cout << args->prompt << std::flush;

@@ -19,6 +19,11 @@ using Action = std::function<int()>;
 struct ConfigArgs {
   std::string path;
   std::vector<std::string> overrides;
+  std::string quantize;  // --quantize: model.quantize, applied after the overrides
+  int64_t quant_group = 0;  // --quant-group: model.quant_group (0 = the config's)
+  std::string quant_fallback;  // --quant-fallback: model.quant_fallback
+  /// The positional overrides, then --quantize / --quant-group / --quant-fallback as overrides.
+  std::vector<std::string> all_overrides() const;
 };
 void add_config_args(CLI::App* cmd, ConfigArgs& args, bool required = true);
 /// Loads and validates the config with the built-in adapter families; throws ConfigError.

@@ -9,6 +9,8 @@ namespace {
 
 const std::vector<std::string> kDtypes{"fp32", "bf16", "fp16", "fp64"};
 // model/sizes.h names these shapes; tests/unit/model/test_sizes.cpp keeps the lists in step
+const std::vector<std::string> kQuantize{"none", "int8", "int4"};
+const std::vector<std::string> kQuantFallback{"none", "int8"};
 const std::vector<std::string> kLlamaArchs{"", "llama-7b", "llama-13b", "llama3-8b"};
 const std::vector<std::string> kClipArchs{"", "clip-vit-l14", "clip-vit-l14-336"};
 const std::vector<std::string> kVisionFeatures{"cls_every", "patch_layer"};
@@ -68,10 +70,17 @@ void ModelConfig::visit(Visitor& v) {
   v("tokenizer", tokenizer, "tokenizer.model / tokenizer.json; empty = the one inside model.path");
   v("id", id, "base-model id written to adapter_config.json; empty = the directory name");
   v.choice("arch", arch, kLlamaArchs, "named shape, used when model.path has no config.json (dry runs)");
+  v.choice("quantize", quantize, kQuantize, "weight-only quantization of the LLM's frozen Linear layers");
+  v("quant_group", quant_group, "int4: inputs per scale and zero point (32, 64, 128 or 256)");
+  v.choice("quant_fallback", quant_fallback, kQuantFallback,
+           "int4: a weight whose inputs the group does not divide is refused (none) or kept in int8");
 }
 
 void ModelConfig::validate(Problems& p, const std::string& path) const {
   if (this->path.empty() && arch.empty()) p.add(path + ".path", "is required", "set it to a Hugging Face model directory");
+  if (quant_group != 32 && quant_group != 64 && quant_group != 128 && quant_group != 256)
+    p.add(path + ".quant_group", "must be 32, 64, 128 or 256, got " + std::to_string(quant_group),
+          "the int4 kernels take these group sizes");
 }
 
 void VisionConfig::visit(Visitor& v) {
@@ -270,6 +279,9 @@ void RunConfig::validate(Problems& p, const std::string& path) const {
   if (!std::regex_match(device, kDevice)) p.add("device", "must be cpu, cuda or cuda:N, got '" + device + "'");
   if (output_dir.empty()) p.add("output_dir", "must not be empty");
   model.validate(p, "model");
+  if (dtype == "fp64" && model.quantize != "none")
+    p.add("model.quantize", "cannot be combined with dtype fp64 (the quantized kernels take fp32, bf16, fp16)",
+          "use dtype fp32 or bf16, or model.quantize: none for fp64 checks");
   vision.validate(p, "vision");
   adapter.validate(p, "adapter");
   data.validate(p, "data");

@@ -6,6 +6,7 @@
 #include <mmtune/eval/perplexity.h>
 #include <mmtune/eval/task.h>
 #include <mmtune/model/weights.h>
+#include <mmtune/train/build_model.h>
 
 #include <fstream>
 #include <iomanip>
@@ -38,7 +39,8 @@ class PerplexityTask final : public EvalTask {
     std::stringstream ss;
     ss << f.rdbuf();
     auto tok = model::load_tokenizer(env.cfg.model.tokenizer.empty() ? model_dir : env.cfg.model.tokenizer);
-    auto llm = model::load_llama(model_dir, model::model_options(env.cfg.device, env.cfg.dtype));
+    auto llm = model::load_llama(model_dir, model::model_options(env.cfg.device, env.cfg.dtype),
+                                 train::quantization(env.cfg.model));
     std::ofstream dump;
     if (!env.dump.empty()) {
       dump.open(env.dump);

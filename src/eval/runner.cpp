@@ -202,7 +202,13 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
     sv.workflow = o.workflow;
   }
   if (o.config_path.empty()) {  // perplexity of a bare model directory
+    if (!o.overrides.empty())
+      throw UsageError("key=value overrides need --config (got " + o.overrides.front() + ")",
+                       "a bare --model takes --device, --dtype, --quantize, --quant-group and --quant-fallback");
     env.cfg.model.path = o.model;
+    env.cfg.model.quantize = o.quantize.empty() ? "none" : o.quantize;
+    if (o.quant_group > 0) env.cfg.model.quant_group = o.quant_group;
+    if (!o.quant_fallback.empty()) env.cfg.model.quant_fallback = o.quant_fallback;
     env.cfg.device = o.device;
     env.cfg.dtype = o.dtype;
     env.cfg.eval.task = "perplexity";

@@ -6,12 +6,55 @@ namespace mmtune::model {
 
 namespace F = torch::nn::functional;
 
-ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool has_bias, const torch::TensorOptions& options) {
-  weight = register_parameter("weight", torch::empty({out, in}, options), /*requires_grad=*/false);
+ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool has_bias, const torch::TensorOptions& options,
+                               const std::string& quant, int64_t group) {
+  quant_.mode = quant;
+  if (quant == "none") {
+    weight = register_parameter("weight", torch::empty({out, in}, options), /*requires_grad=*/false);
+  } else if (quant == "int8") {
+    quant_.qweight = register_buffer("qweight", torch::empty({out, in}, options.dtype(torch::kInt8)));  // [N, K]
+    quant_.scales = register_buffer("scales", torch::empty({out}, options.dtype(torch::kFloat32)));     // [N]
+  } else if (quant == "int4") {
+    if (group <= 0 || in % group != 0) throw std::invalid_argument("Projection: int4 group must divide the inputs");
+    quant_.group = group;
+    quant_.qweight = register_buffer("qweight", torch::empty({out, in / 2}, options.dtype(torch::kUInt8)));  // [N, K/2]
+    quant_.scales =
+        register_buffer("scales", torch::empty({in / group, out, 2}, options.dtype(torch::kBFloat16)));  // [K/g, N, 2]
+  } else {
+    throw std::invalid_argument("Projection: unknown quantization " + quant);
+  }
   if (has_bias) bias = register_parameter("bias", torch::empty({out}, options), false);
 }
 
-torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) { return F::linear(x, weight, bias); }
+void ProjectionImpl::set_quantized(const QuantizedWeight& q) {
+  TORCH_CHECK(q.mode == quant_.mode && q.group == quant_.group, "set_quantized: mode or group differs");
+  torch::NoGradGuard no_grad;
+  quant_.qweight.copy_(q.qweight);
+  quant_.scales.copy_(q.scales);
+}
+
+torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
+  if (!quantized()) return F::linear(x, weight, bias);
+  {
+    // the kernels' layout, rebuilt when the buffers were written since or the input moved
+    std::lock_guard<std::mutex> lock(pack_mutex_);
+    const int64_t version = static_cast<int64_t>(quant_.qweight._version() + quant_.scales._version());
+    const torch::Dtype want = x.is_cuda() && quant_.mode == "int4" ? torch::kBFloat16 : x.scalar_type();
+    if (!packed_.weight.defined() || packed_version_ != version || packed_.weight.device() != x.device() ||
+        packed_.dtype != want) {
+      packed_ = pack_weight(quant_, x.scalar_type(), x.device());
+      packed_version_ = version;
+    }
+  }
+  torch::Tensor y = quantized_linear(x, quant_, packed_);
+  return bias.defined() ? y + bias : y;
+}
+
+ProjectionImpl* find_projection(torch::nn::Module& root, const std::string& path) {
+  const auto modules = root.named_modules();
+  const auto* m = modules.find(path);
+  return m ? dynamic_cast<ProjectionImpl*>(m->get()) : nullptr;
+}
 
 EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim, const torch::TensorOptions& options) {
   weight = register_parameter("weight", torch::empty({vocab, dim}, options), false);

@@ -18,17 +18,24 @@ struct Group : torch::nn::Module {};
 
 // ---------------------------------------------------------------------------------------- block
 
-LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& c, const torch::TensorOptions& o)
+LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& c, const torch::TensorOptions& o, int64_t layer)
     : n_heads_(c.num_heads), n_kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+  // in -> out under the checkpoint name model.layers.<layer>.<group>.<name>, quantized as configured
+  auto proj = [&](torch::nn::Module& group, const char* group_name, const char* name, int64_t in, int64_t out) {
+    const auto& q = c.quantization;
+    const std::string mode =
+        q.enabled() ? mode_for(q, cat("model.layers.", layer, ".", group_name, ".", name), out, in) : std::string("none");
+    return group.register_module(name, Projection(in, out, false, o, mode, mode == "int4" ? q.group : 0));
+  };
   auto attn = register_module("self_attn", std::make_shared<Group>());
-  q_proj_ = attn->register_module("q_proj", Projection(c.hidden_size, c.num_heads * c.head_dim, false, o));
-  k_proj_ = attn->register_module("k_proj", Projection(c.hidden_size, c.num_kv_heads * c.head_dim, false, o));
-  v_proj_ = attn->register_module("v_proj", Projection(c.hidden_size, c.num_kv_heads * c.head_dim, false, o));
-  o_proj_ = attn->register_module("o_proj", Projection(c.num_heads * c.head_dim, c.hidden_size, false, o));
+  q_proj_ = proj(*attn, "self_attn", "q_proj", c.hidden_size, c.num_heads * c.head_dim);
+  k_proj_ = proj(*attn, "self_attn", "k_proj", c.hidden_size, c.num_kv_heads * c.head_dim);
+  v_proj_ = proj(*attn, "self_attn", "v_proj", c.hidden_size, c.num_kv_heads * c.head_dim);
+  o_proj_ = proj(*attn, "self_attn", "o_proj", c.num_heads * c.head_dim, c.hidden_size);
   auto mlp = register_module("mlp", std::make_shared<Group>());
-  gate_proj_ = mlp->register_module("gate_proj", Projection(c.hidden_size, c.intermediate_size, false, o));
-  up_proj_ = mlp->register_module("up_proj", Projection(c.hidden_size, c.intermediate_size, false, o));
-  down_proj_ = mlp->register_module("down_proj", Projection(c.intermediate_size, c.hidden_size, false, o));
+  gate_proj_ = proj(*mlp, "mlp", "gate_proj", c.hidden_size, c.intermediate_size);
+  up_proj_ = proj(*mlp, "mlp", "up_proj", c.hidden_size, c.intermediate_size);
+  down_proj_ = proj(*mlp, "mlp", "down_proj", c.intermediate_size, c.hidden_size);
   input_layernorm_ = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, o));
   post_attention_layernorm_ = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, o));
 }
@@ -79,11 +86,15 @@ LlamaDecoderImpl::LlamaDecoderImpl(const LlamaConfig& c, const torch::TensorOpti
   embed_tokens_ = model_->register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, o));
   auto layers = model_->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    blocks_.push_back(LlamaBlock(c, o));
+    blocks_.push_back(LlamaBlock(c, o, i));
     layers->push_back(blocks_.back());
   }
   norm_ = model_->register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, o));
-  if (!c.tie_word_embeddings) lm_head_ = register_module("lm_head", Projection(c.hidden_size, c.vocab_size, false, o));
+  if (!c.tie_word_embeddings) {
+    const auto& q = c.quantization;
+    const std::string mode = q.enabled() ? mode_for(q, "lm_head", c.vocab_size, c.hidden_size) : std::string("none");
+    lm_head_ = register_module("lm_head", Projection(c.hidden_size, c.vocab_size, false, o, mode, mode == "int4" ? q.group : 0));
+  }
 }
 
 adapters::DecoderAdapterImpl* LlamaDecoderImpl::active_decoder_adapter() const {

@@ -52,6 +52,21 @@ void read_rope(const json& j, LlamaConfig& c, const std::string& path) {
       get_or<int64_t>(rs, "original_max_position_embeddings", 8192, path);
 }
 
+// mmtune convert quantize writes "quantization": {"format": "mmtune", "bits": 4 | 8,
+// "group_size": G, "fallback": "none" | "int8"} (docs/QUANTIZATION.md).
+void read_quantization(const json& j, LlamaConfig& c, const std::string& path) {
+  if (!j.contains("quantization")) return;
+  const json& q = j["quantization"];
+  if (!q.is_object() || q.value("format", std::string()) != "mmtune")
+    throw CheckpointError(path, "'quantization' is not an mmtune quantization block",
+                          "only directories written by `mmtune convert quantize` carry one");
+  const int64_t bits = get_or<int64_t>(q, "bits", 0, path);
+  if (bits != 4 && bits != 8) throw CheckpointError(path, cat("quantization.bits is ", bits), "4 or 8");
+  c.quantization.mode = bits == 4 ? "int4" : "int8";
+  c.quantization.group = get_or<int64_t>(q, "group_size", 128, path);
+  c.quantization.fallback = get_or<std::string>(q, "fallback", "none", path);
+}
+
 int64_t first_id(const json& j, const char* key, int64_t fallback, const std::string& path) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (j[key].is_array()) return j[key].empty() ? fallback : j[key][0].get<int64_t>();
@@ -86,6 +101,7 @@ LlamaConfig LlamaConfig::from_hf(const std::string& dir_or_file) {
   c.bos_token_id = first_id(j, "bos_token_id", 1, path);
   c.eos_token_id = first_id(j, "eos_token_id", 2, path);
   read_rope(j, c, path);
+  read_quantization(j, c, path);
   if (c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0 || c.head_dim <= 0 ||
       c.hidden_size <= 0 || c.num_layers <= 0 || c.vocab_size <= 0 || c.head_dim % 2 != 0) {
     throw CheckpointError(path, "inconsistent shape: " + c.describe(),
@@ -94,10 +110,16 @@ LlamaConfig LlamaConfig::from_hf(const std::string& dir_or_file) {
   return c;
 }
 
+std::string Quantization::describe() const {
+  if (mode == "int4") return cat("int4 (group ", group, fallback == "int8" ? ", int8 fallback)" : ")");
+  return mode;
+}
+
 std::string LlamaConfig::describe() const {
   return cat("L=", num_layers, " D=", hidden_size, " H=", num_heads, "/", num_kv_heads, " hd=", head_dim,
              " F=", intermediate_size, " V=", vocab_size, tie_word_embeddings ? " tied" : " untied",
-             rope_scaling.type == "default" ? "" : " rope=" + rope_scaling.type);
+             rope_scaling.type == "default" ? "" : " rope=" + rope_scaling.type,
+             quantization.enabled() ? " " + quantization.describe() : std::string());
 }
 
 }  // namespace mmtune::model

@@ -15,8 +15,33 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
   std::vector<std::string> missing, shape_errors;  // shape_errors: wrong shape or dtype kind
   std::vector<std::string> non_finite;              // float tensors holding NaN or Inf
   std::set<std::string> used;
+  std::set<std::string> filled;  // module names already loaded (quantized from full precision)
   torch::NoGradGuard no_grad;
+  // A quantized Projection whose checkpoint holds the full-precision "weight" (not a pre-quantized
+  // "qweight"): quantized here, one tensor at a time from the mmap'd file, so the full-precision
+  // model is never in memory.
+  for (const auto& m : module.named_modules()) {
+    auto* proj = dynamic_cast<ProjectionImpl*>(m.value().get());
+    if (!proj || !proj->quantized()) continue;
+    const std::string qname = checkpoint_name ? checkpoint_name(m.key() + ".qweight") : m.key() + ".qweight";
+    const std::string wname = checkpoint_name ? checkpoint_name(m.key() + ".weight") : m.key() + ".weight";
+    if (ckpt.contains(qname) || !ckpt.contains(wname)) continue;  // pre-quantized, or missing (listed below)
+    const auto& q = proj->quantized_weight();
+    const torch::Tensor src = ckpt.tensor(wname);
+    const int64_t n = q.qweight.size(0), k = q.mode == "int4" ? q.qweight.size(1) * 2 : q.qweight.size(1);
+    used.insert(wname);
+    if (!src.is_floating_point() || src.dim() != 2 || src.size(0) != n || src.size(1) != k) {
+      shape_errors.push_back(cat(wname, " is ", src.sizes(), " ", src.scalar_type(), " in the checkpoint, [", n, ", ", k,
+                                 "] float in the model"));
+      continue;
+    }
+    if (!torch::isfinite(src).all().item<bool>()) non_finite.push_back(wname);
+    proj->set_quantized(quantize_weight(src.to(q.qweight.device()), q.mode, q.group));
+    filled.insert(m.key() + ".qweight");
+    filled.insert(m.key() + ".scales");
+  }
   auto load_one = [&](const std::string& module_name, torch::Tensor& dst) {
+    if (filled.count(module_name)) return;
     const std::string name = checkpoint_name ? checkpoint_name(module_name) : module_name;
     if (!ckpt.contains(name)) {
       missing.push_back(name);
@@ -25,6 +50,11 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
     used.insert(name);
     const torch::Tensor src = ckpt.tensor(name);
     if (dst.is_floating_point() != src.is_floating_point()) {
+      shape_errors.push_back(cat(name, " has dtype ", src.scalar_type(), " in the checkpoint, ", dst.scalar_type(),
+                                 " in the model"));
+      return;
+    }
+    if (src.scalar_type() != dst.scalar_type() && !dst.is_floating_point()) {  // quantized: int8 / uint8 exactly
       shape_errors.push_back(cat(name, " has dtype ", src.scalar_type(), " in the checkpoint, ", dst.scalar_type(),
                                  " in the model"));
       return;
@@ -97,9 +127,26 @@ void check_llama_config_against_weights(const LlamaConfig& c, const io::Safetens
 
 }  // namespace
 
-LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& options) {
+LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& options, const Quantization& quantize) {
   const auto t0 = std::chrono::steady_clock::now();
-  const LlamaConfig config = LlamaConfig::from_hf(dir);
+  LlamaConfig config = LlamaConfig::from_hf(dir);
+  if (config.quantization.enabled()) {
+    // a pre-quantized directory (mmtune convert quantize) loads as it was written
+    const Quantization& q = config.quantization;
+    if (quantize.enabled() && (quantize.mode != q.mode || (q.mode == "int4" && quantize.group != q.group))) {
+      throw UsageError(cat(dir, " holds ", q.describe(), " weights, but ", quantize.describe(), " was asked for"),
+                       q.mode == "int4" ? cat("set model.quantize=int4 model.quant_group=", q.group,
+                                              " (or --quantize int4 --quant-group ", q.group,
+                                              "), or point at the full-precision model")
+                                        : std::string("set model.quantize=int8, or point at the full-precision model"));
+    }
+  } else {
+    config.quantization = quantize;
+  }
+  if (config.quantization.enabled() && options.dtype() == torch::kFloat64) {
+    throw UsageError("quantized weights cannot run in dtype fp64 (the kernels take fp32, bf16, fp16)",
+                     "use dtype fp32 or bf16 with model.quantize, or model.quantize=none for fp64 checks");
+  }
   const auto ckpt = io::SafetensorsCheckpoint::open(dir);
   check_llama_config_against_weights(config, ckpt);
   LlamaDecoder model(config, options);
@@ -109,7 +156,7 @@ LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& opti
   load_weights(*model, ckpt, ignore);
   model->eval();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log::info() << "loaded " << dir << " (" << config.describe() << ") in " << s << " s";
+  log::info() << "loaded " << dir << " (" << config.describe() << ", " << options.dtype() << ") in " << s << " s";
   return model;
 }
 

@@ -106,6 +106,8 @@ std::string bench_json(const BenchReport& r) {
   j["impl"] = r.impl;
   j["device"] = r.device;
   j["dtype"] = r.dtype;
+  j["quantize"] = r.quantize;
+  j["load_s"] = r.load_s;
   j["precision"] = r.precision;
   j["threads"] = r.threads;
   j["llm"] = r.llm;
@@ -175,6 +177,7 @@ BenchReport common_report(const std::string& mode, const config::RunConfig& cfg,
   r.mode = mode;
   r.device = cfg.device;
   r.dtype = cfg.dtype;
+  r.quantize = cfg.model.quantize == "int4" ? cat("int4-g", cfg.model.quant_group) : cfg.model.quantize;
   r.precision = cfg.train.precision;
   r.threads = static_cast<int>(torch::get_num_threads());
   r.random_weights = o.random_weights;
@@ -189,6 +192,13 @@ BenchReport common_report(const std::string& mode, const config::RunConfig& cfg,
     r.vision = cat("L=", v.num_layers, " W=", v.hidden_size, " I=", v.intermediate_size, " S=", v.image_size, " p=", v.patch_size);
   }
   for (const auto& p : built.model->llm().parameters()) r.llm_params += p.numel();
+  for (const auto& m : built.model->llm().modules()) {  // quantized weights are buffers
+    auto* proj = dynamic_cast<model::ProjectionImpl*>(m.get());
+    if (proj && proj->quantized()) {
+      const auto& q = proj->quantized_weight();
+      r.llm_params += q.qweight.numel() * (q.mode == "int4" ? 2 : 1);
+    }
+  }
   if (built.model->has_vision())
     for (const auto& p : built.model->vision().parameters()) r.vision_params += p.numel();
   for (const auto& [name, t] : built.trainable) r.trainable_params += t.numel();
@@ -255,11 +265,14 @@ double vit_params_per_image(const BuiltModel& built) {
   return vit_matmul_params(v) * static_cast<double>(v.num_patches() + 1);
 }
 
-BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o) {
+BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o, double& seconds) {
   if (o.steps < 1 || o.warmup < 0) throw UsageError(cat("--steps must be >= 1 and --warmup >= 0, got ", o.steps, " and ", o.warmup));
   if (o.threads > 0) torch::set_num_threads(o.threads);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-  return build_model(cfg, o.random_weights ? Weights::kRandom : Weights::kLoad);
+  const auto t0 = std::chrono::steady_clock::now();
+  BuiltModel built = build_model(cfg, o.random_weights ? Weights::kRandom : Weights::kLoad);
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return built;
 }
 
 }  // namespace bench_detail
@@ -320,7 +333,8 @@ std::vector<data::Batch> train_batches(const config::RunConfig& cfg, const Bench
 }  // namespace
 
 BenchReport bench_train(const config::RunConfig& cfg, const BenchOptions& o) {
-  BuiltModel built = prepare(cfg, o);
+  double load_s = 0;
+  BuiltModel built = prepare(cfg, o, load_s);
   if (built.trainable.empty())
     throw Error("the model has no trainable parameters", "set adapter.family, or train.trainable: all");
   if (cfg.train.activation_checkpointing) enable_activation_checkpointing(*built.model);
@@ -351,6 +365,7 @@ BenchReport bench_train(const config::RunConfig& cfg, const BenchOptions& o) {
   const double cpu_seconds = process_cpu_seconds() - cpu_start;
 
   BenchReport r = common_report("train", cfg, o, built);
+  r.load_s = load_s;
   r.batch = B;
   if (o.use_data) r.data = cfg.data.root.empty() ? cfg.data.json : cfg.data.root;
   fill_timing(r, times, cpu_seconds, tokens, padded);

@@ -14,7 +14,8 @@ namespace mmtune::train::bench_detail {
 
 /// Checks --steps / --warmup, applies --threads, seeds torch from cfg.seed and builds the model
 /// (random frozen weights with --random-weights). Throws UsageError for bad counts.
-BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o);
+/// Builds the model (loaded or random); `seconds` gets the time that took (loading, quantizing).
+BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o, double& seconds);
 /// The run's settings, the model's shapes and parameter counts.
 BenchReport common_report(const std::string& mode, const config::RunConfig& cfg, const BenchOptions& o,
                           const BuiltModel& built);

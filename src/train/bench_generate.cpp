@@ -40,7 +40,8 @@ class IdTokenizer : public model::Tokenizer {
 }  // namespace
 
 BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) {
-  BuiltModel built = prepare(cfg, o);
+  double load_s = 0;
+  BuiltModel built = prepare(cfg, o, load_s);
   built.model->eval();
   const torch::Device device(cfg.device);
   const int64_t B = o.batch > 0 ? o.batch : cfg.eval.batch_size;
@@ -72,6 +73,7 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) 
   }
 
   BenchReport r = common_report("generate", cfg, o, built);
+  r.load_s = load_s;
   r.batch = B;
   r.prompt_length = P;
   r.new_tokens = N;

@@ -7,6 +7,7 @@
 #include <mmtune/model/weights.h>
 #include <mmtune/train/build_model.h>
 
+#include <cmath>
 #include <filesystem>
 
 namespace mmtune::train {
@@ -29,6 +30,14 @@ std::optional<model::ClipVisionConfig> vision_shape(const config::VisionConfig& 
               "set vision.arch (" + join(model::clip_arch_names(), ", ") + ") to dry-run without weights");
 }
 
+model::Quantization quantization(const config::ModelConfig& m) {
+  model::Quantization q;
+  q.mode = m.quantize;
+  q.group = m.quant_group;
+  q.fallback = m.quant_fallback;
+  return q;
+}
+
 namespace {
 
 // Random frozen weights of a sane scale (GPT-2 / LLaMA init): the benchmarks' stand-in for a download.
@@ -41,6 +50,20 @@ void fill_random(torch::nn::Module& m) {
     else if (t.dim() <= 1) t.fill_(1.0);
     else t.normal_(0.0, 0.02);
   }
+  // quantized Linear layers: random codes whose dequantized values have the same ~0.02 spread
+  for (const auto& sub : m.named_modules()) {
+    auto* proj = dynamic_cast<model::ProjectionImpl*>(sub.value().get());
+    if (!proj || !proj->quantized()) continue;
+    model::QuantizedWeight q = proj->quantized_weight();  // the buffers themselves
+    if (q.mode == "int8") {
+      q.qweight.random_(-127, 128);
+      q.scales.fill_(0.02 * std::sqrt(3.0) / 127);  // uniform q: std 127 / sqrt(3)
+    } else {
+      q.qweight.random_(0, 256);
+      q.scales.select(-1, 0).fill_(0.02 / 4.6);  // uniform q - 8 in [-8, 7]: std ~4.6
+      q.scales.select(-1, 1).zero_();
+    }
+  }
 }
 
 }  // namespace
@@ -52,7 +75,9 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
   model::LlamaDecoder llm{nullptr};
   model::ClipVisionTransformer vit{nullptr};
   if (weights != Weights::kLoad) {
-    llm = model::LlamaDecoder(llm_shape(cfg.model), opts);
+    model::LlamaConfig shape = llm_shape(cfg.model);
+    if (!shape.quantization.enabled()) shape.quantization = quantization(cfg.model);
+    llm = model::LlamaDecoder(shape, opts);
     if (auto vc = vision_shape(cfg.vision)) vit = model::ClipVisionTransformer(*vc, opts);
     if (weights == Weights::kRandom) {
       fill_random(*llm);
@@ -64,7 +89,7 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
     }
   } else {
     if (cfg.model.path.empty()) throw Error("model.path is empty", "point model.path at a Hugging Face LLaMA directory");
-    llm = model::load_llama(cfg.model.path, opts);
+    llm = model::load_llama(cfg.model.path, opts, quantization(cfg.model));
     if (!cfg.vision.path.empty()) vit = model::load_clip_vision(cfg.vision.path, opts);
   }
   // the ViT has fixed position embeddings: pictures must come at its size (a 100000 px setting would
@@ -80,6 +105,9 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
                            adapters::VisualPath{vit ? vit->config().hidden_size : 0, cfg.vision.projector,
                                                 cfg.vision.projector_hidden, cfg.vision.start_end_tokens});
   if (vit) adapters::attach_to_vision(*vit, cfg.adapter);
+  if (cfg.train.trainable == "all" && llm->config().quantization.enabled())
+    throw UsageError("train.trainable: all cannot train quantized weights",
+                     "train adapters on the quantized base (the QLoRA recipe), or set model.quantize: none");
   if (cfg.train.trainable == "all") {
     for (auto& p : llm->parameters()) p.requires_grad_(true);
     if (vit) for (auto& p : vit->parameters()) p.requires_grad_(true);
@@ -101,6 +129,11 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
   for (const auto& p : b.model->named_parameters(true)) {
     if (p.value().requires_grad()) b.trainable.emplace_back(p.key(), p.value());
     else b.frozen_parameters += p.value().numel();
+  }
+  for (const auto& sub : b.model->named_modules()) {  // quantized weights are buffers, not parameters
+    auto* proj = dynamic_cast<model::ProjectionImpl*>(sub.value().get());
+    if (proj && proj->quantized())
+      b.frozen_parameters += proj->quantized_weight().qweight.numel() * (proj->quantized_weight().mode == "int4" ? 2 : 1);
   }
   return b;
 }

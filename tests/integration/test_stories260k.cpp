@@ -13,7 +13,9 @@
 #include <mmtune/model/weights.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <sstream>
 
@@ -115,6 +117,42 @@ TEST_F(Stories260K, PerplexityMatchesTransformersAndDumpsEveryLogprob) {
   }
   EXPECT_EQ(n, tokens);
   EXPECT_NEAR(sum, nll_sum, bound);
+}
+
+// Weight-only quantization keeps the model (issue 18): perplexity through `mmtune eval` of the
+// published stories260K text (../shared), int8 within 1 % of fp32 and int4 (group 32) within 5 %.
+// stories260K's MLP is 172 wide: int4 takes gate/up (172 outputs, padded for the kernel) and every
+// attention projection; down_proj's 172 inputs are no multiple of 32, so it stays int8
+// (--quant-fallback). (On a hand-written story of 130 tokens int4 measured +5.35 %, int8 +0.10 %;
+// scripts/reference/quant_reference.py's weights give the same numbers in transformers.)
+TEST_F(Stories260K, QuantizedPerplexityStaysNearFp32) {
+  const std::string text = std::string(kSharedDir) + "/models/stories260K/expected_greedy.txt";
+  auto ppl = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{kMmtuneBin, "eval", "--task", "perplexity", "--model", model_dir(), "--data", text};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = run_process(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::istringstream out(r.out);
+    std::string key;
+    double value = 0;
+    while (out >> key) {
+      if (key == "perplexity") out >> value;
+    }
+    return value;
+  };
+  const double fp32 = ppl({}), int8 = ppl({"--quantize", "int8"});
+  const double int4 = ppl({"--quantize", "int4", "--quant-group", "32", "--quant-fallback", "int8"});
+  std::printf("[quantize] stories260K perplexity: fp32 %.4f, int8 %.4f (%+.2f %%), int4 g32 %.4f (%+.2f %%)\n", fp32, int8,
+              100 * (int8 / fp32 - 1), int4, 100 * (int4 / fp32 - 1));
+  ASSERT_GT(fp32, 1.0);
+  EXPECT_LE(std::abs(int8 / fp32 - 1), 0.01);
+  EXPECT_LE(std::abs(int4 / fp32 - 1), 0.05);
+  EXPECT_NE(int4, fp32) << "the int4 run must actually be quantized";
+  // without the fallback, int4 refuses down_proj by name
+  const auto r = run_process({kMmtuneBin, "eval", "--task", "perplexity", "--model", model_dir(), "--data", text,
+                              "--quantize", "int4", "--quant-group", "32"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("model.layers.0.mlp.down_proj has 172 inputs"), std::string::npos) << r.err;
 }
 
 TEST_F(Stories260K, PromptLongerThanTheContextIsAUsageError) {

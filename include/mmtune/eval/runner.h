@@ -39,6 +39,8 @@ struct EvalRunOptions {
   std::string output;                  // results.json path; "" = the default above
   // perplexity of a bare model without --config
   std::string model, device = "cpu", dtype = "fp32", dump;
+  std::string quantize, quant_fallback;  // bare --model: model.quantize / quant_fallback (empty: default)
+  int64_t quant_group = 0;               // bare --model: model.quant_group (0: default)
   bool progress = true;
 };
 

@@ -7,17 +7,38 @@
 #include <torch/torch.h>
 
 #include <mmtune/model/llama_config.h>
+#include <mmtune/model/quantize.h>
+
+#include <mutex>
 
 namespace mmtune::model {
 
 /// y = x W^T (+ b). W: [out, in] (checkpoint key "weight"), b: [out] ("bias").
+/// Quantized (`quant` int8 | int4, model/quantize.h): no W; buffers "qweight" and "scales" instead,
+/// filled from a pre-quantized checkpoint or by set_quantized(), and the kernels' own layout of
+/// them, built on the first forward on a device.
 class ProjectionImpl : public torch::nn::Module {
  public:
-  ProjectionImpl(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options);
+  ProjectionImpl(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options,
+                 const std::string& quant = "none", int64_t group = 0);
   torch::Tensor forward(const torch::Tensor& x);
+  bool quantized() const { return quant_.mode != "none"; }
+  /// The stored quantized weight (its buffers; undefined tensors when not quantized).
+  const QuantizedWeight& quantized_weight() const { return quant_; }
+  /// Copies `q` (same mode, group and shapes) into the buffers.
+  void set_quantized(const QuantizedWeight& q);
   torch::Tensor weight, bias;
+
+ private:
+  QuantizedWeight quant_;  // mode "none" when not quantized
+  PackedWeight packed_;
+  int64_t packed_version_ = -1;
+  std::mutex pack_mutex_;
 };
 TORCH_MODULE(Projection);
+
+/// The Projection at `path` ("self_attn.q_proj") under `root`, or nullptr.
+ProjectionImpl* find_projection(torch::nn::Module& root, const std::string& path);
 
 /// Token embedding table. weight: [V, D].
 class EmbeddingImpl : public torch::nn::Module {

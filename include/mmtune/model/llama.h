@@ -33,7 +33,8 @@ struct BlockInputs {
 /// mlp.{gate,up,down}_proj, input_layernorm, post_attention_layernorm; adapters under "adapters".
 class LlamaBlockImpl : public torch::nn::Module {
  public:
-  LlamaBlockImpl(const LlamaConfig& config, const torch::TensorOptions& options);
+  /// `layer` names the block's weights in errors (quantization problems).
+  LlamaBlockImpl(const LlamaConfig& config, const torch::TensorOptions& options, int64_t layer = 0);
   /// x [B, T, D] -> [B, T, D]. Appends this input's keys/values to `cache` when given.
   torch::Tensor forward(const torch::Tensor& x, const BlockInputs& in, LayerCache* cache,
                         adapters::ForwardContext& ctx);

@@ -16,6 +16,20 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 8192;
 };
 
+/// What the decoder's Linear layers are quantized to (model/quantize.h has the formats). A
+/// pre-quantized directory says so in config.json's "quantization" block. `fallback = "int8"` lets
+/// an int4 model keep a weight whose input width the group does not divide in int8 instead of
+/// refusing it.
+struct Quantization {
+  std::string mode = "none";      // none | int8 | int4
+  int64_t group = 128;            // int4: inputs per scale and zero point (32 | 64 | 128 | 256)
+  std::string fallback = "none";  // int4: none (refuse such weights) | int8
+  bool enabled() const { return mode != "none"; }
+  /// "int4 (group 128)", "int8", "none".
+  std::string describe() const;
+  bool operator==(const Quantization&) const = default;
+};
+
 struct LlamaConfig {
   int64_t vocab_size = 32000;        // V
   int64_t hidden_size = 4096;        // D
@@ -31,6 +45,7 @@ struct LlamaConfig {
   bool tie_word_embeddings = false;
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
+  Quantization quantization;  // of every Linear of the decoder (lm_head included, not the embedding)
 
   /// Reads `dir`/config.json (or a config.json path). Accepts transformers 4's `rope_scaling` and
   /// transformers 5's `rope_parameters` spellings. Throws mmtune::CheckpointError naming the file

@@ -21,8 +21,10 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ch
                   const std::function<std::string(const std::string&)>& checkpoint_name = {});
 
 /// Builds a LlamaDecoder from a Hugging Face directory (config.json + safetensors) directly in
-/// `options` (device, dtype) and loads its weights. Throws mmtune::CheckpointError.
-LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& options);
+/// `options` (device, dtype) and loads its weights, quantizing every Linear to `quantize` as it
+/// goes (a pre-quantized directory loads as written; asking it for other bits or group is a
+/// UsageError). Throws mmtune::CheckpointError.
+LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& options, const Quantization& quantize = {});
 
 /// "cpu" | "cuda" | "cuda:N" and "fp32" | "bf16" | "fp16" -> options; throws mmtune::UsageError
 /// when CUDA is asked for and this build or machine has none.

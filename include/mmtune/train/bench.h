@@ -66,6 +66,8 @@ struct BenchReport {
   std::string mode;  // train | generate
   std::string impl = "mmtune";
   std::string device, dtype, precision, padding, data = "synthetic";
+  std::string quantize = "none";  // model.quantize ("int4-g128" with its group)
+  double load_s = 0;              // building the model: reading (or drawing) the weights, quantizing
   int threads = 0;
   bool random_weights = false, activation_checkpointing = false;
   std::string llm, vision;  // shapes

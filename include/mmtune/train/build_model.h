@@ -38,6 +38,9 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights);
 /// "<image>") and built.model->visual_tokens() slots per image (0 for a text-only model).
 data::SequenceLayout sequence_layout(const config::RunConfig& cfg, const BuiltModel& built);
 
+/// model.quantize / quant_group / quant_fallback as the model layer takes them.
+model::Quantization quantization(const config::ModelConfig& m);
+
 /// The frozen LLM shape from model.path/config.json, else model.arch.
 model::LlamaConfig llm_shape(const config::ModelConfig& m);
 /// The ViT shape from vision.path/config.json, else vision.arch; nullopt for a text-only model.

@@ -1,0 +1,58 @@
+// Weight-only quantization of the frozen Linear layers (docs/QUANTIZATION.md has the formats).
+//   int8: per output channel, symmetric.  q = round(w / s).clamp(-128, 127), s = max|w_row| / 127 (fp32)
+//         w ~ q * s
+//   int4: per group of `group` inputs, asymmetric with a float zero point (torchao's / gpt-fast's
+//         scheme, the one LibTorch's int4 kernels implement):
+//         s = bf16((max - min) / 15), z = bf16(min + 8 s), q = round((w - (z - 8 s)) / s).clamp(0, 15)
+//         w ~ (q - 8) s + z
+// The matrix products run in LibTorch's own kernels (at::_weight_int8pack_mm, the int4pack kernels
+// on CPU and CUDA); the gradient with respect to the input (QLoRA-style training through a frozen
+// quantized base) is grad_y @ dequantize(W). The frozen weights never get a gradient.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <torch/torch.h>
+
+#include <mmtune/model/llama_config.h>
+
+namespace mmtune::model {
+
+/// The stored form of one quantized weight W [N, K] (the tensors a pre-quantized checkpoint holds).
+struct QuantizedWeight {
+  std::string mode = "none";  // int8 | int4
+  int64_t group = 0;        // int4
+  torch::Tensor qweight;    // int8: int8 [N, K];  int4: uint8 [N, K / 2], even k in the high nibble
+  torch::Tensor scales;     // int8: fp32 [N];     int4: bf16 [K / group, N, 2] (scale, zero)
+};
+
+/// The mode one weight of N outputs and K inputs gets under `q` ("int4", or "int8" by the int4
+/// fallback); throws mmtune::UsageError naming `name` and the fix when it cannot be quantized.
+std::string mode_for(const Quantization& q, const std::string& name, int64_t n, int64_t k);
+
+/// Quantizes w [N, K] (any float dtype; computed in fp32 on w's device) to `mode`.
+QuantizedWeight quantize_weight(const torch::Tensor& w, const std::string& mode, int64_t group);
+
+/// W [N, K] in `dtype` from its quantized form.
+torch::Tensor dequantize_weight(const QuantizedWeight& q, torch::Dtype dtype);
+
+/// The kernels' own layout of one weight, built on first use on the input's device.
+struct PackedWeight {
+  torch::Tensor weight;        // int8: the int8 matrix; int4: the kernel's packed tensor
+  torch::Tensor scales;        // int8: [N] in the activation dtype; int4: [K / g, N_pad, 2]
+  torch::Dtype dtype = torch::kFloat32;  // activation dtype the kernel takes
+  int64_t n = 0, n_padded = 0;           // int4: N rounded up to the kernels' multiple of 16
+  bool dequantized = false;    // no kernel for this device / dtype: `weight` is W itself
+};
+
+/// Builds the kernel layout of `q` for inputs of `dtype` on `device`.
+PackedWeight pack_weight(const QuantizedWeight& q, torch::Dtype dtype, const torch::Device& device);
+
+/// y [.., N] = x [.., K] W^T through the packed kernel; differentiable with respect to x.
+torch::Tensor quantized_linear(const torch::Tensor& x, const QuantizedWeight& q, const PackedWeight& packed);
+
+/// Bytes one stored weight of N x K takes under `mode` (qweight + scales).
+int64_t quantized_bytes(const std::string& mode, int64_t n, int64_t k, int64_t group);
+
+}  // namespace mmtune::model

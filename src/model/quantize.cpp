@@ -1,0 +1,190 @@
+#include <mmtune/core/errors.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/model/quantize.h>
+
+#include <ATen/ops/_convert_weight_to_int4pack.h>
+#include <ATen/ops/_convert_weight_to_int4pack_for_cpu.h>
+#include <ATen/ops/_weight_int4pack_mm.h>
+#include <ATen/ops/_weight_int4pack_mm_for_cpu.h>
+#include <ATen/ops/_weight_int8pack_mm.h>
+
+namespace mmtune::model {
+
+namespace {
+
+constexpr int64_t kInt4NMultiple = 16;  // both int4 kernels take N in multiples of 16 (we pad)
+constexpr int64_t kTinygemmMaxRows = 16;  // CUDA int4: more input rows go through cuBLAS (below)
+
+bool valid_group(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
+
+// CUDA's int4 packing tiles K by innerKTiles x 16 (2, 4 or 8 tiles).
+int64_t inner_k_tiles(int64_t k) { return k % 128 == 0 ? 8 : k % 64 == 0 ? 4 : 2; }
+
+torch::Tensor int4_values(const torch::Tensor& qweight) {
+  // uint8 [N, K / 2] -> uint8 [N, K], values 0..15 (even k from the high nibble)
+  const torch::Tensor hi = torch::bitwise_right_shift(qweight, 4);
+  const torch::Tensor lo = torch::bitwise_and(qweight, 15);
+  return torch::stack({hi, lo}, -1).view({qweight.size(0), qweight.size(1) * 2});
+}
+
+}  // namespace
+
+std::string mode_for(const Quantization& q, const std::string& name, int64_t n, int64_t k) {
+  if (q.mode == "int8") return "int8";
+  if (q.mode != "int4") throw UsageError("unknown quantization '" + q.mode + "' for " + name, "use none, int8 or int4");
+  if (!valid_group(q.group))
+    throw UsageError(cat("int4 group size ", q.group, " is not one the kernels take"), "set model.quant_group to 32, 64, 128 or 256");
+  if (k % q.group == 0) return "int4";
+  if (q.fallback == "int8") return "int8";
+  std::string fix;
+  for (int64_t g : {256, 128, 64, 32})
+    if (k % g == 0) {
+      fix = cat("set model.quant_group=", g, ", ");
+      break;
+    }
+  throw UsageError(cat(name, " has ", k, " inputs, which int4 group size ", q.group, " does not divide (", n, " x ", k, ")"),
+                   fix + "set model.quant_fallback=int8 to keep such weights in int8, or use model.quantize=int8");
+}
+
+QuantizedWeight quantize_weight(const torch::Tensor& w, const std::string& mode, int64_t group) {
+  torch::NoGradGuard no_grad;
+  // always on the CPU: CUDA divides by a scalar through its reciprocal, which would round some codes
+  // differently there; the codes must not depend on the device a model is loaded onto
+  const torch::Tensor wf = w.detach().to(torch::kCPU, torch::kFloat32);  // [N, K]
+  const int64_t n = wf.size(0), k = wf.size(1);
+  QuantizedWeight q;
+  q.mode = mode;
+  if (mode == "int8") {
+    torch::Tensor s = wf.abs().amax(1) / 127.0;  // [N]
+    s = torch::where(s > 0, s, torch::ones_like(s));  // an all-zero row: q = 0 with any scale
+    q.qweight = (wf / s.unsqueeze(1)).round().clamp(-128, 127).to(w.device(), torch::kInt8);  // [N, K]
+    q.scales = s.to(w.device());
+    return q;
+  }
+  if (mode != "int4") throw std::invalid_argument("quantize_weight: unknown mode " + mode);
+  if (!valid_group(group) || k % group != 0 || k % 2 != 0)
+    throw std::invalid_argument(cat("quantize_weight: group ", group, " does not fit ", k, " inputs"));
+  q.group = group;
+  const torch::Tensor g = wf.view({n, k / group, group});                   // [N, K/g, g]
+  const torch::Tensor mx = g.amax(-1), mn = g.amin(-1);                     // [N, K/g]
+  const torch::Tensor s = ((mx - mn).clamp_min(1e-6) / 15.0).to(torch::kBFloat16).to(torch::kFloat32);
+  const torch::Tensor z = (mn + s * 8.0).to(torch::kBFloat16).to(torch::kFloat32);
+  const torch::Tensor lowest = (z - s * 8.0).unsqueeze(-1);                 // [N, K/g, 1]
+  const torch::Tensor v = ((g - lowest) / s.unsqueeze(-1)).round().clamp(0, 15).to(torch::kUInt8).view({n, k});
+  q.qweight = torch::bitwise_or(torch::bitwise_left_shift(v.slice(1, 0, k, 2), 4), v.slice(1, 1, k, 2)).to(w.device());
+  q.scales = torch::stack({s, z}, -1).transpose(0, 1).to(w.device(), torch::kBFloat16).contiguous();  // [K/g, N, 2]
+  return q;
+}
+
+torch::Tensor dequantize_weight(const QuantizedWeight& q, torch::Dtype dtype) {
+  // one rounding to `dtype` of the fp32 result; each op computes in fp32 for bf16 / fp16 outputs
+  torch::NoGradGuard no_grad;
+  const int64_t n = q.qweight.size(0);
+  if (q.mode == "int8") {
+    torch::Tensor w = torch::empty({n, q.qweight.size(1)}, q.qweight.options().dtype(dtype));  // [N, K]
+    return at::mul_out(w, q.qweight, q.scales.to(torch::kFloat32).unsqueeze(1));
+  }
+  const int64_t k = q.qweight.size(1) * 2;
+  const torch::Tensor v = int4_values(q.qweight).to(dtype).sub_(8).view({n, k / q.group, q.group});  // exact
+  const torch::Tensor sz = q.scales.to(dtype).transpose(0, 1);  // [N, K/g, 2]; bf16 values: exact in any float
+  // (q - 8) s is exact in fp32 (4 x 8 significant bits); + z rounds once
+  torch::Tensor w = torch::empty({n, k / q.group, q.group}, v.options());
+  at::addcmul_out(w, sz.select(-1, 1).unsqueeze(-1), v, sz.select(-1, 0).unsqueeze(-1));
+  return w.view({n, k});
+}
+
+PackedWeight pack_weight(const QuantizedWeight& q, torch::Dtype dtype, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  PackedWeight p;
+  p.n = p.n_padded = q.qweight.size(0);
+  p.dtype = dtype;
+  if (q.mode == "int8") {
+    // LibTorch's int8 kernel (CPU and CUDA) takes the activation dtype's scales: [N]
+    p.weight = q.qweight.to(device);
+    p.scales = q.scales.to(device, dtype);
+    return p;
+  }
+  const int64_t n = q.qweight.size(0), k = q.qweight.size(1) * 2;
+  p.n_padded = (n + kInt4NMultiple - 1) / kInt4NMultiple * kInt4NMultiple;
+  torch::Tensor qw = q.qweight.to(device), sz = q.scales.to(device);  // [N, K/2], [K/g, N, 2]
+  if (p.n_padded != n) {
+    // padding rows: value 8 (= 0) with scale 0 and zero 0, sliced off the output
+    qw = torch::cat({qw, torch::full({p.n_padded - n, k / 2}, 0x88, qw.options())}, 0);
+    sz = torch::cat({sz, torch::zeros({sz.size(0), p.n_padded - n, 2}, sz.options())}, 1);
+  }
+  if (device.is_cuda()) {
+    // the CUDA kernel (tinygemm) takes bf16 activations and bf16 scales / zeros
+    p.dtype = torch::kBFloat16;
+    p.weight = at::_convert_weight_to_int4pack(qw.contiguous(), inner_k_tiles(k));
+    p.scales = sz.to(torch::kBFloat16).contiguous();
+  } else if (device.is_cpu()) {
+    p.weight = at::_convert_weight_to_int4pack_for_cpu(int4_values(qw).to(torch::kInt32), 1);
+    p.scales = sz.to(dtype).contiguous();
+  } else {
+    throw UsageError(cat("int4 weights on ", device, ": LibTorch has no int4 kernel for this device"),
+                     "use model.quantize=int8, or device cpu / cuda");
+  }
+  return p;
+}
+
+namespace {
+
+torch::Tensor kernel_matmul(const torch::Tensor& x, const QuantizedWeight& q, const PackedWeight& p) {
+  const int64_t k = x.size(-1);
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = p.n;
+  torch::Tensor x2 = x.reshape({-1, k});  // [M, K]
+  if (x2.size(0) == 0) return torch::empty(out_shape, x.options());
+  // On CUDA, LibTorch's int8 kernel is slower than cuBLAS on the dequantized weight at every batch
+  // (H200, 7B: 17 vs 42 decoded tok/s at batch 1, 65 vs 3358 prefill tok/s), and tinygemm's int4
+  // kernel is built for a few rows (prefill at 2000 vs 18800 tok/s): there the weight is dequantized
+  // into a transient bf16 copy (one layer's, ~0.1 ms) and multiplied by cuBLAS.
+  if (x2.is_cuda() && (q.mode == "int8" || x2.size(0) > kTinygemmMaxRows)) {
+    return torch::nn::functional::linear(x2, dequantize_weight(q, x2.scalar_type())).view(out_shape);
+  }
+  x2 = x2.to(p.dtype).contiguous();
+  torch::Tensor y;  // [M, N_padded]
+  if (q.mode == "int8") y = at::_weight_int8pack_mm(x2, p.weight, p.scales);
+  else if (x2.is_cuda()) y = at::_weight_int4pack_mm(x2, p.weight, q.group, p.scales);
+  else y = at::_weight_int4pack_mm_for_cpu(x2, p.weight, q.group, p.scales);
+  if (p.n_padded != p.n) y = y.narrow(1, 0, p.n);
+  return y.to(x.scalar_type()).view(out_shape);
+}
+
+// The kernels have no derivative: forward through them, backward through the dequantized weight.
+class QuantizedLinearFn : public torch::autograd::Function<QuantizedLinearFn> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const QuantizedWeight* q,
+                               const PackedWeight* p) {
+    ctx->saved_data["qweight"] = q->qweight;
+    ctx->saved_data["scales"] = q->scales;
+    ctx->saved_data["mode"] = q->mode;
+    ctx->saved_data["group"] = q->group;
+    return kernel_matmul(x, *q, *p);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    QuantizedWeight q;
+    q.qweight = ctx->saved_data["qweight"].toTensor();
+    q.scales = ctx->saved_data["scales"].toTensor();
+    q.mode = ctx->saved_data["mode"].toStringRef();
+    q.group = ctx->saved_data["group"].toInt();
+    const torch::Tensor& gy = grads[0];  // [.., N]
+    const torch::Tensor w = dequantize_weight(q, gy.scalar_type());  // [N, K]
+    return {gy.matmul(w), torch::Tensor(), torch::Tensor()};        // [.., K]
+  }
+};
+
+}  // namespace
+
+torch::Tensor quantized_linear(const torch::Tensor& x, const QuantizedWeight& q, const PackedWeight& p) {
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return QuantizedLinearFn::apply(x, &q, &p);
+  return kernel_matmul(x, q, p);
+}
+
+int64_t quantized_bytes(const std::string& mode, int64_t n, int64_t k, int64_t group) {
+  if (mode == "int8") return n * k + 4 * n;
+  return n * k / 2 + (k / group) * n * 2 * 2;
+}
+
+}  // namespace mmtune::model
