@@ -1,4 +1,5 @@
-// mmtune convert: plain-LoRA conversions (merge into the frozen weights, PEFT export / import).
+// mmtune convert: plain-LoRA conversions (merge into the frozen weights, PEFT export / import), and
+// `mmtune convert quantize` (a pre-quantized base, docs/QUANTIZATION.md).
 // Pickle formats are converted by Python scripts only; the C++ never unpickles.
 #include <mmtune/adapters/lora.h>
 #include <mmtune/adapters/peft.h>
@@ -6,8 +7,12 @@
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/core/strings.h>
+#include <mmtune/model/quantize.h>
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/build_model.h>
+
+#include <chrono>
 
 #include "commands.h"
 
@@ -18,7 +23,27 @@ struct ConvertArgs {
   ConfigArgs config;
   std::string checkpoint, out;
   bool merge = false, to_peft = false, from_peft = false;
+  // convert quantize
+  std::string quant_in, quant_out, fallback = "none";
+  int bits = 0;
+  int64_t group = 128;
+  CLI::App* quantize = nullptr;
 };
+
+int run_quantize(const ConvertArgs& a) {
+  model::Quantization q;
+  q.mode = a.bits == 4 ? "int4" : "int8";
+  q.group = a.group;
+  q.fallback = a.fallback;
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto s = model::write_quantized_model(a.quant_in, a.quant_out, q);
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log::info() << "wrote " << a.quant_out << " (" << q.describe() << "): " << s.quantized << " weights quantized"
+              << (s.fallback ? cat(", ", s.fallback, " in int8 (fallback)") : std::string()) << ", " << s.copied
+              << " tensors copied, " << s.bytes_in / (1 << 20) << " MB -> " << s.bytes_out / (1 << 20) << " MB in "
+              << s.shards << " shard(s), " << sec << " s";
+  return 0;
+}
 
 // The config file, then `front` (the adapter's own options), then the user's overrides.
 config::RunConfig load_with(const ConfigArgs& a, std::vector<std::string> front) {
@@ -42,6 +67,9 @@ train::BuiltModel load_lora_checkpoint(const ConvertArgs& a, config::RunConfig& 
 }
 
 int run_convert(const ConvertArgs& a) {
+  if (a.quantize->parsed()) return run_quantize(a);
+  if (a.config.path.empty() || a.checkpoint.empty() || a.out.empty())
+    throw UsageError("convert needs --config, --checkpoint and --out (or the quantize subcommand)", "see `mmtune convert --help`");
   if (a.merge + a.to_peft + a.from_peft != 1)
     throw UsageError("convert needs exactly one of --merge, --to-peft, --from-peft", "see `mmtune convert --help`");
   config::RunConfig cfg;
@@ -73,10 +101,21 @@ int run_convert(const ConvertArgs& a) {
 void add_convert_command(CLI::App& app, Action& action) {
   auto args = std::make_shared<ConvertArgs>();
   auto* cmd = app.add_subcommand("convert", "Convert checkpoints (LoRA merge, PEFT export / import); pickles via scripts/");
-  add_config_args(cmd, args->config);
-  cmd->add_option("--checkpoint", args->checkpoint, "adapter directory: mmtune's (--merge, --to-peft) or PEFT's (--from-peft)")
-      ->required();
-  cmd->add_option("--out", args->out, "output directory")->required();
+  add_config_args(cmd, args->config, /*required=*/false);
+  cmd->add_option("--checkpoint", args->checkpoint, "adapter directory: mmtune's (--merge, --to-peft) or PEFT's (--from-peft)");
+  cmd->add_option("--out", args->out, "output directory");
+  auto* q = cmd->add_subcommand("quantize", "A pre-quantized base model directory (int8 / int4, docs/QUANTIZATION.md)");
+  q->add_option("--in", args->quant_in, "Hugging Face LLaMA directory (config.json + safetensors)")->required();
+  q->add_option("--out", args->quant_out, "new directory to write (must not exist)")->required();
+  q->add_option("--bits", args->bits, "4 (int4, group-wise) or 8 (int8, per output channel)")
+      ->required()
+      ->check(CLI::IsMember({4, 8}));
+  q->add_option("--group", args->group, "int4: inputs per scale and zero point")->check(CLI::IsMember({32, 64, 128, 256}));
+  q->add_option("--fallback", args->fallback, "int4: none (refuse) | int8 for weights whose inputs the group does not divide")
+      ->check(CLI::IsMember({"none", "int8"}));
+  q->footer("Example:\n  mmtune convert quantize --in models/llama-7b-hf --out models/llama-7b-int4 --bits 4 --group 128\n"
+            "Load it like any model directory (model.path / --model); it loads as written.");
+  args->quantize = q;
   auto* merge = cmd->add_flag("--merge", args->merge, "fold a LoRA adapter into the base weights: a Hugging Face LLaMA directory");
   auto* to = cmd->add_flag("--to-peft", args->to_peft, "write a LoRA adapter in PEFT's layout (adapter_model.safetensors + adapter_config.json)");
   auto* from = cmd->add_flag("--from-peft", args->from_peft, "read a PEFT LoRA adapter into mmtune's adapter layout");
@@ -87,6 +126,7 @@ void add_convert_command(CLI::App& app, Action& action) {
       "  mmtune convert --config configs/x.yaml --checkpoint runs/x/checkpoint-last --merge --out merged/\n"
       "  mmtune convert --config configs/x.yaml --checkpoint runs/x/checkpoint-last --to-peft --out peft/\n"
       "  mmtune convert --config configs/x.yaml --checkpoint peft/ --from-peft --out runs/x/from-peft\n"
+      "  mmtune convert quantize --in models/llama-7b-hf --out models/llama-7b-int4 --bits 4\n"
       "The config gives the base model (model.path); the checkpoint gives the adapter's options.\n"
       "Formats that exist only as pickles are converted by Python scripts (the C++ never loads a pickle):\n"
       "  python scripts/convert_meta_llama.py   Meta consolidated .pth + params.json -> HF safetensors\n"

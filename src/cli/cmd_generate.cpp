@@ -62,6 +62,7 @@ void add_generate_command(CLI::App& app, Action& action) {
       }
       auto tok = model::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
       auto llm = model::load_llama(args->model, options, args->quant);
+      model::pack_for_inference(*llm, options.dtype().toScalarType());  // int4 on CPU: each weight held once
       const std::vector<int64_t> ids = tok->encode(args->prompt, !args->no_bos, false);
       args->sampling.stop_at_eos = !args->ignore_eos;
       std::cout << args->prompt << std::flush;

@@ -255,8 +255,9 @@ std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::string& 
   return f;
 }
 
-// Maps the whole file read-only: tensors view it without a copy and pages load on first touch, so
-// opening a 13 GB checkpoint costs no memory until its weights are copied into a model. Shrinking
+// Maps the whole file private copy-on-write: tensors view it without a copy and pages load on first
+// touch, so opening a 13 GB checkpoint costs no memory until its weights are used, and a model can
+// keep the file's pages as its weights. Writes (none expected) stay in this process. Shrinking
 // the file while it is mapped is outside our control (SIGBUS on access), as for every mmap reader.
 void SafetensorsFile::map_file() {
   const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
@@ -273,7 +274,7 @@ void SafetensorsFile::map_file() {
     ::close(fd);
     fail(P::kTruncated, path_, cat("file has ", st.st_size, " bytes, fewer than the 8-byte header length"));
   }
-  void* m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  void* m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   const int err = errno;
   ::close(fd);  // the mapping keeps the file open
   if (m == MAP_FAILED) fail(P::kIo, path_, std::string("mmap failed: ") + std::strerror(err));
@@ -340,6 +341,16 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name) const {
   return view;
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorInfo& i = info(name);
+  // the whole pages inside the tensor's bytes (neighbours' pages are left alone)
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(map_) + data_start_ + i.begin;
+  const auto end = reinterpret_cast<uintptr_t>(map_) + data_start_ + i.end;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& dir_or_file) {
   SafetensorsCheckpoint c;
   c.path_ = dir_or_file;
@@ -386,6 +397,12 @@ torch::Tensor SafetensorsCheckpoint::tensor(const std::string& name) const {
   auto it = by_name_.find(name);
   if (it == by_name_.end()) fail(P::kMissingTensor, path_, "no tensor named " + shown(name));
   return it->second->tensor(name);
+}
+
+void SafetensorsCheckpoint::release(const std::string& name) const {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) fail(P::kMissingTensor, path_, "no tensor named " + shown(name));
+  it->second->release(name);
 }
 
 namespace {

@@ -33,8 +33,31 @@ void ProjectionImpl::set_quantized(const QuantizedWeight& q) {
   quant_.scales.copy_(q.scales);
 }
 
+int64_t ProjectionImpl::pack_for_inference(torch::Dtype dtype) {
+  const torch::Device device = quantized() ? quant_.qweight.device() : torch::Device(torch::kCPU);
+  // CUDA keeps the codes: beyond a few rows it multiplies the dequantized weight (model/quantize.cpp)
+  if (!quantized() || inference_only_ || !device.is_cpu()) return 0;
+  std::lock_guard<std::mutex> lock(pack_mutex_);
+  packed_ = pack_weight(quant_, dtype, device);
+  packed_version_ = -1;
+  inference_only_ = true;
+  if (quant_.mode != "int4") return 0;  // int8: the kernel reads the stored codes themselves
+  const int64_t freed = quant_.qweight.numel();
+  quant_.qweight.set_data(torch::empty({0, quant_.qweight.size(1)}, quant_.qweight.options()));
+  return freed;
+}
+
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
   if (!quantized()) return F::linear(x, weight, bias);
+  if (inference_only_) {
+    const torch::Dtype want = x.is_cuda() && quant_.mode == "int4" ? torch::kBFloat16 : x.scalar_type();
+    TORCH_CHECK(x.device() == packed_.weight.device() && packed_.dtype == want &&
+                    !(torch::GradMode::is_enabled() && x.requires_grad()),
+                "a projection packed for inference takes ", packed_.dtype, " inputs on ", packed_.weight.device(),
+                " without gradients");
+    torch::Tensor y = quantized_linear(x, quant_, packed_);
+    return bias.defined() ? y + bias : y;
+  }
   {
     // the kernels' layout, rebuilt when the buffers were written since or the input moved
     std::lock_guard<std::mutex> lock(pack_mutex_);
@@ -113,6 +136,14 @@ torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
   const int64_t half = x.size(-1) / 2;
   const torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * rope.cos.unsqueeze(1) + rotated * rope.sin.unsqueeze(1);
+}
+
+int64_t pack_for_inference(torch::nn::Module& root, torch::Dtype activation_dtype) {
+  int64_t freed = 0;
+  for (const auto& m : root.modules()) {
+    if (auto* proj = dynamic_cast<ProjectionImpl*>(m.get())) freed += proj->pack_for_inference(activation_dtype);
+  }
+  return freed;
 }
 
 }  // namespace mmtune::model

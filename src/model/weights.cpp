@@ -36,7 +36,8 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
       continue;
     }
     if (!torch::isfinite(src).all().item<bool>()) non_finite.push_back(wname);
-    proj->set_quantized(quantize_weight(src.to(q.qweight.device()), q.mode, q.group));
+    proj->set_quantized(quantize_weight(src, q.mode, q.group));
+    ckpt.release(wname);  // the full-precision pages leave memory as each weight is quantized
     filled.insert(m.key() + ".qweight");
     filled.insert(m.key() + ".scales");
   }
@@ -63,7 +64,11 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
       shape_errors.push_back(cat(name, " is ", src.sizes(), " in the checkpoint, ", dst.sizes(), " in the model"));
       return;
     }
-    dst.copy_(src);  // casts dtype, moves device
+    if (src.scalar_type() == dst.scalar_type() && dst.device().is_cpu() && src.is_contiguous()) {
+      dst.set_data(src);  // the file's own (copy-on-write) pages become the weight: no copy, no second RSS
+    } else {
+      dst.copy_(src);  // casts dtype, moves device
+    }
     // one cheap pass over what was loaded (a corrupt or overflowed export would otherwise go unseen)
     if (dst.is_floating_point() && !torch::isfinite(dst).all().item<bool>()) non_finite.push_back(name);
   };

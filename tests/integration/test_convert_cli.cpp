@@ -182,3 +182,75 @@ TEST_F(ConvertCli, RefusesMoleCheckpointsPeftDirectoriesAndConflictingModes) {
 
 }  // namespace
 }  // namespace mmtune::testing
+
+namespace mmtune::testing {
+namespace {
+
+// `mmtune convert quantize` (issue 18): a pre-quantized directory holds exactly the codes that
+// quantizing on load gives (so generation is token-identical), loads only as written, and bad
+// requests write nothing.
+TEST(ConvertQuantize, APreQuantizedDirectoryGeneratesLikeQuantizingOnLoad) {
+  TempDir d;
+  const std::string out = d.path() + "/int4";
+  auto r = mmtune({"convert", "quantize", "--in", tiny("llama3-rope"), "--out", out, "--bits", "4", "--group", "32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json cfg = json::parse(read_text(out + "/config.json"));
+  EXPECT_EQ(cfg["quantization"]["bits"], 4);
+  EXPECT_EQ(cfg["quantization"]["group_size"], 32);
+  const auto file = io::SafetensorsFile::open(out + "/model.safetensors");
+  EXPECT_EQ(file->info("model.layers.0.mlp.down_proj.qweight").dtype, torch::kUInt8);
+  EXPECT_EQ(file->info("model.layers.0.mlp.down_proj.scales").dtype, torch::kBFloat16);
+  EXPECT_EQ(file->info("model.embed_tokens.weight").dtype, torch::kFloat32) << "the embedding is copied as it was";
+  EXPECT_TRUE(fs::exists(out + "/tokenizer.model"));
+  EXPECT_FALSE(file->contains("model.layers.0.mlp.down_proj.weight"));
+
+  const std::vector<std::string> gen{"generate", "--prompt", "The answer is", "--max-new-tokens", "12", "--ignore-eos"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = gen;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return mmtune(args);
+  };
+  const auto on_load = with({"--model", tiny("llama3-rope"), "--quantize", "int4", "--quant-group", "32"});
+  const auto pre = with({"--model", out});
+  ASSERT_EQ(on_load.exit_code, 0) << on_load.err;
+  ASSERT_EQ(pre.exit_code, 0) << pre.err;
+  EXPECT_EQ(pre.out, on_load.out);
+  EXPECT_EQ(with({"--model", out, "--quantize", "int4", "--quant-group", "32"}).out, pre.out) << "the same request is fine";
+
+  // asked for other bits or another group: refused, naming the directory and the settings to use
+  for (const std::vector<std::string>& other : {std::vector<std::string>{"--quantize", "int8"},
+                                                std::vector<std::string>{"--quantize", "int4", "--quant-group", "64"}}) {
+    std::vector<std::string> args{"--model", out};
+    args.insert(args.end(), other.begin(), other.end());
+    r = with(args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find(out + " holds int4 (group 32) weights"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("model.quant_group=32"), std::string::npos) << r.err;
+  }
+}
+
+TEST(ConvertQuantize, BadRequestsWriteNothing) {
+  TempDir d;
+  // group 64 does not divide llama-gqa's 176-wide down_proj inputs
+  const std::string out = d.path() + "/q";
+  auto r = mmtune({"convert", "quantize", "--in", tiny("llama-gqa"), "--out", out, "--bits", "4", "--group", "64"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("model.layers.0.mlp.down_proj has 176 inputs"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_TRUE(fs::is_empty(d.path())) << "no temporary directory left behind";
+  // with the int8 fallback it works, and says how many weights fell back
+  r = mmtune({"convert", "quantize", "--in", tiny("llama-gqa"), "--out", out, "--bits", "4", "--group", "64",
+              "--fallback", "int8"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("3 in int8 (fallback)"), std::string::npos) << r.err;
+  // an existing output, an already quantized input
+  r = mmtune({"convert", "quantize", "--in", tiny("llama-gqa"), "--out", out, "--bits", "8"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
+  r = mmtune({"convert", "quantize", "--in", out, "--out", d.path() + "/again", "--bits", "8"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("is already quantized"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace mmtune::testing

@@ -70,11 +70,16 @@ class SafetensorsFile {
   bool contains(const std::string& name) const { return tensors_.count(name) > 0; }
   /// Throws SafetensorsError(kMissingTensor).
   const TensorInfo& info(const std::string& name) const;
-  /// A CPU tensor viewing the mapped bytes (no copy); it keeps the mapping alive. Read-only memory:
-  /// writing into it is a segfault, so clone() or .to() first. A tensor whose offset is not a
-  /// multiple of its element size (legal, never written by us or the Python library) is a copy.
-  /// Throws SafetensorsError(kMissingTensor).
+  /// A CPU tensor viewing the mapped bytes (no copy); it keeps the mapping alive, so a model can
+  /// use it as its own weight (load_weights does when dtype and device agree). The mapping is
+  /// private copy-on-write: writing into the tensor changes this process's copy, never the file.
+  /// A tensor whose offset is not a multiple of its element size (legal, never written by us or
+  /// the Python library) is a copy. Throws SafetensorsError(kMissingTensor).
   torch::Tensor tensor(const std::string& name) const;
+  /// Drops the pages holding `name` from this process's memory (they are read from the file again
+  /// if a view touches them later): quantizing a 13 GB checkpoint tensor by tensor then never holds
+  /// more than one tensor's pages. Only for tensors not written through a view.
+  void release(const std::string& name) const;
 
  private:
   SafetensorsFile() = default;
@@ -100,6 +105,8 @@ class SafetensorsCheckpoint {
   bool contains(const std::string& name) const;
   const TensorInfo& info(const std::string& name) const;
   torch::Tensor tensor(const std::string& name) const;
+  /// SafetensorsFile::release for the shard holding `name`.
+  void release(const std::string& name) const;
   const std::string& path() const { return path_; }
 
  private:

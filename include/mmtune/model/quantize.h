@@ -55,4 +55,24 @@ torch::Tensor quantized_linear(const torch::Tensor& x, const QuantizedWeight& q,
 /// Bytes one stored weight of N x K takes under `mode` (qweight + scales).
 int64_t quantized_bytes(const std::string& mode, int64_t n, int64_t k, int64_t group);
 
+/// ProjectionImpl::pack_for_inference on every quantized projection under `root` (generate, eval,
+/// chat, bench generate: processes that never train). Returns the bytes freed.
+int64_t pack_for_inference(torch::nn::Module& root, torch::Dtype activation_dtype);
+
+/// What write_quantized_model did.
+struct QuantizedModelStats {
+  int64_t quantized = 0, fallback = 0, copied = 0;  // tensors: quantized as asked, by the int8 fallback, as they were
+  int64_t bytes_in = 0, bytes_out = 0;              // tensor data
+  int64_t shards = 0;
+};
+
+/// `mmtune convert quantize`: the Hugging Face LLaMA directory `in` -> a pre-quantized directory
+/// `out` (docs/QUANTIZATION.md): every Linear of the decoder as `<name>.qweight` + `<name>.scales`,
+/// the other tensors as they were, config.json with a "quantization" block, the tokenizer files.
+/// One tensor at a time from the mmap'd input into shards of ~`shard_bytes`: the full-precision
+/// model is never in memory. Written under a temporary name and renamed into place; `out` must not
+/// exist. Throws mmtune::UsageError / CheckpointError / Error.
+QuantizedModelStats write_quantized_model(const std::string& in, const std::string& out, const Quantization& q,
+                                          int64_t shard_bytes = int64_t{2} << 30);
+
 }  // namespace mmtune::model
