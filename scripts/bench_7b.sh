@@ -4,8 +4,12 @@
 # generate on the same weights, the memory-bandwidth bound of decoding, and one LaVIN-7B training
 # step on the int4 base with activation checkpointing. One JSON object per line on stdout (and in
 # --out); BENCHMARKS.md has the numbers.
-#   scripts/bench_7b.sh [--device cpu|cuda] [--random-weights] [--new-tokens N] [--skip-train]
-#                       [--skip-reference] [--quant "none int8 int4"] [--out FILE.jsonl] [-- key=value ...]
+#   scripts/bench_7b.sh [--device cpu|cuda] [--random-weights] [--new-tokens N] [--prompt-length P]
+#                       [--batches "1 8"] [--steps N] [--warmup N] [--train-batch B] [--train-length T]
+#                       [--skip-train] [--skip-reference] [--quant "none int8 int4"] [--out FILE.jsonl]
+#                       [-- key=value ...]
+# The defaults are the GPU run's; a 2-core CPU box takes e.g. --prompt-length 32 --new-tokens 16
+# --steps 1 --train-batch 1 --train-length 128 (BENCHMARKS.md has the exact command).
 # Weights: random bf16 from a fixed seed (scripts/reference/make_bench_weights.py), ~13.5 GB for the
 # LLM + 0.6 GB for the ViT, written once to $MMTUNE_CACHE/bench-7b and reused. --random-weights
 # draws them in memory instead (no files, no load time: what the GPU check uses).
@@ -14,11 +18,18 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$MMTUNE_ROOT"
 device=cpu random=0 new_tokens=32 train=1 reference=1 out=/dev/null extra=() quants="none int8 int4"
+prompt_length=128 batches="1 8" steps=2 warmup=1 train_batch=4 train_length=512
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="$2"; shift 2 ;;
     --random-weights) random=1; shift ;;
     --new-tokens) new_tokens="$2"; shift 2 ;;
+    --prompt-length) prompt_length="$2"; shift 2 ;;
+    --batches) batches="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --train-batch) train_batch="$2"; shift 2 ;;
+    --train-length) train_length="$2"; shift 2 ;;
     --skip-train) train=0; shift ;;
     --skip-reference) reference=0; shift ;;
     --out) out="$2"; shift 2 ;;
@@ -63,10 +74,10 @@ EOF
 emit "{\"what\": \"copy_bandwidth\", \"device\": \"$device\", \"bytes_per_s\": $bw}"
 
 for q in $quants; do
-  for batch in 1 8; do
+  for batch in $batches; do
     json=$(mktemp)
-    if "$bin" bench generate "${common[@]}" --quantize "$q" --batch "$batch" --prompt-length 128 \
-      --new-tokens "$new_tokens" --steps 2 --warmup 1 --json "$json" >/dev/null; then
+    if "$bin" bench generate "${common[@]}" --quantize "$q" --batch "$batch" --prompt-length "$prompt_length" \
+      --new-tokens "$new_tokens" --steps "$steps" --warmup "$warmup" --json "$json" >/dev/null; then
       emit "$(tr -d '\n' < "$json" | tr -s ' ')"
     else
       emit "{\"mode\": \"generate\", \"quantize\": \"$q\", \"batch\": $batch, \"failed\": true}"; status=1
@@ -85,8 +96,8 @@ if [ "$train" = 1 ]; then
     [ "$q" = int8 ] && continue  # LaVIN-lite's recipe is int4; bf16 is the reference
     [ "$device" = cpu ] && [ "$q" = none ] && continue  # 7B bf16 training does not fit 24 GiB
     json=$(mktemp)
-    if "$bin" bench train "${common[@]}" --quantize "$q" train.activation_checkpointing=true train.micro_batch_size=4 \
-      --steps 2 --warmup 1 --json "$json" >/dev/null; then
+    if "$bin" bench train "${common[@]}" --quantize "$q" train.activation_checkpointing=true \
+      train.micro_batch_size="$train_batch" data.max_length="$train_length" --steps "$steps" --warmup "$warmup" --json "$json" >/dev/null; then
       emit "$(tr -d '\n' < "$json" | tr -s ' ')"
     else
       emit "{\"mode\": \"train\", \"quantize\": \"$q\", \"failed\": true}"; status=1
