@@ -8,6 +8,7 @@ namespace mmtune::config {
 namespace {
 
 const std::vector<std::string> kDtypes{"fp32", "bf16", "fp16", "fp64"};
+const std::vector<std::string> kModelDtypes{"", "fp32", "bf16", "fp16", "fp64"};
 // model/sizes.h names these shapes; tests/unit/model/test_sizes.cpp keeps the lists in step
 const std::vector<std::string> kQuantize{"none", "int8", "int4"};
 const std::vector<std::string> kQuantFallback{"none", "int8"};
@@ -70,6 +71,8 @@ void ModelConfig::visit(Visitor& v) {
   v("tokenizer", tokenizer, "tokenizer.model / tokenizer.json; empty = the one inside model.path");
   v("id", id, "base-model id written to adapter_config.json; empty = the directory name");
   v.choice("arch", arch, kLlamaArchs, "named shape, used when model.path has no config.json (dry runs)");
+  v.choice("dtype", dtype, kModelDtypes,
+           "dtype of the frozen weights (LLaMA and ViT); empty = the top-level dtype, which it sets when given");
   v.choice("quantize", quantize, kQuantize, "weight-only quantization of the LLM's frozen Linear layers");
   v("quant_group", quant_group, "int4: inputs per scale and zero point (32, 64, 128 or 256)");
   v.choice("quant_fallback", quant_fallback, kQuantFallback,

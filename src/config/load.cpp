@@ -393,6 +393,18 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
     }
   }
 
+  // model.dtype (the spelling, beside the frozen model's other keys) and the top-level
+  // dtype name one setting: either may be given, both only when they agree
+  if (!cfg.model.dtype.empty()) {
+    const YAML::Node top = root["dtype"];
+    if (top.IsDefined() && !top.IsNull() && top.IsScalar() && top.Scalar() != cfg.model.dtype) {
+      ctx.add("model.dtype", "is " + cfg.model.dtype + " but dtype is " + top.Scalar() + ": they name the same setting",
+              "give one of them");
+    }
+    cfg.dtype = cfg.model.dtype;
+  }
+  cfg.model.dtype = cfg.dtype;
+
   // Cross-field checks run even after reading problems, so a user sees everything at once; a key
   // that already has a reading problem gets no second (derived) complaint.
   auto& problems = ctx.problems();

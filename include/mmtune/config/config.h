@@ -28,6 +28,8 @@ struct ModelConfig : Section {
   std::string tokenizer;  // tokenizer.model or tokenizer.json; empty = inside `path`
   std::string id;         // base-model id recorded in adapter_config.json; empty = directory name
   std::string arch;       // named shape (llama-7b | llama-13b | llama3-8b) for dry runs without weights
+  std::string dtype;                    // the frozen weights' dtype; "" = the top-level `dtype` (load_config
+                                        // copies one into the other: after loading both hold the same)
   std::string quantize = "none";        // none | int8 | int4: the frozen Linear layers (model/quantize.h)
   int64_t quant_group = 128;            // int4 group size: 32 | 64 | 128 | 256
   std::string quant_fallback = "none";  // int4: none | int8 for weights whose inputs the group does not divide

@@ -129,6 +129,24 @@ TEST(ConfigLoad, NonFiniteNumbersAreErrors) {
   }
 }
 
+TEST(ConfigLoad, ModelDtypeAndTopLevelDtypeAreOneSetting) {
+  // issue 18 spells it model.dtype; the configs so far say dtype: either sets both, both must agree
+  TempDir d;
+  const auto path = d.write("c.yaml", kMinimal);
+  EXPECT_EQ(load(path).dtype, "fp32");
+  EXPECT_EQ(load(path).model.dtype, "fp32");
+  const RunConfig a = load(path, {"model.dtype=bf16"});
+  EXPECT_EQ(a.dtype, "bf16");
+  EXPECT_EQ(a.model.dtype, "bf16");
+  const RunConfig b = load(path, {"dtype=fp16"});
+  EXPECT_EQ(b.model.dtype, "fp16");
+  EXPECT_EQ(load(path, {"dtype=bf16", "model.dtype=bf16"}).dtype, "bf16");
+  const auto p = only_problem(path, {"dtype=fp32", "model.dtype=bf16"});
+  EXPECT_EQ(p.key, "model.dtype");
+  EXPECT_NE(p.message.find("but dtype is fp32"), std::string::npos) << p.message;
+  EXPECT_EQ(only_problem(path, {"model.dtype=int4"}).key, "model.dtype");
+}
+
 TEST(ConfigLoad, ListValuesInFlowAndBlockStyle) {
   TempDir d;
   const auto path = d.write("c.yaml", std::string(kMinimal) +
