@@ -8,6 +8,7 @@ Writes into OUT (default build/tiny):
   llama-mha-tied/                 MHA, tied embeddings
   llama-gqa/                      grouped-query attention (4 heads / 2 kv heads), untied
   llama3-rope/                    llama3 rope scaling (transformers 5 `rope_parameters`), 1 kv head
+  llama-wide/                     D=512, 8 layers, GQA 8/4 (~26M parameters): memory-estimate checks
   clip-vit/                       CLIPVisionModel, quick_gelu, 4 blocks (LaVIN-like CLS-every-N use)
   clip-vit-gelu/                  CLIPVisionModel, gelu, 3 blocks, odd sizes
 Every LLaMA directory holds config.json, model.safetensors and tokenizer.model. Seeds are fixed;
@@ -52,6 +53,11 @@ LLAMAS = {
                         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                          "original_max_position_embeddings": 64}),
+    # wide enough that a training step's activations, not the process's baseline, decide its peak
+    # memory (the dry run's estimate is checked against it: test_memory_estimate.cpp)
+    "llama-wide": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+                       num_key_value_heads=4, max_position_embeddings=512, rms_norm_eps=1e-5,
+                       tie_word_embeddings=False),
 }
 CLIPS = {
     "clip-vit": dict(image_size=32, patch_size=8, hidden_size=64, intermediate_size=128, num_hidden_layers=4,

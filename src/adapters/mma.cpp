@@ -101,6 +101,10 @@ MmaAdapterImpl::MmaAdapterImpl(int64_t C, const MmaConfig& c, bool vision, std::
     mlp_ = register_module("adapter_mlp", RepAdapterRouter(C, c, device));
 }
 
+int64_t MmaAdapterImpl::saved_bytes_per_token(const BlockShape& shape, int64_t) const {
+  return (mlp_ ? 2 : 1) * 3 * shape.width * 4;
+}
+
 torch::Tensor MmaAdapterImpl::at(Site site, torch::Tensor x, ForwardContext& ctx) {
   RepAdapterRouterImpl& a = site == Site::kPreMlp ? *mlp_ : *attn_;
   // LLM routing is computed in the first pass over a sequence and reused by the decode steps

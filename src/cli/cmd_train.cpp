@@ -1,8 +1,10 @@
 // mmtune train --config FILE [key.sub=value ...] [--dry-run] [--resume [DIR]]
 #include <mmtune/core/logging.h>
 #include <mmtune/train/dry_run.h>
+#include <mmtune/train/memory_estimate.h>
 #include <mmtune/train/run_train.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 
@@ -19,7 +21,7 @@ void add_train_command(CLI::App& app, Action& action) {
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("train", "Tune an adapter on frozen backbones (data-parallel under torchrun)");
   add_config_args(cmd, args->config);
-  cmd->add_flag("--dry-run", args->dry_run, "build the model on the meta device and print the trainable parameters");
+  cmd->add_flag("--dry-run", args->dry_run, "build the model on the meta device; print the trainable parameters and the estimated peak memory per dtype / quantize");
   cmd->add_option("--resume", args->resume, "resume from the latest checkpoint in output_dir, or from DIR")
       ->expected(0, 1)
       ->default_str("latest");
@@ -30,7 +32,9 @@ void add_train_command(CLI::App& app, Action& action) {
       const auto cfg = load_run_config(args->config);  // config problems surface now, before anything is built
       if (args->dry_run) {
         const auto t0 = std::chrono::steady_clock::now();
+        const int64_t baseline = std::max<int64_t>(train::current_rss_bytes(), 0);  // before the meta builds (no memory)
         std::cout << train::format_dry_run(train::dry_run(cfg));
+        std::cout << train::format_memory_estimates(train::estimate_memory(cfg, baseline), cfg);
         log::info() << "dry run (meta device, no weights read) in "
                     << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s";
         return 0;

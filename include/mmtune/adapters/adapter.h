@@ -71,6 +71,11 @@ class BlockAdapterImpl : public torch::nn::Module {
   virtual torch::Tensor delta(Proj p, const torch::Tensor& x, ForwardContext& ctx) { return {}; }
   /// The parameters this adapter trains (default: all of its own).
   virtual std::vector<torch::Tensor> adapter_parameters() { return parameters(); }
+  /// Bytes per token that this adapter's forward keeps for the backward pass in a block of `shape`
+  /// whose activations have `act_bytes` per element (train --dry-run's memory estimate). Default:
+  /// the fp32 copy of each used site's input and of each used projection's input (one copy for q,
+  /// k, v and one for gate, up when the activations are fp32 already); inner widths left out.
+  virtual int64_t saved_bytes_per_token(const BlockShape& shape, int64_t act_bytes) const;
   /// A disabled adapter is skipped: the block computes the base output exactly.
   void set_enabled(bool on) { enabled_ = on; }
   bool enabled() const { return enabled_; }

@@ -59,6 +59,9 @@ class MmaAdapterImpl : public BlockAdapterImpl {
   MmaAdapterImpl(int64_t width, const MmaConfig& config, bool vision, std::string key, const torch::Device& device);
   bool uses(Site s) const override { return s == Site::kPreAttn || (s == Site::kPreMlp && mlp_); }
   torch::Tensor at(Site site, torch::Tensor x, ForwardContext& ctx) override;
+  /// Per router: its fp32 input and both experts' outputs (the trainable routing weights multiply
+  /// them, so autograd keeps them): 3 x width x 4 bytes.
+  int64_t saved_bytes_per_token(const BlockShape& shape, int64_t act_bytes) const override;
 
  private:
   bool vision_, lnd_quirk_;
