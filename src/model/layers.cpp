@@ -2,6 +2,10 @@
 
 #include <cmath>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 namespace mmtune::model {
 
 namespace F = torch::nn::functional;
@@ -141,7 +145,14 @@ torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
 int64_t pack_for_inference(torch::nn::Module& root, torch::Dtype activation_dtype) {
   int64_t freed = 0;
   for (const auto& m : root.modules()) {
-    if (auto* proj = dynamic_cast<ProjectionImpl*>(m.get())) freed += proj->pack_for_inference(activation_dtype);
+    auto* proj = dynamic_cast<ProjectionImpl*>(m.get());
+    if (!proj) continue;
+    freed += proj->pack_for_inference(activation_dtype);
+#ifdef __GLIBC__
+    // packing's temporaries (the codes unpacked to int32 for the kernel's API) and the freed codes
+    // stay on glibc's heap otherwise: a 7B int4 model held 1.4 GB more after packing without this
+    ::malloc_trim(0);
+#endif
   }
   return freed;
 }

@@ -8,12 +8,15 @@
 #include <ATen/ops/_weight_int4pack_mm_for_cpu.h>
 #include <ATen/ops/_weight_int8pack_mm.h>
 
+#include <algorithm>
+
 namespace mmtune::model {
 
 namespace {
 
 constexpr int64_t kInt4NMultiple = 16;  // both int4 kernels take N in multiples of 16 (we pad)
-constexpr int64_t kTinygemmMaxRows = 16;  // CUDA int4: more input rows go through cuBLAS (below)
+constexpr int64_t kTinygemmMaxRows = 16;
+constexpr int64_t kPackRows = 1024;       // CPU int4 packing, rows at a time (a multiple of 16 and of the kernels' blocks)  // CUDA int4: more input rows go through cuBLAS (below)
 
 bool valid_group(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
 
@@ -48,31 +51,52 @@ std::string mode_for(const Quantization& q, const std::string& name, int64_t n, 
 
 QuantizedWeight quantize_weight(const torch::Tensor& w, const std::string& mode, int64_t group) {
   torch::NoGradGuard no_grad;
+  if (mode != "int8" && mode != "int4") throw std::invalid_argument("quantize_weight: unknown mode " + mode);
   // always on the CPU: CUDA divides by a scalar through its reciprocal, which would round some codes
   // differently there; the codes must not depend on the device a model is loaded onto
-  const torch::Tensor wf = w.detach().to(torch::kCPU, torch::kFloat32);  // [N, K]
-  const int64_t n = wf.size(0), k = wf.size(1);
+  const torch::Tensor src = w.detach().to(torch::kCPU);  // [N, K], no copy for a CPU weight
+  const int64_t n = src.size(0), k = src.size(1);
+  if (mode == "int4" && (!valid_group(group) || k % group != 0 || k % 2 != 0))
+    throw std::invalid_argument(cat("quantize_weight: group ", group, " does not fit ", k, " inputs"));
+  // A few rows at a time (~4M values, 16 MB in fp32): every row is quantized on its own, so the
+  // codes are the same, and the fp32 temporaries stay small (a whole 32000 x 4096 head in fp32
+  // with its intermediates took 2.6 GB at once)
+  const int64_t rows = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(k, 1));
   QuantizedWeight q;
   q.mode = mode;
   if (mode == "int8") {
-    torch::Tensor s = wf.abs().amax(1) / 127.0;  // [N]
-    s = torch::where(s > 0, s, torch::ones_like(s));  // an all-zero row: q = 0 with any scale
-    q.qweight = (wf / s.unsqueeze(1)).round().clamp(-128, 127).to(w.device(), torch::kInt8);  // [N, K]
-    q.scales = s.to(w.device());
+    torch::Tensor codes = torch::empty({n, k}, torch::kInt8);  // [N, K]
+    torch::Tensor scales = torch::empty({n}, torch::kFloat32);  // [N]
+    for (int64_t r = 0; r < n; r += rows) {
+      const int64_t m = std::min(rows, n - r);
+      const torch::Tensor wf = src.narrow(0, r, m).to(torch::kFloat32);  // [m, K]
+      torch::Tensor s = wf.abs().amax(1) / 127.0;                          // [m]
+      s = torch::where(s > 0, s, torch::ones_like(s));  // an all-zero row: q = 0 with any scale
+      codes.narrow(0, r, m).copy_((wf / s.unsqueeze(1)).round_().clamp_(-128, 127));
+      scales.narrow(0, r, m).copy_(s);
+    }
+    q.qweight = codes.to(w.device());
+    q.scales = scales.to(w.device());
     return q;
   }
-  if (mode != "int4") throw std::invalid_argument("quantize_weight: unknown mode " + mode);
-  if (!valid_group(group) || k % group != 0 || k % 2 != 0)
-    throw std::invalid_argument(cat("quantize_weight: group ", group, " does not fit ", k, " inputs"));
   q.group = group;
-  const torch::Tensor g = wf.view({n, k / group, group});                   // [N, K/g, g]
-  const torch::Tensor mx = g.amax(-1), mn = g.amin(-1);                     // [N, K/g]
-  const torch::Tensor s = ((mx - mn).clamp_min(1e-6) / 15.0).to(torch::kBFloat16).to(torch::kFloat32);
-  const torch::Tensor z = (mn + s * 8.0).to(torch::kBFloat16).to(torch::kFloat32);
-  const torch::Tensor lowest = (z - s * 8.0).unsqueeze(-1);                 // [N, K/g, 1]
-  const torch::Tensor v = ((g - lowest) / s.unsqueeze(-1)).round().clamp(0, 15).to(torch::kUInt8).view({n, k});
-  q.qweight = torch::bitwise_or(torch::bitwise_left_shift(v.slice(1, 0, k, 2), 4), v.slice(1, 1, k, 2)).to(w.device());
-  q.scales = torch::stack({s, z}, -1).transpose(0, 1).to(w.device(), torch::kBFloat16).contiguous();  // [K/g, N, 2]
+  const int64_t ng = k / group;
+  torch::Tensor codes = torch::empty({n, k / 2}, torch::kUInt8);            // [N, K/2]
+  torch::Tensor sz = torch::empty({n, ng, 2}, torch::kBFloat16);            // [N, K/g, 2] (scale, zero)
+  for (int64_t r = 0; r < n; r += rows) {
+    const int64_t m = std::min(rows, n - r);
+    const torch::Tensor g = src.narrow(0, r, m).to(torch::kFloat32).view({m, ng, group});  // [m, K/g, g]
+    const torch::Tensor mx = g.amax(-1), mn = g.amin(-1);                                  // [m, K/g]
+    const torch::Tensor s = ((mx - mn).clamp_min(1e-6) / 15.0).to(torch::kBFloat16).to(torch::kFloat32);
+    const torch::Tensor z = (mn + s * 8.0).to(torch::kBFloat16).to(torch::kFloat32);
+    const torch::Tensor lowest = (z - s * 8.0).unsqueeze(-1);  // [m, K/g, 1]
+    const torch::Tensor v = (g - lowest).div_(s.unsqueeze(-1)).round_().clamp_(0, 15).to(torch::kUInt8).view({m, k});
+    // two codes per byte, the even input in the high nibble
+    codes.narrow(0, r, m).copy_(torch::bitwise_or(torch::bitwise_left_shift(v.slice(1, 0, k, 2), 4), v.slice(1, 1, k, 2)));
+    sz.narrow(0, r, m).copy_(torch::stack({s, z}, -1));
+  }
+  q.qweight = codes.to(w.device());
+  q.scales = sz.transpose(0, 1).contiguous().to(w.device());  // [K/g, N, 2] bf16
   return q;
 }
 
@@ -118,7 +142,14 @@ PackedWeight pack_weight(const QuantizedWeight& q, torch::Dtype dtype, const tor
     p.weight = at::_convert_weight_to_int4pack(qw.contiguous(), inner_k_tiles(k));
     p.scales = sz.to(torch::kBFloat16).contiguous();
   } else if (device.is_cpu()) {
-    p.weight = at::_convert_weight_to_int4pack_for_cpu(int4_values(qw).to(torch::kInt32), 1);
+    // the kernel's API takes the codes as int32 [N, K]: 4 bytes per weight (a 32000 x 4096 head: 524
+    // MB at once). Its layout is row-block-major, so 1024 rows at a time (a multiple of every ISA's
+    // block) give the same bytes (Quantize.Int4CpuPackInRowChunksIsTheWholePack) for 16 MB each.
+    p.weight = torch::empty({p.n_padded, k / 2}, torch::kUInt8);
+    for (int64_t r = 0; r < p.n_padded; r += kPackRows) {
+      const int64_t m = std::min(kPackRows, p.n_padded - r);
+      p.weight.narrow(0, r, m).copy_(at::_convert_weight_to_int4pack_for_cpu(int4_values(qw.narrow(0, r, m)).to(torch::kInt32), 1));
+    }
     p.scales = sz.to(dtype).contiguous();
   } else {
     throw UsageError(cat("int4 weights on ", device, ": LibTorch has no int4 kernel for this device"),

@@ -68,6 +68,7 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
       dst.set_data(src);  // the file's own (copy-on-write) pages become the weight: no copy, no second RSS
     } else {
       dst.copy_(src);  // casts dtype, moves device
+      ckpt.release(name);  // the file's pages are not needed again: RSS holds the copy only, not both
     }
     // one cheap pass over what was loaded (a corrupt or overflowed export would otherwise go unseen)
     if (dst.is_floating_point() && !torch::isfinite(dst).all().item<bool>()) non_finite.push_back(name);
@@ -151,6 +152,11 @@ LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& opti
   if (config.quantization.enabled() && options.dtype() == torch::kFloat64) {
     throw UsageError("quantized weights cannot run in dtype fp64 (the kernels take fp32, bf16, fp16)",
                      "use dtype fp32 or bf16 with model.quantize, or model.quantize=none for fp64 checks");
+  }
+  if (config.quantization.mode == "int4" && options.device().is_cpu() && options.dtype() == torch::kFloat32) {
+    // the model still runs, but a user waiting minutes per answer deserves to know why
+    log::warn() << "int4 weights with fp32 activations run LibTorch's fp32 int4 CPU kernel, measured 15-60x slower "
+                   "than with bf16 activations here (hint: dtype bf16, --dtype bf16)";
   }
   const auto ckpt = io::SafetensorsCheckpoint::open(dir);
   check_llama_config_against_weights(config, ckpt);

@@ -14,6 +14,8 @@
 #include <mmtune/model/quantize.h>
 #include <mmtune/model/weights.h>
 
+#include <ATen/ops/_convert_weight_to_int4pack_for_cpu.h>
+
 #include <cmath>
 #include <cstdio>
 
@@ -52,6 +54,48 @@ TEST(Quantize, Int4GroupsHaveABf16ScaleAndZeroAndPackTwoPerByte) {
   EXPECT_EQ(q.qweight[0][15].item<int>(), 0xFF);  // 30 / 2.0625 = 14.55 -> 15, 31 / 2.0625 = 15.03 -> 15
   const torch::Tensor back = dequantize_weight(q, torch::kFloat64);
   EXPECT_DOUBLE_EQ(back[0][3].item<double>(), (1 - 8) * 2.0625 + 16.5);
+}
+
+TEST(Quantize, RowChunksGiveTheCodesOfTheWholeMatrix) {
+  // quantize_weight works on ~4M values at a time (k = 65536: 64 rows per chunk, 3 chunks and a
+  // partial one here); the codes must be those of the formulas above applied to the whole matrix
+  torch::manual_seed(11);
+  const int64_t n = 200, k = 65536, g = 128;
+  const torch::Tensor w = torch::randn({n, k}).mul_(0.02).to(torch::kBFloat16);  // a checkpoint's bf16
+  const torch::Tensor wf = w.to(torch::kFloat32);
+  {
+    const QuantizedWeight q = quantize_weight(w, "int8", 0);
+    const torch::Tensor s = wf.abs().amax(1) / 127.0;
+    EXPECT_TRUE(torch::equal(q.scales, s));
+    EXPECT_TRUE(torch::equal(q.qweight, (wf / s.unsqueeze(1)).round().clamp(-128, 127).to(torch::kInt8)));
+  }
+  const QuantizedWeight q = quantize_weight(w, "int4", g);
+  const torch::Tensor grp = wf.view({n, k / g, g});
+  const torch::Tensor mx = grp.amax(-1), mn = grp.amin(-1);
+  const torch::Tensor sc = ((mx - mn).clamp_min(1e-6) / 15.0).to(torch::kBFloat16).to(torch::kFloat32);
+  const torch::Tensor z = (mn + sc * 8.0).to(torch::kBFloat16).to(torch::kFloat32);
+  const torch::Tensor v = ((grp - (z - sc * 8.0).unsqueeze(-1)) / sc.unsqueeze(-1)).round().clamp(0, 15).view({n, k});
+  const torch::Tensor packed = (v.slice(1, 0, k, 2) * 16 + v.slice(1, 1, k, 2)).to(torch::kUInt8);
+  EXPECT_TRUE(torch::equal(q.qweight, packed));
+  EXPECT_TRUE(torch::equal(q.scales, torch::stack({sc, z}, -1).transpose(0, 1).to(torch::kBFloat16)));
+}
+
+TEST(Quantize, Int4CpuPackInRowChunksIsTheWholePack) {
+  // pack_weight builds the CPU kernel's layout 1024 rows at a time; the kernel's own packing of the
+  // whole matrix must give the same bytes (the numerics label reruns this with the portable kernels)
+  torch::manual_seed(5);
+  const int64_t n = 2096, k = 512;  // 3 chunks, the last one 48 rows
+  QuantizedWeight q;
+  q.mode = "int4";
+  q.group = 128;
+  q.qweight = torch::randint(0, 256, {n, k / 2}, torch::kInt32).to(torch::kUInt8);
+  q.scales = torch::randn({k / 128, n, 2}).to(torch::kBFloat16);
+  const PackedWeight p = pack_weight(q, torch::kBFloat16, torch::kCPU);
+  const torch::Tensor values =
+      torch::stack({torch::bitwise_right_shift(q.qweight, 4), torch::bitwise_and(q.qweight, 15)}, -1).view({n, k});
+  const torch::Tensor whole = at::_convert_weight_to_int4pack_for_cpu(values.to(torch::kInt32), 1);
+  ASSERT_EQ(p.weight.sizes(), whole.sizes());
+  EXPECT_TRUE(torch::equal(p.weight, whole));
 }
 
 TEST(Quantize, KernelsMatchTheDequantizedWeightOnCpu) {
