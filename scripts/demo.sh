@@ -13,7 +13,11 @@
 # to them so configs/demo*.yaml run by hand. Exit status: 0 when every step passed and the image
 # questions reached their target (at least twice chance and above the untuned base), else 1.
 #
-# Usage: scripts/demo.sh [--fresh]      --fresh: drop the demo's cache first
+# Usage: scripts/demo.sh [--fresh] [--quantize int8|int4]
+#   --fresh           drop the demo's cache first
+#   --quantize MODE   the frozen LLM's Linear layers in int8 or int4 (group 32; stories260K's
+#                     172-wide down_proj inputs, which 32 does not divide, in int8) for training,
+#                     eval and chat: LaVIN-lite's recipe. Its run goes to runs/demo-MODE.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$MMTUNE_ROOT"
@@ -22,14 +26,20 @@ say() { printf '[demo] %s\n' "$*"; }
 die() { printf '[demo] error: %s\n' "$1" >&2; [ -n "${2:-}" ] && printf '[demo]   hint: %s\n' "$2" >&2; exit 1; }
 trap 'printf "[demo] error: the step above failed (line %s: %s)\n" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
-fresh=0
-for a in "$@"; do
-  case "$a" in
-    --fresh) fresh=1 ;;
+fresh=0 quantize=none
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fresh) fresh=1; shift ;;
+    --quantize) [ $# -ge 2 ] || die "--quantize needs a value" "scripts/demo.sh --quantize int4"
+                quantize="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-    *) die "unknown argument '$a'" "scripts/demo.sh [--fresh]" ;;
+    *) die "unknown argument '$1'" "scripts/demo.sh [--fresh] [--quantize int8|int4]" ;;
   esac
 done
+case "$quantize" in
+  none|int8|int4) ;;
+  *) die "--quantize takes int8 or int4, got '$quantize'" "scripts/demo.sh --quantize int4" ;;
+esac
 
 MMTUNE="${MMTUNE:-$MMTUNE_ROOT/build/bin/mmtune}"
 # the shared read-only models beside the checkout, as for the tests (MMTUNE_SHARED_DIR overrides)
@@ -37,6 +47,11 @@ STORIES="$(realpath -m "${MMTUNE_SHARED_DIR:-$MMTUNE_ROOT/../shared}/models/stor
 CACHE="$MMTUNE_CACHE/demo"
 LINKS="$MMTUNE_ROOT/build/demo"
 RUN="$MMTUNE_ROOT/runs/demo"
+QUANT=()  # the frozen LLM as trained, evaluated and chatted with
+if [ "$quantize" != none ]; then
+  RUN="$MMTUNE_ROOT/runs/demo-$quantize"
+  QUANT=(model.quantize="$quantize" model.quant_group=32 model.quant_fallback=int8)
+fi
 # the demo set (seed 0) and the ViT's pretraining pictures (seed 1): two independent draws
 DATA_ARGS=(--seed 0 --train 4000 --val 100 --test 300 --ordered-options)
 VIT_DATA_ARGS=(--seed 1 --train 8000 --val 200 --test 0)
@@ -137,7 +152,7 @@ say "       -> $VIT/model"
 # ---- 3. adapter tuning ------------------------------------------------------------------------
 step_start "3. mmtune train (MMA adapters)"
 rm -rf "$RUN"
-"$MMTUNE" train --config configs/demo.yaml
+"$MMTUNE" train --config configs/demo.yaml output_dir="$RUN" "${QUANT[@]}"
 CKPT="$(latest_checkpoint "$RUN")"
 [ -n "$CKPT" ] || die "no checkpoint in $RUN" "see $RUN/mmtune.log"
 step_end
@@ -147,11 +162,11 @@ step_start "4. mmtune eval (tuned, untuned base)"
 TEST_JSON="$LINKS/data/llava/test.json"
 say "MMA-tuned: $CKPT"
 "$MMTUNE" eval --config configs/demo.yaml --checkpoint "$CKPT" --task scienceqa --split test \
-    data.json="$TEST_JSON" --output "$RUN/eval-tuned/results.json" --no-progress
+    data.json="$TEST_JSON" --output "$RUN/eval-tuned/results.json" --no-progress "${QUANT[@]}"
 say "untuned base: the same frozen backbones with fresh MMA adapters (identity in the LLM and ViT,"
 say "  an untrained projector): what the backbones do before tuning"
 "$MMTUNE" eval --config configs/demo.yaml --task scienceqa --split test \
-    data.json="$TEST_JSON" --output "$RUN/eval-base/results.json" --no-progress
+    data.json="$TEST_JSON" --output "$RUN/eval-base/results.json" --no-progress "${QUANT[@]}"
 step_end
 
 # ---- 5. chat ----------------------------------------------------------------------------------
@@ -168,7 +183,7 @@ EOF
 )
 IMAGE="$LINKS/data/images/$IMAGE"
 printf '%s\n' "$QUESTION" > "$RUN/chat-input.txt"
-"$MMTUNE" chat --config configs/demo.yaml --checkpoint "$CKPT" --image "$IMAGE" \
+"$MMTUNE" chat --config configs/demo.yaml --checkpoint "$CKPT" --image "$IMAGE" "${QUANT[@]}" \
     < "$RUN/chat-input.txt" > "$RUN/chat-output.txt"
 ANSWER="$(head -1 "$RUN/chat-output.txt")"
 say "picture:  $IMAGE"
