@@ -33,14 +33,10 @@ PROMPTS = [
 ]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    sp = spm.SentencePieceProcessor(model_file=f"{args.model}/tokenizer.model")
+def left_padded_prompts(model_dir):
+    """PROMPTS with BOS, tokenized by the model's tokenizer.model, left-padded with 0:
+    (ids: list of lists, input_ids [B, T], attention_mask [B, T])."""
+    sp = spm.SentencePieceProcessor(model_file=f"{model_dir}/tokenizer.model")
     ids = [[1] + sp.encode(p) for p in PROMPTS]
     T = max(len(x) for x in ids)
     input_ids = torch.zeros(len(ids), T, dtype=torch.long)
@@ -48,6 +44,18 @@ def main():
     for b, x in enumerate(ids):
         input_ids[b, T - len(x):] = torch.tensor(x)
         mask[b, T - len(x):] = 1
+    return ids, input_ids, mask
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ids, input_ids, mask = left_padded_prompts(args.model)
+    T = input_ids.size(1)
     model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None  # generate all N tokens; EOS is just another token here
     positions = (mask.cumsum(-1) - 1).clamp(min=0)

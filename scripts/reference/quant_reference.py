@@ -22,13 +22,12 @@ import argparse
 import os
 import sys
 
-import sentencepiece as spm
 import torch
 from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_reference import PROMPTS  # noqa: E402
+from llama_reference import left_padded_prompts  # noqa: E402
 from precision import both, fp64  # noqa: E402
 
 
@@ -83,14 +82,8 @@ def main():
             if k.split(".", 1)[1].rsplit(".", 1)[0] in
             ("model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj", "lm_head")}
 
-    sp = spm.SentencePieceProcessor(model_file=f"{args.model}/tokenizer.model")
-    ids = [[1] + sp.encode(p) for p in PROMPTS]
-    T = max(len(x) for x in ids)
-    input_ids = torch.zeros(len(ids), T, dtype=torch.long)
-    mask = torch.zeros(len(ids), T, dtype=torch.long)
-    for b, x in enumerate(ids):
-        input_ids[b, T - len(x):] = torch.tensor(x)
-        mask[b, T - len(x):] = 1
+    ids, input_ids, mask = left_padded_prompts(args.model)
+    T = input_ids.size(1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
     def forward(m, dtype):

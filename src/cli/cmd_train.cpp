@@ -2,6 +2,7 @@
 #include <mmtune/core/logging.h>
 #include <mmtune/train/dry_run.h>
 #include <mmtune/train/memory_estimate.h>
+#include <mmtune/train/metrics.h>
 #include <mmtune/train/run_train.h>
 
 #include <algorithm>

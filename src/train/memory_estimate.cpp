@@ -8,7 +8,6 @@
 #include <mmtune/train/build_model.h>
 
 #include <algorithm>
-#include <fstream>
 #include <iomanip>
 #include <sstream>
 
@@ -174,20 +173,6 @@ MemoryEstimate estimate_one(const config::RunConfig& cfg, int64_t baseline) {
 }
 
 }  // namespace
-
-int64_t current_rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      std::istringstream is(line.substr(6));
-      int64_t kb = -1;
-      is >> kb;
-      return kb < 0 ? -1 : kb * 1024;
-    }
-  }
-  return -1;
-}
 
 std::vector<MemoryEstimate> estimate_memory(const config::RunConfig& cfg, int64_t baseline_bytes) {
   std::vector<std::pair<std::string, std::string>> choices = {{cfg.dtype, cfg.model.quantize}};

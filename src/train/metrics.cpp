@@ -61,12 +61,15 @@ std::string metrics_json_line(const StepMetrics& m) {
   return j.dump();  // non-finite numbers become null
 }
 
-int64_t peak_rss_bytes() {
+namespace {
+
+// A "Key:   123 kB" line of /proc/self/status in bytes, or -1.
+int64_t proc_status_bytes(const std::string& key) {
   std::ifstream f("/proc/self/status");
   std::string line;
   while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) {
-      std::istringstream s(line.substr(6));
+    if (line.rfind(key, 0) == 0) {
+      std::istringstream s(line.substr(key.size()));
       int64_t kb = -1;
       s >> kb;
       return kb >= 0 ? kb * 1024 : -1;
@@ -74,6 +77,12 @@ int64_t peak_rss_bytes() {
   }
   return -1;
 }
+
+}  // namespace
+
+int64_t peak_rss_bytes() { return proc_status_bytes("VmHWM:"); }
+
+int64_t current_rss_bytes() { return proc_status_bytes("VmRSS:"); }
 
 int64_t peak_cuda_allocated_bytes(const torch::Device& device) {
   if (!device.is_cuda() || !torch::cuda::is_available()) return -1;

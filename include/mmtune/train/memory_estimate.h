@@ -41,7 +41,4 @@ std::vector<MemoryEstimate> estimate_memory(const config::RunConfig& cfg, int64_
 /// The table as text: one row per choice, the config's own marked with '*'.
 std::string format_memory_estimates(const std::vector<MemoryEstimate>& rows, const config::RunConfig& cfg);
 
-/// Resident set size of this process now (VmRSS), or -1 where /proc is missing.
-int64_t current_rss_bytes();
-
 }  // namespace mmtune::train

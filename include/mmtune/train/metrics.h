@@ -46,6 +46,8 @@ std::string metrics_json_line(const StepMetrics& m);
 
 /// Peak resident set size of this process (VmHWM of /proc/self/status), or -1.
 int64_t peak_rss_bytes();
+/// Resident set size of this process now (VmRSS), or -1.
+int64_t current_rss_bytes();
 /// Peak bytes allocated by torch's caching allocator on `device` since the start (or -1 when the
 /// device is not CUDA). Works in CPU-only builds and machines (returns -1 there).
 int64_t peak_cuda_allocated_bytes(const torch::Device& device);
