@@ -146,7 +146,7 @@ int64_t pack_for_inference(torch::nn::Module& root, torch::Dtype activation_dtyp
   int64_t freed = 0;
   for (const auto& m : root.modules()) {
     auto* proj = dynamic_cast<ProjectionImpl*>(m.get());
-    if (!proj) continue;
+    if (!proj || !proj->quantized()) continue;  // nothing to pack, nothing to trim
     freed += proj->pack_for_inference(activation_dtype);
 #ifdef __GLIBC__
     // packing's temporaries (the codes unpacked to int32 for the kernel's API) and the freed codes

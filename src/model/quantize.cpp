@@ -15,8 +15,8 @@ namespace mmtune::model {
 namespace {
 
 constexpr int64_t kInt4NMultiple = 16;  // both int4 kernels take N in multiples of 16 (we pad)
-constexpr int64_t kTinygemmMaxRows = 16;
-constexpr int64_t kPackRows = 1024;       // CPU int4 packing, rows at a time (a multiple of 16 and of the kernels' blocks)  // CUDA int4: more input rows go through cuBLAS (below)
+constexpr int64_t kTinygemmMaxRows = 16;  // CUDA int4: more input rows go through cuBLAS (below)
+constexpr int64_t kPackRows = 1024;       // CPU int4 packing, rows at a time (a multiple of 16 and of the kernels' blocks)
 
 bool valid_group(int64_t g) { return g == 32 || g == 64 || g == 128 || g == 256; }
 

@@ -37,38 +37,6 @@ int64_t adapter_bytes_per_token(const std::vector<std::shared_ptr<adapters::Bloc
   return total;
 }
 
-adapters::BlockShape llama_block_shape(const model::LlamaConfig& c) {
-  adapters::BlockShape s;
-  s.width = c.hidden_size;
-  const int64_t Dq = c.num_heads * c.head_dim, Dkv = c.num_kv_heads * c.head_dim, F = c.intermediate_size;
-  auto set = [&s](Proj p, int64_t in, int64_t out) {
-    s.in[static_cast<int>(p)] = in;
-    s.out[static_cast<int>(p)] = out;
-  };
-  set(Proj::kQ, s.width, Dq);
-  set(Proj::kK, s.width, Dkv);
-  set(Proj::kV, s.width, Dkv);
-  set(Proj::kO, Dq, s.width);
-  set(Proj::kGate, s.width, F);
-  set(Proj::kUp, s.width, F);
-  set(Proj::kDown, F, s.width);
-  return s;
-}
-
-adapters::BlockShape clip_block_shape(const model::ClipVisionConfig& c) {
-  adapters::BlockShape s;
-  s.width = c.hidden_size;
-  for (Proj p : {Proj::kQ, Proj::kK, Proj::kV, Proj::kO}) {
-    s.in[static_cast<int>(p)] = s.width;
-    s.out[static_cast<int>(p)] = s.width;
-  }
-  s.in[static_cast<int>(Proj::kUp)] = s.width;  // fc1
-  s.out[static_cast<int>(Proj::kUp)] = c.intermediate_size;
-  s.in[static_cast<int>(Proj::kDown)] = c.intermediate_size;  // fc2
-  s.out[static_cast<int>(Proj::kDown)] = s.width;
-  return s;
-}
-
 // What one LlamaBlock keeps for backward per token (tensors saved by the ops of LlamaBlockImpl::forward):
 //   the two RMSNorms' fp32 inputs            2 D x 4
 //   SDPA's q, k, v (after RoPE) and output    (2 D + 2 Dkv) x act, and its log-sum-exp H x 4
@@ -76,22 +44,24 @@ adapters::BlockShape clip_block_shape(const model::ClipVisionConfig& c) {
 // A frozen Linear keeps nothing (its weight needs no gradient, so autograd does not save the input).
 // A block whose own weights train keeps its Linear inputs too: a, the attention output, m, the
 // product: (3 D + F) x act.
-int64_t llama_block_bytes_per_token(const model::LlamaBlockImpl& block, const model::LlamaConfig& c, int64_t act) {
+int64_t llama_block_bytes_per_token(const model::LlamaBlockImpl& block, const model::LlamaConfig& c,
+                                    const adapters::BlockShape& shape, int64_t act) {
   const int64_t D = c.hidden_size, F = c.intermediate_size, Dq = c.num_heads * c.head_dim,
                 Dkv = c.num_kv_heads * c.head_dim;
   int64_t b = 2 * D * 4 + (2 * Dq + 2 * Dkv) * act + c.num_heads * 4 + 3 * F * act;
   if (block_trains(block)) b += (3 * D + F) * act;
-  return b + adapter_bytes_per_token(block.block_adapters(), llama_block_shape(c), act);
+  return b + adapter_bytes_per_token(block.block_adapters(), shape, act);
 }
 
 // The same for a CLIP block: two LayerNorm inputs (the activation dtype), q, k, v and the SDPA
 // output, the log-sum-exp, fc1's output and quick_gelu's sigmoid (x * sigmoid(1.702 x); gelu keeps
 // its input only).
-int64_t clip_block_bytes_per_token(const model::ClipBlockImpl& block, const model::ClipVisionConfig& c, int64_t act) {
+int64_t clip_block_bytes_per_token(const model::ClipBlockImpl& block, const model::ClipVisionConfig& c,
+                                   const adapters::BlockShape& shape, int64_t act) {
   const int64_t W = c.hidden_size, I = c.intermediate_size;
   int64_t b = 2 * W * act + 4 * W * act + c.num_heads * 4 + I * act * (c.hidden_act == "quick_gelu" ? 2 : 1);
   if (block_trains(block)) b += (2 * W + I) * act;
-  return b + adapter_bytes_per_token(block.block_adapters(), clip_block_shape(c), act);
+  return b + adapter_bytes_per_token(block.block_adapters(), shape, act);
 }
 
 // Bytes of the frozen weights under `dtype`: parameters that do not train, plus each quantized
@@ -131,11 +101,12 @@ MemoryEstimate estimate_one(const config::RunConfig& cfg, int64_t baseline) {
   const auto& c = m.llm().config();
   const int64_t B = cfg.train.micro_batch_size, T = cfg.data.max_length;
   const int64_t BT = B * T;
+  const adapters::BlockShape llm_shape = m.llm().block_shape();
   int64_t per_token = 0, widest_block = 0;
   for (const auto& sub : m.llm().named_modules()) {
     const auto* block = dynamic_cast<const model::LlamaBlockImpl*>(sub.value().get());
     if (!block) continue;
-    const int64_t b = llama_block_bytes_per_token(*block, c, act);
+    const int64_t b = llama_block_bytes_per_token(*block, c, llm_shape, act);
     per_token += b;
     widest_block = std::max(widest_block, b);
   }
@@ -163,10 +134,11 @@ MemoryEstimate estimate_one(const config::RunConfig& cfg, int64_t baseline) {
     for (const auto& p : vit.parameters()) trains = trains || p.requires_grad();
     if (trains) {  // without a trainable part the ViT runs under no_grad and keeps nothing
       const auto& vc = vit.config();
+      const adapters::BlockShape vit_shape = vit.block_shape();
       const int64_t tokens = B * (vc.num_patches() + 1);  // one picture per sample
       for (const auto& sub : vit.named_modules())
         if (const auto* block = dynamic_cast<const model::ClipBlockImpl*>(sub.value().get()))
-          e.activations += tokens * clip_block_bytes_per_token(*block, vc, act);
+          e.activations += tokens * clip_block_bytes_per_token(*block, vc, vit_shape, act);
     }
   }
   return e;
