@@ -30,21 +30,12 @@
 #include "commands.h"
 
 namespace mmtune::cli {
-namespace {
-
-struct ChatArgs {
-  ConfigArgs config;
-  std::string checkpoint, image;
-  std::vector<std::string> adapters;  // --adapter NAME=DIR (IAA workflows on one base)
-  std::optional<double> temperature, top_p;
-  std::optional<int64_t> top_k, max_new_tokens, seed;
-};
 
 // The config file, then the checkpoint's adapter options, then the user's overrides. A checkpoint
 // of another family than the config's is an error: the config's data and vision settings are the
 // family's (template, preprocessing), so silently switching families would mislead.
 // `front`: the checkpoint's adapter_overrides, or a workflow's workflow_overrides; `dir` names it.
-config::RunConfig chat_config_with(const ChatArgs& a, std::vector<std::string> front, const std::string& dir) {
+config::RunConfig adapter_config_with(const AdapterArgs& a, std::vector<std::string> front, const std::string& dir) {
   config::RunConfig cfg = load_run_config(a.config);
   if (front.empty()) return cfg;
   const std::string key = "adapter.family=";
@@ -55,7 +46,7 @@ config::RunConfig chat_config_with(const ChatArgs& a, std::vector<std::string> f
                           "holds a '" + family +
                               "' adapter, but the config builds adapter.family '" +
                               cfg.adapter.family + "'",
-                          "chat with a " + family + " config (configs/" + family +
+                          "use a " + family + " config (configs/" + family +
                               "/...), or add adapter.family=" + family);
   }
   const auto user = a.config.all_overrides();
@@ -63,18 +54,43 @@ config::RunConfig chat_config_with(const ChatArgs& a, std::vector<std::string> f
   return config::load_config(a.config.path, front, adapters::builtin_adapters());
 }
 
-std::vector<train::WorkflowSpec> workflow_specs(const ChatArgs& a) {
+std::vector<train::WorkflowSpec> adapter_workflow_specs(const AdapterArgs& a) {
   auto specs = train::parse_workflow_specs(a.adapters, !a.checkpoint.empty());
   for (auto& s : specs) s.dir = train::resolve_adapter_dir(s.dir);  // as eval: an output_dir = its latest checkpoint
   return specs;
 }
 
-config::RunConfig chat_config(const ChatArgs& a) {
-  const auto specs = workflow_specs(a);
-  if (!specs.empty()) return chat_config_with(a, train::workflow_overrides(specs.front()), specs.front().dir);
-  if (a.checkpoint.empty()) return chat_config_with(a, {}, "");
-  return chat_config_with(a, train::adapter_overrides(a.checkpoint), a.checkpoint);
+config::RunConfig adapter_run_config(const AdapterArgs& a) {
+  const auto specs = adapter_workflow_specs(a);
+  if (!specs.empty()) return adapter_config_with(a, train::workflow_overrides(specs.front()), specs.front().dir);
+  if (a.checkpoint.empty()) return adapter_config_with(a, {}, "");
+  return adapter_config_with(a, train::adapter_overrides(a.checkpoint), a.checkpoint);
 }
+
+
+train::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunConfig& cfg,
+                                      std::vector<std::string>& served) {
+  torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // fresh adapters (no --checkpoint) are initialised alike every run
+  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+  if (!a.checkpoint.empty()) train::load_adapter(a.checkpoint, cfg, built);
+  const auto specs = adapter_workflow_specs(a);
+  if (!specs.empty()) {
+    train::load_workflows(
+        specs, [&a](const train::WorkflowSpec& s) { return adapter_config_with(a, train::workflow_overrides(s), s.dir); },
+        cfg, built);
+    for (const auto& s : specs) served.push_back(s.name + "=" + s.dir);
+  }
+  built.model->eval();
+  return built;
+}
+
+namespace {
+
+struct ChatArgs : AdapterArgs {
+  std::string image;
+  std::optional<double> temperature, top_p;
+  std::optional<int64_t> top_k, max_new_tokens, seed;
+};
 
 generate::SamplingOptions sampling_options(const config::GenerationConfig& g, const ChatArgs& a,
                                            data::Template t) {
@@ -104,19 +120,7 @@ class ChatRepl {
  public:
   ChatRepl(const ChatArgs& a, config::RunConfig cfg)
       : cfg_(std::move(cfg)), tty_(::isatty(STDIN_FILENO) == 1) {
-    torch::manual_seed(static_cast<uint64_t>(
-        cfg_.seed));  // fresh adapters (no --checkpoint) are initialised alike every run
-    built_ = train::build_model(cfg_, train::Weights::kLoad);
-    if (!a.checkpoint.empty()) train::load_adapter(a.checkpoint, cfg_, built_);
-    const auto specs = workflow_specs(a);
-    if (!specs.empty()) {
-      train::load_workflows(
-          specs,
-          [&a](const train::WorkflowSpec& s) { return chat_config_with(a, train::workflow_overrides(s), s.dir); },
-          cfg_, built_);
-      for (const auto& s : specs) served_.push_back(s.name + "=" + s.dir);
-    }
-    built_.model->eval();
+    built_ = build_adapted_model(a, cfg_, served_);
     tok_ = model::load_tokenizer(cfg_.model.tokenizer.empty() ? cfg_.model.path
                                                               : cfg_.model.tokenizer);
     collate_ = data::collate_options(cfg_.data, cfg_.vision);
@@ -335,7 +339,7 @@ void add_chat_command(CLI::App& app, Action& action) {
   cmd->callback([&action, args] {
     action = [args]() -> int {
       if (!args->checkpoint.empty()) args->checkpoint = train::resolve_adapter_dir(args->checkpoint);
-      ChatRepl repl(*args, chat_config(*args));
+      ChatRepl repl(*args, adapter_run_config(*args));
       return repl.run(args->image);
     };
   });

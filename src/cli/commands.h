@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include <mmtune/config/config.h>
+#include <mmtune/train/build_model.h>
 
 namespace mmtune::cli {
 
@@ -28,6 +29,21 @@ struct ConfigArgs {
 void add_config_args(CLI::App* cmd, ConfigArgs& args, bool required = true);
 /// Loads and validates the config with the built-in adapter families; throws ConfigError.
 config::RunConfig load_run_config(const ConfigArgs& args);
+/// --config / --checkpoint / --adapter NAME=DIR as chat and serve take them (IAA workflows on one
+/// frozen base: --adapter, repeated, instead of --checkpoint).
+struct AdapterArgs {
+  ConfigArgs config;
+  std::string checkpoint;             // an adapter directory or a training output_dir (resolved)
+  std::vector<std::string> adapters;  // --adapter NAME=DIR
+};
+/// The config file, then the checkpoint's (or first workflow's) adapter options, then the user's
+/// overrides; a checkpoint of another family than the config's is a CheckpointError.
+config::RunConfig adapter_run_config(const AdapterArgs& a);
+/// build_model(cfg) with the checkpoint or every workflow loaded, in eval mode; `served` gets
+/// "NAME=DIR" per workflow.
+train::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunConfig& cfg,
+                                      std::vector<std::string>& served);
+
 /// Throws UsageError: the verb parses and validates its input, but its machinery is not built yet.
 [[noreturn]] void not_built_yet(const std::string& verb, const std::string& issue);
 
@@ -39,5 +55,6 @@ void add_bench_command(CLI::App& app, Action& action);
 void add_config_command(CLI::App& app, Action& action);
 void add_version_command(CLI::App& app, Action& action);
 void add_generate_command(CLI::App& app, Action& action);
+void add_serve_command(CLI::App& app, Action& action);
 
 }  // namespace mmtune::cli

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   cli::add_eval_command(app, action);
   cli::add_chat_command(app, action);
   cli::add_generate_command(app, action);
+  cli::add_serve_command(app, action);
   cli::add_convert_command(app, action);
   cli::add_bench_command(app, action);
   cli::add_config_command(app, action);
