@@ -57,6 +57,15 @@ else
   touch "$stamp"
 fi
 
+# The serve tests' client: a small lock of its own, so adding it did not rebuild the torch venv
+client_lock="$MMTUNE_ROOT/third_party/python/serve-client.lock"
+client_stamp="$MMTUNE_VENV/.mmtune-client-$(sha256sum "$client_lock" | cut -c1-12)"
+if [ ! -f "$client_stamp" ]; then
+  "$MMTUNE_PY" -m pip install --no-deps --disable-pip-version-check -q -r "$client_lock" ||
+    fail "pip install of third_party/python/serve-client.lock failed" "check PyPI access (pip index versions openai)"
+  touch "$client_stamp"
+fi
+
 # ---- 3. Verify what we link and what the tests import ------------------------------------------
 torch_lib=$("$MMTUNE_PY" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))') ||
   fail "import torch failed in $MMTUNE_VENV" "delete that folder and rerun scripts/setup.sh"
@@ -65,7 +74,7 @@ unresolved=$(ldd "$torch_lib/libtorch_cuda.so" 2>/dev/null | awk '/not found/ {p
   "rerun with MMTUNE_TORCH_DEPS=wheels to install torch's CUDA wheels instead of using the toolkit"
 "$MMTUNE_PY" - <<'PY' || fail "a Python oracle does not import" "delete the venv folder and rerun scripts/setup.sh"
 import importlib
-mods = ["torch", "transformers", "peft", "safetensors", "sentencepiece", "numpy", "PIL"]
+mods = ["torch", "transformers", "peft", "safetensors", "sentencepiece", "numpy", "PIL", "openai"]
 found = []
 for m in mods:
     mod = importlib.import_module(m)

@@ -21,6 +21,7 @@ namespace {
 
 struct ServeArgs : AdapterArgs {
   std::string model, templ = "plain", name, device = "cpu", dtype = "fp32";
+  int64_t max_body_mb = 32;
   serve::ServerOptions server;
 };
 
@@ -59,6 +60,7 @@ serve::ServedModel bare_model(const ServeArgs& a) {
 }
 
 serve::ServedModel adapted_model(ServeArgs& a) {
+  const std::string given = a.checkpoint;  // the id: the folder the user named (a run, not its checkpoint-N)
   if (!a.checkpoint.empty()) a.checkpoint = train::resolve_adapter_dir(a.checkpoint);
   serve::ServedModel s;
   s.cfg = adapter_run_config(a);
@@ -71,7 +73,9 @@ serve::ServedModel adapted_model(ServeArgs& a) {
     s.workflows = true;
     s.ids = workflows;
   } else {
-    s.ids = {!a.name.empty() ? a.name : base_name(!a.checkpoint.empty() ? a.checkpoint : a.config.path)};
+    s.ids = {!a.name.empty()         ? a.name
+             : !given.empty()        ? base_name(given)
+                                     : std::filesystem::path(a.config.path).stem().string()};
   }
   log::info() << "serve: " << s.cfg.model.path << " + " << s.cfg.adapter.family << " adapter"
               << (!served.empty() ? " workflows " + join(served, ", ")
@@ -97,9 +101,8 @@ void add_serve_command(CLI::App& app, Action& action) {
       ->check(CLI::Range(0, 100000));
   cmd->add_option("--api-key", args->server.api_key, "require Authorization: Bearer KEY on /v1/*");
   cmd->add_option("--image-root", args->server.image_root, "image_url file paths are read only under this folder");
-  cmd->add_option("--max-body-mb", args->server.max_body_bytes, "request body limit in MiB (default 32)")
-      ->check(CLI::Range(1, 4096))
-      ->transform([](std::string v) { return std::to_string(std::stoll(v) << 20); });
+  cmd->add_option("--max-body-mb", args->max_body_mb, "request body limit in MiB (larger bodies get 413)")
+      ->check(CLI::Range(1, 4096));
   cmd->add_option("--shutdown-grace", args->server.shutdown_grace_s, "seconds running answers get after SIGTERM")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--name", args->name, "model id to serve under (default: the checkpoint's or model's folder name)");
@@ -118,6 +121,7 @@ void add_serve_command(CLI::App& app, Action& action) {
                          "--model for a bare model, --config (+ --checkpoint / --adapter) for a tuned one");
       if (!args->model.empty() && (!args->checkpoint.empty() || !args->adapters.empty()))
         throw UsageError("--checkpoint and --adapter need --config, not --model", "serve --config X --checkpoint DIR");
+      args->server.max_body_bytes = args->max_body_mb << 20;
       serve::ServedModel served = args->model.empty() ? adapted_model(*args) : bare_model(*args);
       served.tokenizer = model::load_tokenizer(served.cfg.model.tokenizer.empty() ? served.cfg.model.path
                                                                                   : served.cfg.model.tokenizer);

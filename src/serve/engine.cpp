@@ -307,7 +307,10 @@ void Engine::admit(Pending& p) {
 
 void Engine::step(Group& g) {
   for (auto& r : g.rows) {
-    if (r->stream->cancelled()) r->done = true;  // the client left: its row goes
+    if (r->stream->cancelled() && !r->done) {  // the client left: its row goes
+      r->done = true;
+      --active_;
+    }
   }
   g.compact();
   if (g.rows.empty()) return;

@@ -42,7 +42,9 @@ double number(const json& v, const char* name, double lo, double hi, bool lo_ope
 
 int64_t integer(const json& v, const char* name, int64_t lo) {
   if (!v.is_number_integer()) throw ApiError(400, std::string("'") + name + "' must be an integer", name);
-  if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) : v.get<int64_t>() < lo) {
+  // nlohmann reads a non-negative literal as unsigned: check the range before converting
+  const bool too_big = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX);
+  if (too_big || v.get<int64_t>() < lo) {
     throw ApiError(400, std::string("'") + name + "' must be an integer >= " + std::to_string(lo), name);
   }
   return v.get<int64_t>();
