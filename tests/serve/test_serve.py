@@ -24,10 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
+SERVERS = []  # started and not yet stopped: killed when a check fails
 
 
 def fail(msg):
     print("FAIL: " + msg, file=sys.stderr)
+    for s in SERVERS:
+        s.proc.kill()
     sys.exit(1)
 
 
@@ -40,6 +43,7 @@ class Server:
     def __init__(self, mmtune, args):
         self.proc = subprocess.Popen([mmtune, "serve", "--port", "0", *args], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=ENV)
+        SERVERS.append(self)
         self.log = []
         port = [None]
         ready = threading.Event()
@@ -74,6 +78,7 @@ class Server:
         return r.status, data
 
     def stop(self):
+        SERVERS.remove(self)
         self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(60)
