@@ -18,6 +18,7 @@ void add_train_command(CLI::App& app, Action& action) {
     ConfigArgs config;
     bool dry_run = false;
     std::string resume;
+    bool overwrite = false;
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("train", "Tune an adapter on frozen backbones (data-parallel under torchrun)");
@@ -26,6 +27,9 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--resume", args->resume, "resume from the latest checkpoint in output_dir, or from DIR")
       ->expected(0, 1)
       ->default_str("latest");
+  cmd->add_flag("--overwrite", args->overwrite,
+                "start afresh in an output_dir that holds an earlier run: delete its checkpoint-<step> directories "
+                "and metrics.jsonl first (without it such a directory is refused)");
   cmd->footer("Examples:\n  mmtune train --config configs/lavin/tiny.yaml train.epochs=2\n"
               "  torchrun --nproc-per-node 2 --no-python mmtune train --config configs/scienceqa.yaml");
   cmd->callback([&action, args] {
@@ -42,6 +46,7 @@ void add_train_command(CLI::App& app, Action& action) {
       }
       train::TrainRunOptions opts;
       opts.resume = args->resume;
+      opts.overwrite = args->overwrite;
       const auto s = train::run_training(cfg, opts);
       const auto& r = s.result;
       log::info() << "done: " << r.steps << " steps (" << r.skipped_steps << " skipped as non-finite), "

@@ -16,6 +16,7 @@
 #include <mmtune/train/run_train.h>
 
 #include <chrono>
+#include <optional>
 
 namespace mmtune::train {
 namespace {
@@ -74,6 +75,14 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
     cfg.device = "cuda:" + std::to_string(env.local_rank);
     device = model::model_options(cfg.device, cfg.dtype).device();
   }
+  // before the rendezvous, so a second run into a busy or used output_dir fails at once
+  std::optional<config::RunDirLock> dir_lock;
+  if (env.rank == 0) {
+    if (options.overwrite && !options.resume.empty())
+      throw UsageError("--overwrite and --resume contradict each other", "pass one of them");
+    dir_lock.emplace(cfg.output_dir);
+    config::claim_run_dir(cfg.output_dir, !options.resume.empty(), options.overwrite);
+  }
   std::unique_ptr<ProcessGroup> pg;
   if (env.launched && env.world_size > 1)
     pg = ProcessGroup::create(env, cfg.dist.backend, device.is_cuda(), std::chrono::seconds(cfg.dist.timeout_s));
@@ -82,13 +91,13 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
 
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // adapter init; rank 0's is broadcast at start
   if (cfg.train.activation_checkpointing && cfg.adapter.family == "mole")
-    throw ConfigError({{"train.activation_checkpointing", "train.activation_checkpointing",
+    throw ConfigError({{"", "train.activation_checkpointing",
                         "not supported with adapter.family: mole (its balancing statistics flow across blocks)",
                         "set train.activation_checkpointing: false"}});
   // rows of data.max_length positions must fit the model's RoPE context (generation checks its own)
   const int64_t context = llm_shape(cfg.model).max_position_embeddings;
   if (cfg.data.max_length > context)
-    throw ConfigError({{"data.max_length", "data.max_length",
+    throw ConfigError({{"", "data.max_length",
                         cat("is ", cfg.data.max_length, ", more than the model's context of ", context,
                             " positions (max_position_embeddings in ", cfg.model.path, "/config.json)"),
                         cat("set data.max_length <= ", context)}});

@@ -7,6 +7,10 @@
 #include <fstream>
 #include <limits>
 #include <numeric>
+#include <sstream>
+#include <thread>
+
+#include <signal.h>
 
 #include <nlohmann/json.hpp>
 
@@ -93,6 +97,64 @@ TEST(TrainCli, ResumeLatestContinuesTheRun) {
   EXPECT_NE(r.err.find("resuming from " + out + "/checkpoint-4"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(out + "/checkpoint-6/adapter_model.safetensors"));
   EXPECT_EQ(losses(out).size(), 6u) << "metrics.jsonl continues after step 4";
+}
+
+TEST(TrainCli, AFreshRunIntoAUsedOutputDirIsRefusedUnlessOverwrite) {
+  // issue 20: a new run into an old run's output_dir kept the old checkpoint-80/100 (keep_last
+  // deleted the new ones first) and overwrote metrics.jsonl; a later --resume picked up the old run
+  TempDir dir;
+  const std::string out = dir.path() + "/run";
+  ASSERT_EQ(train(out, {"train.max_steps=2", "train.save_every=2"}).exit_code, 0);
+  const std::string metrics_before = read_text(out + "/metrics.jsonl");
+  const auto again = train(out, {"train.max_steps=1", "train.save_every=1"});
+  EXPECT_EQ(again.exit_code, 2) << again.err;
+  EXPECT_NE(again.err.find("output_dir " + out + " already holds a training run (checkpoint-2, metrics.jsonl)"),
+            std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("pass --resume to continue it"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("--overwrite"), std::string::npos) << again.err;
+  EXPECT_EQ(read_text(out + "/metrics.jsonl"), metrics_before) << "the refused run wrote nothing";
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-1"));
+  // --overwrite: the old run's checkpoints and metrics go first, then the new run
+  const auto over = train(out, {"train.max_steps=1", "train.save_every=1", "--overwrite"});
+  ASSERT_EQ(over.exit_code, 0) << over.err;
+  EXPECT_TRUE(fs::exists(out + "/checkpoint-1/adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-2"));
+  EXPECT_EQ(losses(out).size(), 1u);
+  // --resume and --overwrite together make no sense
+  EXPECT_EQ(train(out, {"--resume", "--overwrite"}).exit_code, 2);
+}
+
+TEST(TrainCli, ASecondRunIntoABusyOutputDirFailsAtOnce) {
+  // issue 20: two runs into one output_dir at once interleaved metrics.jsonl lines and failed a
+  // checkpoint; the first holds a lock on the directory, the second names it and the holder's pid
+  TempDir dir;
+  const std::string out = dir.path() + "/run";
+  auto args = tiny_args(out);
+  args.push_back("train.max_steps=100000");  // runs until killed
+  args.push_back("train.save_every=100000");
+  const int first = spawn_process(args, {{"OMP_NUM_THREADS", "1"}}, dir.path() + "/first.out", dir.path() + "/first.err");
+  bool started = false;
+  for (int i = 0; i < 600 && !started; ++i) {  // until the first run has written a metrics line
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    started = fs::exists(out + "/metrics.jsonl") && fs::file_size(out + "/metrics.jsonl") > 0;
+  }
+  ASSERT_TRUE(started) << read_text(dir.path() + "/first.err");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto second = train(out, {"train.max_steps=2"});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ::kill(first, SIGKILL);
+  wait_process(first, std::chrono::seconds(30));
+  EXPECT_EQ(second.exit_code, 1) << second.err;
+  EXPECT_NE(second.err.find("output_dir " + out + " is in use by another mmtune run (pid " + std::to_string(first) + ")"),
+            std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("hint:"), std::string::npos) << second.err;
+  EXPECT_LT(seconds, 30.0) << "fails at once, before loading the model";
+  // every metrics line is whole JSON: the second run wrote none
+  std::istringstream in(read_text(out + "/metrics.jsonl"));
+  for (std::string line; std::getline(in, line);) EXPECT_NO_THROW((void)nlohmann::json::parse(line)) << line;
+  // the lock dies with its holder: a --resume-less run is now refused for the old run, not the lock
+  const auto after = train(out, {"train.max_steps=1"});
+  EXPECT_NE(after.err.find("already holds a training run"), std::string::npos) << after.err;
 }
 
 TEST(TrainCli, ActivationCheckpointingGivesTheSameLosses) {

@@ -13,6 +13,7 @@ namespace mmtune::train {
 
 struct TrainRunOptions {
   std::string resume;  // "" = a fresh run; "latest" = the newest checkpoint in output_dir; or a directory
+  bool overwrite = false;  // a fresh run may delete an earlier run's checkpoints in output_dir (else refused)
 };
 
 struct TrainRunSummary {
@@ -26,7 +27,8 @@ struct TrainRunSummary {
 
 /// Runs a whole training job as configured. Launched under torchrun (RANK / WORLD_SIZE set) it
 /// joins the process group (dist.backend, dist.timeout_s) and trains its share; device "cuda"
-/// then means cuda:LOCAL_RANK. Throws mmtune::Error with a hint for every bad input (config, files,
+/// then means cuda:LOCAL_RANK. Rank 0 holds config::RunDirLock on output_dir for the whole run and
+/// refuses a fresh run into a directory holding an earlier one (config::claim_run_dir). Throws mmtune::Error with a hint for every bad input (config, files,
 /// data, a dead rank), Interrupted on Ctrl-C after saving a checkpoint.
 TrainRunSummary run_training(const config::RunConfig& cfg, const TrainRunOptions& options);
 
