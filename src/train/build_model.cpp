@@ -2,10 +2,12 @@
 #include <mmtune/adapters/mma.h>
 #include <mmtune/adapters/registry.h>
 #include <mmtune/core/errors.h>
+#include <mmtune/core/memory.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/sizes.h>
 #include <mmtune/model/weights.h>
 #include <mmtune/train/build_model.h>
+#include <mmtune/train/memory_check.h>
 
 #include <cmath>
 #include <filesystem>
@@ -68,7 +70,38 @@ void fill_random(torch::nn::Module& m) {
 
 }  // namespace
 
+namespace {
+BuiltModel build_allocated(const config::RunConfig& cfg, Weights weights);
+}  // namespace
+
 BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
+  // sizes from the config and config.json against this machine before anything is allocated (on a
+  // CUDA device a failed allocation is an exception that the catch below names)
+  // kLoad: the adapters only; the frozen shapes are checked against the weights files by load_llama /
+  // load_clip_vision first (a config.json claiming 1e12 tokens is named there), and a file in the
+  // target dtype is mapped, not copied
+  if (weights != Weights::kMeta && torch::Device(cfg.device).is_cpu()) {
+    ModelBytes bytes = model_bytes(build_model(cfg, Weights::kMeta));
+    if (weights == Weights::kLoad) bytes.frozen = 0;
+    check_fits_in_memory(cfg, bytes, available_memory_bytes());
+  }
+  try {
+    return build_allocated(cfg, weights);
+  } catch (const c10::Error& e) {
+    if (weights == Weights::kMeta || std::string(e.what()).find("alloc") == std::string::npos) throw;
+    throw Error(cat("out of memory while building the model on ", cfg.device, ": ", e.what_without_backtrace()),
+                "`mmtune train --dry-run` estimates the memory of each dtype / quantize choice; lower the sizes, or "
+                "set model.dtype: bf16 or model.quantize: int4");
+  } catch (const std::bad_alloc&) {
+    throw Error(cat("out of memory while building the model on ", cfg.device),
+                "`mmtune train --dry-run` estimates the memory of each dtype / quantize choice; lower the sizes, or "
+                "set model.dtype: bf16 or model.quantize: int4");
+  }
+}
+
+namespace {
+
+BuiltModel build_allocated(const config::RunConfig& cfg, Weights weights) {
   torch::TensorOptions opts = model::model_options(weights == Weights::kMeta ? "cpu" : cfg.device, cfg.dtype);
   if (weights == Weights::kMeta) opts = opts.device(torch::kMeta);
 
@@ -137,6 +170,8 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
   }
   return b;
 }
+
+}  // namespace
 
 data::SequenceLayout sequence_layout(const config::RunConfig& cfg, const BuiltModel& built) {
   adapters::PromptLayout p;

@@ -140,6 +140,22 @@ TEST(Cli, TrainReportsABadConfigBeforeBuildingAnything) {
   EXPECT_NE(bad.err.find("adapter.mma.dim"), std::string::npos) << bad.err;
 }
 
+TEST(Cli, AdaptersTooLargeForThisMachineAreAConfigErrorNamingTheKey) {
+  // issue 20: adapter.mma.dim=100000000 aborted inside the allocator; the adapters are counted on
+  // the meta device against the available memory before anything is built
+  const std::string tiny(kTinyDir);
+  TempDir d;
+  const auto r = run_process({kMmtuneBin, "train", "--config", config("lavin/tiny.yaml"), "model.path=" + tiny + "/llama-gqa",
+                              "vision.path=" + tiny + "/clip-vit", "adapter.mma.dim=100000000", "output_dir=" + d.path() + "/run"},
+                             {}, std::chrono::seconds(60));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("adapter.mma.dim"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is 100000000: the model as configured needs"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(d.path() + "/run/checkpoint-1"));
+  EXPECT_NE(r.err.find("of memory available"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("lower adapter.mma.dim"), std::string::npos) << r.err;
+}
+
 TEST(Cli, TrainDryRunPrintsTheOfficialLavinCounts) {
   const auto r7 = mmtune({"train", "--config", config("lavin/scienceqa-7b.yaml"), "--dry-run"});
   EXPECT_EQ(r7.exit_code, 0) << r7.err;
