@@ -3,9 +3,7 @@
 // and each answer is printed on one line (notes and errors on stderr), so a session can be
 // scripted. Ctrl-C during an answer stops that answer (kept, partial, in the history); at the
 // prompt it leaves.
-#include <mmtune/adapters/registry.h>
 #include <mmtune/adapters/workflows.h>
-#include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/core/signals.h>
@@ -17,7 +15,6 @@
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/build_model.h>
 #include <mmtune/train/lm_loss.h>
-#include <mmtune/train/serve_workflows.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -30,59 +27,6 @@
 #include "commands.h"
 
 namespace mmtune::cli {
-
-// The config file, then the checkpoint's adapter options, then the user's overrides. A checkpoint
-// of another family than the config's is an error: the config's data and vision settings are the
-// family's (template, preprocessing), so silently switching families would mislead.
-// `front`: the checkpoint's adapter_overrides, or a workflow's workflow_overrides; `dir` names it.
-config::RunConfig adapter_config_with(const AdapterArgs& a, std::vector<std::string> front, const std::string& dir) {
-  config::RunConfig cfg = load_run_config(a.config);
-  if (front.empty()) return cfg;
-  const std::string key = "adapter.family=";
-  for (const auto& o : front) {
-    if (o.rfind(key, 0) != 0 || o.substr(key.size()) == cfg.adapter.family) continue;
-    const std::string family = o.substr(key.size());
-    throw CheckpointError(dir + "/" + train::kAdapterConfigFile,
-                          "holds a '" + family +
-                              "' adapter, but the config builds adapter.family '" +
-                              cfg.adapter.family + "'",
-                          "use a " + family + " config (configs/" + family +
-                              "/...), or add adapter.family=" + family);
-  }
-  const auto user = a.config.all_overrides();
-  front.insert(front.end(), user.begin(), user.end());
-  return config::load_config(a.config.path, front, adapters::builtin_adapters());
-}
-
-std::vector<train::WorkflowSpec> adapter_workflow_specs(const AdapterArgs& a) {
-  auto specs = train::parse_workflow_specs(a.adapters, !a.checkpoint.empty());
-  for (auto& s : specs) s.dir = train::resolve_adapter_dir(s.dir);  // as eval: an output_dir = its latest checkpoint
-  return specs;
-}
-
-config::RunConfig adapter_run_config(const AdapterArgs& a) {
-  const auto specs = adapter_workflow_specs(a);
-  if (!specs.empty()) return adapter_config_with(a, train::workflow_overrides(specs.front()), specs.front().dir);
-  if (a.checkpoint.empty()) return adapter_config_with(a, {}, "");
-  return adapter_config_with(a, train::adapter_overrides(a.checkpoint), a.checkpoint);
-}
-
-
-train::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunConfig& cfg,
-                                      std::vector<std::string>& served) {
-  torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // fresh adapters (no --checkpoint) are initialised alike every run
-  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
-  if (!a.checkpoint.empty()) train::load_adapter(a.checkpoint, cfg, built);
-  const auto specs = adapter_workflow_specs(a);
-  if (!specs.empty()) {
-    train::load_workflows(
-        specs, [&a](const train::WorkflowSpec& s) { return adapter_config_with(a, train::workflow_overrides(s), s.dir); },
-        cfg, built);
-    for (const auto& s : specs) served.push_back(s.name + "=" + s.dir);
-  }
-  built.model->eval();
-  return built;
-}
 
 namespace {
 
@@ -106,16 +50,6 @@ generate::SamplingOptions sampling_options(const config::GenerationConfig& g, co
   return s;
 }
 
-// Positions the model puts before the token rows (LaVIN's modality token): a one-token assembly.
-int64_t prefix_positions(model::MultimodalLMImpl& m, const model::Tokenizer& tok) {
-  torch::InferenceMode guard;
-  adapters::ForwardContext ctx;
-  model::MultimodalInput in;
-  const auto opts = torch::TensorOptions().dtype(torch::kLong).device(m.llm().options().device());
-  in.tokens = torch::full({1, 1}, std::max<int64_t>(tok.bos_id(), 0), opts);  // [1, 1]
-  return m.assemble(in, ctx).prefix;
-}
-
 class ChatRepl {
  public:
   ChatRepl(const ChatArgs& a, config::RunConfig cfg)
@@ -137,7 +71,7 @@ class ChatRepl {
     const int64_t context = built_.model->llm().config().max_position_embeddings;
     o.max_prompt_tokens =
         std::min(cfg_.data.max_length,
-                 context - prefix_positions(*built_.model, *tok_) - sampling_.max_new_tokens);
+                 context - generate::prefix_positions(*built_.model, tok_->bos_id()) - sampling_.max_new_tokens);
     session_.emplace(*tok_, o);
     workflows_ = adapters::workflow_names(built_.model->llm());
     if (!cfg_.chat.workflow.empty()) set_workflow(cfg_.chat.workflow);

@@ -2,6 +2,7 @@
 #include <mmtune/core/signals.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/generate/generator.h>
+#include <mmtune/generate/stop_strings.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -59,10 +60,7 @@ std::pair<torch::Tensor, torch::Tensor> left_pad(const std::vector<std::vector<i
 
 // Cuts `text` before the first stop string; true if one was found.
 bool cut_at_stop(std::string& text, const std::vector<std::string>& stops) {
-  size_t best = std::string::npos;
-  for (const auto& s : stops) {
-    if (!s.empty()) best = std::min(best, text.find(s));
-  }
+  const size_t best = find_stop(text, stops);
   if (best == std::string::npos) return false;
   text.resize(best);
   return true;
@@ -168,20 +166,7 @@ std::vector<Generation> generate(model::MultimodalLMImpl& model, const model::To
   adapters::ForwardContext& ctx = ctx_in ? *ctx_in : local_ctx;
   model::KVCache cache;
   const torch::Tensor first = model.prefill(prompts, opt.max_new_tokens, cache, ctx).select(1, T - 1);  // [B, V]
-  // prime each row's text with its real, non-slot prompt tokens
-  const torch::Tensor keep_t = (prompts.attention_mask.defined() ? prompts.attention_mask.to(torch::kBool)
-                                                                  : torch::ones({B, T}, torch::kBool)) &
-                               (prompts.image_slots.defined() ? ~prompts.image_slots.to(torch::kBool)
-                                                              : torch::ones({B, T}, torch::kBool));
-  const torch::Tensor ids_cpu = prompts.tokens.cpu().contiguous(), keep = keep_t.cpu().contiguous();
-  std::vector<std::vector<int64_t>> primes(B);
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t* row = ids_cpu[b].data_ptr<int64_t>();
-    const bool* k = keep[b].data_ptr<bool>();
-    for (int64_t t = 0; t < T; ++t) {
-      if (k[t]) primes[b].push_back(row[t]);
-    }
-  }
+  const auto primes = prompt_text_ids(prompts);  // each row's text continues its prompt's
   const torch::Tensor ones = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kBool).device(dev));
   auto step = [&](const torch::Tensor& next) {
     model::MultimodalInput in;
@@ -190,6 +175,32 @@ std::vector<Generation> generate(model::MultimodalLMImpl& model, const model::To
     return model.forward(in, &cache, ctx).select(1, 0);
   };
   return sample_loop(first, step, tok, primes, opt, on_text, dev);
+}
+
+std::vector<std::vector<int64_t>> prompt_text_ids(const model::MultimodalInput& prompts) {
+  const int64_t B = prompts.tokens.size(0), T = prompts.tokens.size(1);
+  const torch::Tensor keep_t = (prompts.attention_mask.defined() ? prompts.attention_mask.cpu().to(torch::kBool)
+                                                                  : torch::ones({B, T}, torch::kBool)) &
+                               (prompts.image_slots.defined() ? ~prompts.image_slots.cpu().to(torch::kBool)
+                                                              : torch::ones({B, T}, torch::kBool));  // [B, T]
+  const torch::Tensor ids = prompts.tokens.cpu().contiguous(), keep = keep_t.contiguous();
+  std::vector<std::vector<int64_t>> out(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t* row = ids[b].data_ptr<int64_t>();
+    const bool* k = keep[b].data_ptr<bool>();
+    for (int64_t t = 0; t < T; ++t)
+      if (k[t]) out[b].push_back(row[t]);
+  }
+  return out;
+}
+
+int64_t prefix_positions(model::MultimodalLMImpl& model, int64_t bos_id) {
+  torch::InferenceMode guard;
+  adapters::ForwardContext ctx;
+  model::MultimodalInput one;
+  const auto opts = torch::TensorOptions().dtype(torch::kLong).device(model.llm().options().device());
+  one.tokens = torch::full({1, 1}, std::max<int64_t>(bos_id, 0), opts);  // [1, 1]
+  return model.assemble(one, ctx).prefix;
 }
 
 }  // namespace mmtune::generate

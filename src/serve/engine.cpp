@@ -1,6 +1,8 @@
 #include <mmtune/adapters/workflows.h>
+#include <mmtune/core/clock.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/generate/stop_strings.h>
 #include <mmtune/serve/engine.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -33,31 +35,6 @@ struct Pending {
 };
 
 namespace {
-
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-// Position of the first stop string in `text`, or npos.
-size_t find_stop(const std::string& text, const std::vector<std::string>& stops) {
-  size_t best = std::string::npos;
-  for (const auto& s : stops) {
-    if (!s.empty()) best = std::min(best, text.find(s));
-  }
-  return best;
-}
-
-// Bytes of `text` that no stop string can still claim: everything before a tail that begins one.
-size_t safe_end(const std::string& text, const std::vector<std::string>& stops) {
-  size_t end = text.size();
-  for (const auto& s : stops) {
-    for (size_t k = std::min(s.size() - 1, text.size()); k > 0; --k) {
-      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
-        end = std::min(end, text.size() - k);
-        break;
-      }
-    }
-  }
-  return end;
-}
 
 // `old` [B, ..., cap, ...] (time along `dim`) and a solo row `add` [1, ...] -> [B + 1, ..., cap', ...]:
 // the prefix columns [0, pfx) stay first, the old rows' body [start, start + old_len) and the new
@@ -108,7 +85,7 @@ struct Engine::Row {
   }
   void finish(std::string reason) {
     text += decoder.flush();
-    if (size_t cut = find_stop(text, opt.stop); cut != std::string::npos) {
+    if (size_t cut = generate::find_stop(text, opt.stop); cut != std::string::npos) {
       text.resize(cut);
       reason = "stop";
     }
@@ -131,7 +108,7 @@ struct Engine::Row {
     }
     tokens.push_back(id);
     text += decoder.push(id);
-    if (size_t cut = find_stop(text, opt.stop); cut != std::string::npos) {
+    if (size_t cut = generate::find_stop(text, opt.stop); cut != std::string::npos) {
       text.resize(cut);
       finish("stop");
       return true;
@@ -140,7 +117,7 @@ struct Engine::Row {
       finish("length");
       return true;
     }
-    emit(safe_end(text, opt.stop));
+    emit(generate::stop_safe_end(text, opt.stop));
     return false;
   }
 };
@@ -257,9 +234,9 @@ void Engine::shutdown(double grace_s) {
     std::lock_guard<std::mutex> lk(mu_);
     if (!stopping_) {
       stopping_ = true;
-      deadline_ = now_s() + grace_s;
+      deadline_ = steady_seconds() + grace_s;
     } else {
-      deadline_ = std::min(deadline_, now_s() + grace_s);
+      deadline_ = std::min(deadline_, steady_seconds() + grace_s);
     }
   }
   cv_.notify_all();
@@ -352,7 +329,7 @@ void Engine::loop() {
       for (auto& p : pending_) p->stream->push(Event{Event::Kind::kError, "the server is shutting down", "", 503});
       pending_.clear();
       if (active_ == 0) break;
-      if (now_s() >= deadline_) {
+      if (steady_seconds() >= deadline_) {
         for (auto& g : groups_) {
           for (auto& r : g->rows) {
             if (!r->done) r->finish("length");

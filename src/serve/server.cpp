@@ -1,9 +1,11 @@
+#include <mmtune/core/clock.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/core/signals.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/data/collate.h>
 #include <mmtune/generate/chat.h>
+#include <mmtune/generate/generator.h>
 #include <mmtune/serve/engine.h>
 #include <mmtune/serve/openai_api.h>
 #include <mmtune/serve/server.h>
@@ -51,12 +53,7 @@ class Api {
     templ_ = data::parse_template(served_.cfg.data.template_name);
     tmp_ = fs::temp_directory_path() / ("mmtune-serve-" + std::to_string(::getpid()));
     fs::create_directories(tmp_);
-    // the model's prefix positions (LaVIN's modality token) count against the context
-    torch::InferenceMode guard;
-    adapters::ForwardContext ctx;
-    model::MultimodalInput one;
-    one.tokens = torch::full({1, 1}, std::max<int64_t>(served_.tokenizer->bos_id(), 0), torch::kLong);  // [1, 1]
-    prefix_ = served_.model->assemble(one, ctx).prefix;
+    prefix_ = generate::prefix_positions(*served_.model, served_.tokenizer->bos_id());
   }
   ~Api() {
     std::error_code ec;
@@ -198,7 +195,7 @@ class Api {
       throw ApiError(400, std::string("the image cannot be used: ") + e.what(), "messages");
     }
     out.request.input = train::model_input(batch, torch::kCPU);
-    out.request.primes = primes(out.request.input);
+    out.request.primes = generate::prompt_text_ids(out.request.input).front();
     return out;
   }
 
@@ -222,19 +219,6 @@ class Api {
   }
 
  private:
-  static std::vector<int64_t> primes(const model::MultimodalInput& in) {
-    const int64_t T = in.tokens.size(1);
-    const torch::Tensor ids = in.tokens.cpu().contiguous();
-    const torch::Tensor keep = (in.attention_mask.defined() ? in.attention_mask.cpu().to(torch::kBool)
-                                                             : torch::ones({1, T}, torch::kBool)) &
-                               (in.image_slots.defined() ? ~in.image_slots.cpu().to(torch::kBool)
-                                                         : torch::ones({1, T}, torch::kBool));
-    std::vector<int64_t> out;
-    for (int64_t t = 0; t < T; ++t) {
-      if (keep[0][t].item<bool>()) out.push_back(ids[0][t].item<int64_t>());
-    }
-    return out;
-  }
 
   ServedModel served_;
   ServerOptions options_;
@@ -267,13 +251,12 @@ struct Outcome {
 
 void log_request(const std::string& id, const std::string& model, int status, const Outcome& o, double t0) {
   const double ms =
-      (std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count() - t0) * 1e3;
+      (steady_seconds() - t0) * 1e3;
   log::info() << "request " << id << " model " << model << " status " << status << " prompt " << o.usage.prompt_tokens
               << " completion " << o.usage.completion_tokens << " tokens, " << cat(static_cast<int64_t>(ms)) << " ms"
               << (o.finish.empty() ? "" : ", finish " + o.finish);
 }
 
-double steady_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Waits for the engine's first event: an error is thrown as ApiError, anything else returned.
 Event first_event(RequestStream& s) {
@@ -286,7 +269,7 @@ Event first_event(RequestStream& s) {
 
 void handle_generation(Api& api, const httplib::Request& req, httplib::Response& res, bool chat) {
   static std::atomic<int64_t> counter{0};
-  const double t0 = steady_s();
+  const double t0 = steady_seconds();
   const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(++counter);
   std::string model;
   try {

@@ -56,4 +56,12 @@ std::vector<Generation> generate(model::MultimodalLMImpl& model, const model::To
                                  const model::MultimodalInput& prompts, const SamplingOptions& opt,
                                  const StreamCallback& on_text = {}, adapters::ForwardContext* ctx = nullptr);
 
+/// Per row of `prompts`, its real text tokens (no padding, no image slots), in order: what the
+/// row's decoded text continues (SentencePiece's leading-space rule primes the stream decoder).
+std::vector<std::vector<int64_t>> prompt_text_ids(const model::MultimodalInput& prompts);
+
+/// Positions the multimodal model puts in front of every prompt (LaVIN's modality token; 0 for
+/// most families). They count against the context: a prompt budget is context - this - new tokens.
+int64_t prefix_positions(model::MultimodalLMImpl& model, int64_t bos_id);
+
 }  // namespace mmtune::generate
