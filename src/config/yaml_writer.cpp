@@ -3,6 +3,7 @@
 #include <mmtune/config/load.h>
 #include <mmtune/core/strings.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -30,6 +31,21 @@ std::string quote(const std::string& s) {
     plain = false;
   }
   if (plain) return s;
+  // a line break or other control character: double-quoted with escapes (inside single quotes YAML
+  // folds a line break into a space, so the saved config.yaml would read back differently)
+  if (std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    static const char* kHex = "0123456789abcdef";
+    std::string out = "\"";
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if (c == '"' || c == '\\') out += std::string("\\") + c;
+      else if (c == '\n') out += "\\n";
+      else if (c == '\t') out += "\\t";
+      else if (u < 0x20 || u == 0x7f) out += std::string("\\x") + kHex[u >> 4] + kHex[u & 15];
+      else out += c;
+    }
+    return out + "\"";
+  }
   std::string out = "'";
   for (char c : s) out += (c == '\'') ? std::string("''") : std::string(1, c);
   return out + "'";

@@ -40,6 +40,17 @@ TEST(ConfigPrint, PrintedConfigLoadsBackToTheSameConfig) {
   EXPECT_EQ(back.seed, 7);
 }
 
+TEST(ConfigPrint, StringsWithLineBreaksAndControlCharactersLoadBack) {
+  // single-quoted YAML folds a line break into a space: a stop string "\n###" saved that way read
+  // back as " ###" (the print-and-reload property tests/fuzz/fuzz_config.cpp checks on any input)
+  TempDir d;
+  const auto path = d.write("c.yaml", "model:\n  path: /m\ntrain:\n  lr: 1e-3\neval:\n  generation:\n    stop: [\"\\n###\", \"a\\tb\\\\c\\\"\", \"\\x01'\"]\n");
+  const RunConfig c = load(path);
+  ASSERT_EQ(c.eval.generation.stop, (std::vector<std::string>{"\n###", "a\tb\\c\"", "\x01'"}));
+  const std::string text = to_yaml(c);
+  EXPECT_EQ(load(d.write("printed.yaml", text)).eval.generation.stop, c.eval.generation.stop) << text;
+}
+
 TEST(ConfigPrint, SavedResolvedConfigIsCompleteAndAtomic) {
   TempDir d;
   const RunConfig c = load(d.write("c.yaml", "model:\n  path: /m\ntrain:\n  lr: 1e-4\n"));
