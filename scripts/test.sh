@@ -3,6 +3,9 @@
 #   scripts/test.sh                 everything, then the numerics label twice more (below)
 #   scripts/test.sh -L unit         extra arguments go to ctest (labels: unit, integration, slow, gpu,
 #                                   numerics); only that one ctest run
+#   scripts/test.sh --sanitize      the unit label built with clang, ASan + UBSan (build-sanitize/, where
+#                                   scripts/fuzz.sh's targets live too); extra arguments go to ctest
+#                                   (default -L unit)
 # The numerics label (tests/numerics.h) holds every test whose verdict rests on a floating-point
 # bound. A full run repeats it (a) with the kernels another x86-64 CPU would pick: ATen's portable
 # kernels (ATEN_CPU_CAPABILITY=default) and oneDNN and MKL capped at AVX2 (ONEDNN_MAX_CPU_ISA,
@@ -13,6 +16,17 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$MMTUNE_ROOT"
 bash scripts/setup.sh
+if [ "${1:-}" = "--sanitize" ]; then
+  shift
+  mmtune_configure_sanitize
+  t0=$(date +%s)
+  cmake --build "$MMTUNE_SANITIZE_DIR" -j "${MMTUNE_JOBS:-$(nproc)}" --target mmtune_unit_tests
+  echo "[test] sanitizer build (unit tests) $(($(date +%s) - t0)) s"
+  mmtune_sanitizer_env
+  cd "$MMTUNE_SANITIZE_DIR"
+  [ $# -gt 0 ] || set -- -L unit
+  exec ctest -j2 --output-on-failure "$@"
+fi
 build="${MMTUNE_BUILD_DIR:-$MMTUNE_ROOT/build}"
 mkdir -p "$build"
 t0=$(date +%s)

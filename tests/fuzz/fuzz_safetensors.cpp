@@ -1,8 +1,7 @@
 // libFuzzer target for the safetensors parser: any byte string must either open as a valid file
 // whose tensors lie inside the mapping, or fail with a SafetensorsError. Anything else (another
 // exception, a crash, a read past the mapping, a hang) is a finding.
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address ... fuzz_safetensors.cpp src/io/safetensors.cpp ...
-// (tests/CMakeLists.txt builds it as target fuzz_safetensors when clang is present.)
+// Built and run by scripts/fuzz.sh like every target here (tests/fuzz/README.md).
 #include <unistd.h>
 
 #include <cstdint>

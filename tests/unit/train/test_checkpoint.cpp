@@ -59,8 +59,9 @@ TEST(Checkpoint, RoundTripKeepsEveryField) {
   EXPECT_EQ(c.adapter_config_json, w.adapter_config_json);
   ASSERT_EQ(c.weights.size(), 2u);
   for (const auto& [n, t] : w.weights) {
+    const std::string& name = n;  // clang 14 cannot capture a structured binding
     auto it = std::find_if(c.weights.begin(), c.weights.end(),
-                           [&](const auto& p) { return p.first == n; });
+                           [&](const auto& p) { return p.first == name; });
     ASSERT_NE(it, c.weights.end()) << n;
     EXPECT_TRUE(torch::equal(it->second, t)) << n;
   }

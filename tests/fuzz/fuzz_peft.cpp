@@ -1,0 +1,44 @@
+// libFuzzer target: a PEFT LoRA adapter directory (adapter_config.json, then after the separator
+// adapter_model.safetensors) imported as `mmtune convert --from-peft` does: read_peft_config ->
+// its options as config overrides (config::load_config checks them) -> the tiny LLaMA built ->
+// import_peft. MMTUNE_FUZZ_TINY: the tiny checkpoints' directory.
+#include <cstdlib>
+#include <filesystem>
+
+#include <mmtune/adapters/peft.h>
+#include <mmtune/adapters/registry.h>
+#include <mmtune/config/load.h>
+#include <mmtune/core/errors.h>
+#include <mmtune/train/build_model.h>
+
+#include "fuzz_common.h"
+
+namespace {
+
+std::string base_config() {
+  const char* tiny = std::getenv("MMTUNE_FUZZ_TINY");
+  if (!tiny || !std::filesystem::exists(std::string(tiny) + "/llama-gqa/model.safetensors"))
+    mmtune::fuzz::finding("set MMTUNE_FUZZ_TINY to the tiny checkpoints' directory (scripts/fuzz.sh does)");
+  return mmtune::fuzz::write_file("base.yaml", "model:\n  path: " + std::string(tiny) +
+                                                   "/llama-gqa\nadapter:\n  family: lora\n");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace mmtune;
+  static const std::string config_path = base_config();
+  const auto parts = fuzz::split(data, size, 2);
+  fuzz::write_file("peft/adapter_config.json", parts[0]);
+  fuzz::write_file("peft/adapter_model.safetensors", parts[1]);
+  const std::string dir = fuzz::scratch_dir() + "/peft";
+  try {
+    std::string base;
+    const adapters::LoraConfig peft = adapters::read_peft_config(dir, &base);
+    const auto cfg = config::load_config(config_path, adapters::lora_overrides(peft), adapters::builtin_adapters());
+    auto built = train::build_model(cfg, train::Weights::kLoad);
+    adapters::import_peft(built.model->llm(), dir);
+  } catch (const Error&) {
+  }
+  return 0;
+}
