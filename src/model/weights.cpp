@@ -1,3 +1,4 @@
+#include <mmtune/core/cpu_features.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/core/strings.h>
@@ -170,8 +171,14 @@ LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& opti
   }
   if (config.quantization.mode == "int4" && options.device().is_cpu() && options.dtype() == torch::kFloat32) {
     // the model still runs, but a user waiting minutes per answer deserves to know why
-    log::warn() << "int4 weights with fp32 activations run LibTorch's fp32 int4 CPU kernel, measured 15-60x slower "
-                   "than with bf16 activations here (hint: dtype bf16, --dtype bf16)";
+    log::warn() << "int4 weights with fp32 activations decode through LibTorch's fp32 int4 CPU kernel, measured "
+                   "15-60x slower than with bf16 activations here (hint: dtype bf16, --dtype bf16)";
+  }
+  if (options.device().is_cpu() && options.dtype() == torch::kBFloat16 && !cpu_has_fast_bf16_matmul()) {
+    log::warn() << "dtype bf16 on a CPU without AVX-512 (BW/VL/DQ), or with oneDNN capped below it by "
+                   "ONEDNN_MAX_CPU_ISA: LibTorch multiplies bf16 matrices with its reference loop here, measured "
+                   "8x slower than its kernels (hint: dtype fp32, --dtype fp32; model.quantize=int8 still keeps "
+                   "the frozen weights small)";
   }
   const auto ckpt = io::SafetensorsCheckpoint::open(dir);
   check_llama_config_against_weights(config, ckpt);

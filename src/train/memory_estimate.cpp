@@ -118,7 +118,10 @@ MemoryEstimate estimate_one(const config::RunConfig& cfg, int64_t baseline) {
   // gradient of the logits, fp32 [N, V] each, N <= B x T
   const int64_t head = 3 * BT * V * 4;
   // the last block's backward, right after the head's: the MLP's gradients (of silu(g) * u, g, u)
-  const int64_t backward = BT * 3 * F * act;
+  // plus, with quantized weights, the dequantized copy of one projection's weight that its backward
+  // (and on CPU in fp32 its forward, model/quantize.cpp) multiplies: the widest is the MLP's [F, D]
+  const int64_t dequantized = cfg.model.quantize == "none" ? 0 : F * D * act;
+  const int64_t backward = BT * 3 * F * act + dequantized;
   if (cfg.train.activation_checkpointing) {
     // each block keeps only its input; in the backward one block at a time is recomputed and holds
     // its saved tensors beside its gradients

@@ -6,6 +6,8 @@
 // system and the resident set is what the tensors need; under glibc's default (a threshold that
 // grows, blocks kept on the heap) the same steps peak 1.5x (fp32) and 2.4x (bf16 + int8 +
 // checkpointing) higher here: allocator retention, documented in docs/MEMORY.md, not an estimate.
+// Three runs: fp32; int8 + activation checkpointing in fp32 (every CPU); the same in bf16 (CPUs with
+// LibTorch's bf16 kernels).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,6 +17,8 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+
+#include <mmtune/core/cpu_features.h>
 
 #include "test_paths.h"
 #include "test_utils.h"
@@ -101,7 +105,18 @@ void check(const std::vector<std::string>& extra) {
 TEST(MemoryEstimate, Fp32StepPeakIsWithinTwentyPercent) { check({}); }
 
 TEST(MemoryEstimate, Bf16Int8CheckpointedStepPeakIsWithinTwentyPercent) {
+  // On a CPU without AVX-512 (or with oneDNN capped below it) LibTorch multiplies bf16 matrices with
+  // its reference loop: this step took 269 s instead of 33 s and timed out a CI run. The estimate
+  // counts bytes, not kernels; where they are missing, the int8 + checkpointing accounting is still
+  // checked below in fp32, and the bf16 accounting on every CPU with the kernels.
+  if (!cpu_has_fast_bf16_matmul())
+    GTEST_SKIP() << "this CPU has no fast bf16 matmul for LibTorch (include/mmtune/core/cpu_features.h)";
   check({"dtype=bf16", "model.quantize=int8", "train.activation_checkpointing=true", "train.micro_batch_size=32",
+         "train.global_batch_size=32", "data.limit=32", "train.max_steps=1"});
+}
+
+TEST(MemoryEstimate, Int8CheckpointedStepPeakIsWithinTwentyPercent) {
+  check({"model.quantize=int8", "train.activation_checkpointing=true", "train.micro_batch_size=32",
          "train.global_batch_size=32", "data.limit=32", "train.max_steps=1"});
 }
 
