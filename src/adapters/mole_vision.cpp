@@ -16,8 +16,11 @@ std::pair<torch::Tensor, torch::Tensor> linear(torch::nn::Module& owner, const s
                                                int64_t out, const torch::TensorOptions& o) {
   auto m = owner.register_module(name, std::make_shared<torch::nn::Module>());
   const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-  return {m->register_parameter("weight", torch::empty({out, in}, o).uniform_(-bound, bound)),
-          m->register_parameter("bias", torch::empty({out}, o).uniform_(-bound, bound))};
+  // register_parameter returns a reference into the module's table, which the next registration may
+  // move (ASan: heap-use-after-free when both were arguments of one pair): copy each handle at once
+  torch::Tensor w = m->register_parameter("weight", torch::empty({out, in}, o).uniform_(-bound, bound));
+  torch::Tensor b = m->register_parameter("bias", torch::empty({out}, o).uniform_(-bound, bound));
+  return {w, b};
 }
 
 }  // namespace
