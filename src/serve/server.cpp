@@ -232,6 +232,7 @@ class Api {
 
 // The text a response shows: chat answers trimmed (as `mmtune chat` shows them), completions raw.
 struct TextSink {
+  explicit TextSink(bool chat) : chat(chat) {}
   bool chat;
   generate::StreamFilter filter{{}};
   std::string raw;

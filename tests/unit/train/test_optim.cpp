@@ -76,10 +76,6 @@ AdamWOptions options() {
   return o;
 }
 
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
-}
-
 TEST(Optim, TimmWeightDecayGroups) {
   const auto p = make_params();
   AdamW opt(p, options());
