@@ -276,10 +276,12 @@ RgbImage decode_rgb(const std::string& path, int64_t max_pixels) {
   // refuse a huge picture before decoding it (a 20000 x 20000 PNG took 2.8 GB and 8-19 s)
   auto too_large = [&](int64_t w, int64_t h) {
     return DataError(path,
-                     cat("image of ", w, " x ", h, " = ", w * h, " pixels exceeds vision.max_image_pixels = ", max_pixels),
+                     cat("image of ", w, " x ", h, " = ", static_cast<uint64_t>(w) * static_cast<uint64_t>(h),
+                         " pixels exceeds vision.max_image_pixels = ", max_pixels),  // w, h < 2^32
                      "shrink the picture, raise vision.max_image_pixels, or set data.on_bad_sample: skip");
   };
-  if (const auto wh = header_size(bytes); wh && wh->first * wh->second > max_pixels)
+  // a header's sizes are up to 2^32 - 1 each: w * h > max without forming the product (no overflow)
+  if (const auto wh = header_size(bytes); wh && wh->first > 0 && wh->second > max_pixels / wh->first)
     throw too_large(wh->first, wh->second);
   cv::Mat m;
   try {

@@ -32,10 +32,11 @@ std::string remove_all(std::string s, const std::string& what) {
 
 json parse_file(const std::string& path) {
   std::ifstream f(path);
+  std::error_code ec;
   if (!f) {
     throw DataError(
         path,
-        fs::exists(path) ? "cannot open the conversations file" : "conversations file not found",
+        fs::exists(path, ec) ? "cannot open the conversations file" : "conversations file not found",
         "set data.json to a LLaVA-format .json file");
   }
   json j;
@@ -139,7 +140,8 @@ LlavaJsonData read_llava_json(const LlavaJsonOptions& o) {
     } catch (const Error& e) {
       throw DataError(o.json_path, cat("entry ", i, " (id '", id, "'): ", e.what()), e.hint());
     }
-    if (!ex.image_path.empty() && !fs::is_regular_file(ex.image_path)) {
+    std::error_code ec;
+    if (!ex.image_path.empty() && !fs::is_regular_file(ex.image_path, ec)) {  // ec: a name too long is "not found"
       if (!o.skip_bad_samples) {
         throw DataError(
             ex.image_path,

@@ -20,9 +20,10 @@ const char* const kLayoutHint =
 
 json parse_file(const std::string& path, const std::string& what, const std::string& format_hint) {
   std::ifstream f(path);
+  std::error_code ec;
   if (!f) {
     throw DataError(path,
-                    fs::exists(path) ? cat("cannot open the ", what) : cat(what, " not found"),
+                    fs::exists(path, ec) ? cat("cannot open the ", what) : cat(what, " not found"),
                     kLayoutHint);
   }
   try {
@@ -232,7 +233,8 @@ ScienceQAData read_scienceqa(const ScienceQAOptions& o, const std::string& split
     } catch (const Error& e) {
       throw DataError(problems_path, cat("problem '", pid, "': ", e.what()), e.hint());
     }
-    if (o.check_images && !ex.image_path.empty() && !fs::is_regular_file(ex.image_path)) {
+    std::error_code ec;
+    if (o.check_images && !ex.image_path.empty() && !fs::is_regular_file(ex.image_path, ec)) {  // no throw
       if (!o.skip_bad_samples) {
         throw DataError(
             ex.image_path, cat("image of problem '", pid, "' (split '", split, "') not found"),

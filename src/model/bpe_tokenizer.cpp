@@ -318,7 +318,10 @@ std::vector<std::string_view> llama3_pre_tokenize(std::string_view text) {
 
 // ---------------------------------------------------------------------------------------------
 
-BpeTokenizer::BpeTokenizer(const std::string& path) {
+// A function-try-block: a field of the wrong type or a missing key anywhere below (json's .at() /
+// .get<>()) is a CheckpointError naming the file, never nlohmann's exception (found by
+// fuzz_tokenizer_json: an added token without "id").
+BpeTokenizer::BpeTokenizer(const std::string& path) try {
   namespace fs = std::filesystem;
   json j;
   {
@@ -455,6 +458,9 @@ BpeTokenizer::BpeTokenizer(const std::string& path) {
     set("eos_token", eos_id_);
     set("pad_token", pad_id_);
   }
+} catch (const json::exception& e) {
+  throw CheckpointError(path, std::string("unexpected structure: ") + e.what(),
+                        "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
 }
 
 int64_t BpeTokenizer::piece_to_id(std::string_view piece) const {

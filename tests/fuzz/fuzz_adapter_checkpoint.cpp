@@ -15,19 +15,14 @@
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/build_model.h>
 
-#include "fuzz_common.h"
+#include "fuzz_base_config.h"
 
 namespace {
 
 std::string base_config() {
-  const char* tiny = std::getenv("MMTUNE_FUZZ_TINY");
-  if (!tiny || !std::filesystem::exists(std::string(tiny) + "/llama-gqa/model.safetensors"))
-    mmtune::fuzz::finding("set MMTUNE_FUZZ_TINY to the tiny checkpoints' directory (scripts/fuzz.sh does)");
-  const std::string t(tiny);
-  return mmtune::fuzz::write_file("base.yaml", "model:\n  path: " + t + "/llama-gqa\nvision:\n  path: " + t +
-                                                   "/clip-vit\n  feature: cls_every\n  cls_every: 1\n"
-                                                   "  image_size: 32\n  projector_hidden: 16\n"
-                                                   "adapter:\n  family: mma\n  mma:\n    dim: 8\n");
+  return mmtune::fuzz::base_config(
+      "model:\n  path: $TINY/llama-gqa\nvision:\n  path: $TINY/clip-vit\n  feature: cls_every\n  cls_every: 1\n"
+      "  image_size: 32\n  projector_hidden: 16\nadapter:\n  family: mma\n  mma:\n    dim: 8\ntrain:\n  lr: 1e-3\n");
 }
 
 std::string read_all(const std::string& path) {
@@ -57,6 +52,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace mmtune;
   static const std::string config_path = base_config();
+
   const auto parts = fuzz::split(data, size, 2);
   fuzz::write_file("adapter/adapter_config.json", parts[0]);
   fuzz::write_file("adapter/adapter_model.safetensors", parts[1]);

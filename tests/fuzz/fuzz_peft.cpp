@@ -11,16 +11,12 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/train/build_model.h>
 
-#include "fuzz_common.h"
+#include "fuzz_base_config.h"
 
 namespace {
 
 std::string base_config() {
-  const char* tiny = std::getenv("MMTUNE_FUZZ_TINY");
-  if (!tiny || !std::filesystem::exists(std::string(tiny) + "/llama-gqa/model.safetensors"))
-    mmtune::fuzz::finding("set MMTUNE_FUZZ_TINY to the tiny checkpoints' directory (scripts/fuzz.sh does)");
-  return mmtune::fuzz::write_file("base.yaml", "model:\n  path: " + std::string(tiny) +
-                                                   "/llama-gqa\nadapter:\n  family: lora\n");
+  return mmtune::fuzz::base_config("model:\n  path: $TINY/llama-gqa\nadapter:\n  family: lora\ntrain:\n  lr: 1e-3\n");
 }
 
 }  // namespace

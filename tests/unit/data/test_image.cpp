@@ -232,6 +232,22 @@ TEST_F(ImageReference, PicturesOverThePixelLimitAreRefusedBeforeDecoding) {
   EXPECT_THROW(decode_rgb(file("const_rgb.jpg"), 30 * 20 - 1), DataError);
 }
 
+TEST_F(ImageReference, HeaderSizesWhoseProductOverflowsAreRefused) {
+  // found by fuzz_image: a PNG header's sizes are 32-bit each, and their product in int64 overflowed
+  // (UBSan: signed integer overflow) instead of being compared with the limit
+  std::string png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", 16);
+  for (uint32_t v : {4143972598u, 4278190085u})
+    for (int shift : {24, 16, 8, 0}) png += static_cast<char>((v >> shift) & 0xFF);
+  png += std::string(20, '\0');
+  try {
+    load_image(dir_->write("overflow.png", png), {});
+    FAIL() << "a 1.8e19-pixel header was not refused";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("image of 4143972598 x 4278190085 = 17728702481275290830 pixels exceeds"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST_F(ImageReference, TruncatedPngIsADataError) {
   const std::string whole = testing::read_text(file("rgb_300x200.png"));
   const std::string cut = dir_->write("cut.png", whole.substr(0, whole.size() / 2));

@@ -84,6 +84,29 @@ TEST(LlavaJson, ImageSamplesGetThePlaceholderFirstAndTextSamplesStayAsTheyAre) {
   EXPECT_TRUE(r.examples[2].image_path.empty());
 }
 
+TEST(LlavaJson, AnImageNameTooLongForTheFileSystemIsAMissingImage) {
+  // found by fuzz_llava_json: std::filesystem threw "File name too long" out of the reader
+  testing::TempDir d;
+  const std::string name(5000, 'a');
+  const std::string json = d.write("data.json", R"([{"id": "a", "image": ")" + name + R"(",
+    "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A dog."}]}])");
+  LlavaJsonOptions o;
+  o.json_path = json;
+  o.image_folder = d.path();
+  o.chat_template = Template::kPlain;
+  try {
+    read_llava_json(o);
+    FAIL() << "no error for a missing image";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("image of sample 'a' (entry 0 of " + json + ") not found"), std::string::npos)
+        << e.what();
+  }
+  o.skip_bad_samples = true;
+  const LlavaJsonData r = read_llava_json(o);
+  EXPECT_EQ(r.examples.size(), 0u);
+  EXPECT_EQ(r.skipped, 1);
+}
+
 TEST(LlavaJson, MultiTurnTrainsOnTheLastReplyAndLimitCutsTheFile) {
   testing::TempDir d;
   const std::string json = d.write("data.json", R"([

@@ -171,6 +171,14 @@ TEST(BpeTokenizer, UnsupportedOrBrokenFilesAreCheckpointErrors) {
   j = hand_tokenizer(true, false);
   j["model"]["byte_fallback"] = true;
   expect_checkpoint_error(d.write("g.json", j.dump()), "byte_fallback");
+  // found by fuzz_tokenizer_json: a missing key or a field of the wrong type escaped as nlohmann's
+  // exception (std::terminate in the fuzzer, "internal error" in the CLI)
+  j = hand_tokenizer(true, false);
+  j["added_tokens"] = json::array({{{"content", "<|x|>"}, {"special", true}}});  // no "id"
+  expect_checkpoint_error(d.write("i.json", j.dump()), "unexpected structure");
+  j = hand_tokenizer(true, false);
+  j["added_tokens"] = json::array({{{"id", "seven"}, {"content", "<|x|>"}, {"special", true}}});
+  expect_checkpoint_error(d.write("k.json", j.dump()), "unexpected structure");
   d.write("h/tokenizer.json", hand_tokenizer(true, false).dump());
   d.write("h/tokenizer_config.json", R"({"eos_token": "<|end_of_text|>"})");
   expect_checkpoint_error(d.path() + "/h/tokenizer.json", "<|end_of_text|>");
