@@ -109,6 +109,7 @@ def make_images(d, rng):
     write_png(d / "const_rgb16.png", np.tile(np.array([65535, 0, 25700], np.uint16), (20, 30, 1)))
     write_png(d / "const_rgba_transparent.png", np.tile(np.array([10, 200, 30, 0], np.uint8), (20, 30, 1)))
     Image.new("RGB", (30, 20), (10, 200, 30)).save(d / "const_rgb.jpg", quality=95)
+    write_png(d / "strip_4000x1.png", np.tile(np.array([1, 2, 3], np.uint8), (1, 4000, 1)))  # pixel-limit checks
     return imgs
 
 

@@ -388,8 +388,33 @@ torch::Tensor to_tensor(const RgbImage& img, Normalization norm) {
   return t;
 }
 
+namespace {
+
+// The pixels preprocess_rgb makes beside the decoded picture: the padded square, or the picture
+// resized before its centre crop (short side -> S). A 1 x 64000 strip passes the pixel limit but
+// pads to a 64000^2 square (12 GB; found by fuzz_image), so the limit applies to these too.
+double preprocessed_pixels(const RgbImage& img, const ImageOptions& o) {
+  const double w = static_cast<double>(img.width), h = static_cast<double>(img.height), S = static_cast<double>(o.size);
+  switch (o.preprocess) {
+    case Preprocess::kPadSquare: return std::max(w, h) * std::max(w, h);
+    case Preprocess::kResizeCenterCrop: return S * std::floor(S * std::max(w, h) / std::max(1.0, std::min(w, h)));
+    case Preprocess::kResize: break;
+  }
+  return S * S;
+}
+
+}  // namespace
+
 torch::Tensor load_image(const std::string& path, const ImageOptions& options) {
-  return to_tensor(preprocess_rgb(decode_rgb(path, options.max_pixels), options), options.norm);
+  const RgbImage img = decode_rgb(path, options.max_pixels);
+  if (const double n = preprocessed_pixels(img, options); n > static_cast<double>(options.max_pixels)) {
+    throw DataError(path,
+                    cat("image of ", img.width, " x ", img.height, " becomes ", static_cast<uint64_t>(n), " pixels ",
+                        options.preprocess == Preprocess::kPadSquare ? "padded to a square" : "before its centre crop",
+                        ", over vision.max_image_pixels = ", options.max_pixels),
+                    "crop the picture closer to square, raise vision.max_image_pixels, or set data.on_bad_sample: skip");
+  }
+  return to_tensor(preprocess_rgb(img, options), options.norm);
 }
 
 }  // namespace mmtune::data

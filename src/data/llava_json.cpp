@@ -42,7 +42,7 @@ json parse_file(const std::string& path) {
   json j;
   try {
     j = json::parse(f);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large (fuzz)
     throw DataError(path, cat("not valid JSON: ", e.what()), kFormatHint);
   }
   if (!j.is_array()) throw DataError(path, "the top level is not a list", kFormatHint);

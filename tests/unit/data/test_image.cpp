@@ -248,6 +248,30 @@ TEST_F(ImageReference, HeaderSizesWhoseProductOverflowsAreRefused) {
   }
 }
 
+TEST_F(ImageReference, AStripThatPadsOrScalesPastThePixelLimitIsRefused) {
+  // found by fuzz_image: a 1 x N picture is under the pixel limit, but padded to a square (or scaled
+  // to short side S before the centre crop) it asked for 12 GB
+  const std::string strip = file("strip_4000x1.png");
+  ImageOptions o;
+  o.preprocess = Preprocess::kPadSquare;
+  o.max_pixels = 4000 * 4000 - 1;
+  try {
+    load_image(strip, o);
+    FAIL() << "a 4000 x 4000 padded square passed a limit of 4000^2 - 1";
+  } catch (const DataError& e) {
+    EXPECT_EQ(e.path(), strip);
+    EXPECT_NE(std::string(e.what()).find("image of 4000 x 1 becomes 16000000 pixels padded to a square"),
+              std::string::npos) << e.what();
+  }
+  o.max_pixels = 4000 * 4000;
+  EXPECT_EQ(load_image(strip, o).sizes(), (std::vector<int64_t>{3, o.size, o.size}));
+  o.preprocess = Preprocess::kResizeCenterCrop;  // 224 x (224 * 4000) before the crop
+  o.max_pixels = 89478485;
+  EXPECT_THROW(load_image(strip, o), DataError);
+  o.preprocess = Preprocess::kResize;  // straight to 224 x 224
+  EXPECT_NO_THROW(load_image(strip, o));
+}
+
 TEST_F(ImageReference, TruncatedPngIsADataError) {
   const std::string whole = testing::read_text(file("rgb_300x200.png"));
   const std::string cut = dir_->write("cut.png", whole.substr(0, whole.size() / 2));
