@@ -10,6 +10,7 @@
 #include <queue>
 
 #include <mmtune/core/errors.h>
+#include <mmtune/core/strings.h>
 #include <mmtune/model/bpe_tokenizer.h>
 
 namespace mmtune::model {
@@ -217,6 +218,9 @@ void check_pre_tokenizer(const std::string& path, const json& pre) {
              pre.dump().substr(0, 300));
 }
 
+// The largest vocabulary read (4M ids; real ones reach 256k): ids size the tables before anything else.
+constexpr int64_t kMaxVocab = int64_t{1} << 22;
+
 // The special tokens TemplateProcessing puts before $A (the BOS), or -1.
 int64_t template_bos(const std::string& path, const json& post) {
   if (post.is_null()) return -1;
@@ -352,9 +356,16 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
   // Vocabulary and added tokens -> pieces_ by id.
   const json& vocab = require(path, model, "vocab");
   const json added = j.value("added_tokens", json::array());
+  // ids are checked before anything is sized by them: an id of 1e9 must not allocate 1e9 pieces
+  const auto checked_id = [&](const json& id, const std::string& what) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocab)
+      throw CheckpointError(path, cat("id ", id.dump(), " of ", what, " is not in [0, ", kMaxVocab, ")"),
+                            "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
+    return static_cast<int32_t>(id.get<int64_t>());
+  };
   int64_t size = 0;
-  for (const auto& [piece, id] : vocab.items()) size = std::max(size, id.get<int64_t>() + 1);
-  for (const auto& t : added) size = std::max(size, t.at("id").get<int64_t>() + 1);
+  for (const auto& [piece, id] : vocab.items()) size = std::max<int64_t>(size, checked_id(id, "token " + piece) + 1);
+  for (const auto& t : added) size = std::max<int64_t>(size, checked_id(t.at("id"), "an added token") + 1);
   pieces_.resize(size);
   bytes_.resize(size);
   special_.assign(size, 0);
@@ -362,8 +373,7 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
   std::unordered_map<std::string, int32_t> model_ids;
   std::string raw;
   for (const auto& [piece, id_json] : vocab.items()) {
-    const auto id = id_json.get<int32_t>();
-    if (id < 0) throw CheckpointError(path, "negative id for token " + piece);
+    const int32_t id = checked_id(id_json, "token " + piece);
     pieces_[id] = piece;
     model_ids[piece] = id;
     piece_ids_[piece] = id;
@@ -410,7 +420,7 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
   }
 
   for (const auto& t : added) {
-    const auto id = t.at("id").get<int32_t>();
+    const int32_t id = checked_id(t.at("id"), "an added token");
     const std::string content = t.at("content").get<std::string>();
     for (const char* k : {"single_word", "lstrip", "rstrip"}) {
       if (t.value(k, false)) refuse(path, std::string("added token ") + content + " with " + k);
@@ -435,6 +445,9 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
   // BOS / EOS / pad: tokenizer_config.json beside the file, else the template's BOS and
   // <|end_of_text|>.
   bos_id_ = template_bos(path, j.value("post_processor", json()));
+  if (bos_id_ < -1 || bos_id_ >= vocab_size())  // found by fuzz_tokenizer_json: encode prepended an id of no token
+    throw CheckpointError(path, cat("post_processor's BOS id ", bos_id_, " is outside the vocabulary of ", vocab_size()),
+                          "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
   eos_id_ = piece_to_id("<|end_of_text|>");
   const fs::path cfg_path = fs::path(path).parent_path() / "tokenizer_config.json";
   if (fs::exists(cfg_path)) {

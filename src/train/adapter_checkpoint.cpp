@@ -84,10 +84,23 @@ json read_config(const std::string& dir) {
   } catch (const json::exception& e) {
     throw CheckpointError(p.string(), std::string("is not valid JSON: ") + e.what());
   }
-  if (!j.is_object() || j.value("format", "") != "mmtune.adapter" || !j.contains("family") || !j.contains("adapter")) {
+  if (!j.is_object() || !j.contains("format") || j["format"] != "mmtune.adapter" || !j.contains("family") ||
+      !j.contains("adapter")) {
     throw CheckpointError(p.string(), "is not an mmtune adapter config (format 'mmtune.adapter' with family and adapter)",
                           "official LaVIN .pth checkpoints convert with scripts/convert_lavin_checkpoint.py");
   }
+  // the fields the readers below take as given (a wrong type escaped as nlohmann's exception; fuzz)
+  std::vector<std::string> wrong;
+  if (!j["family"].is_string()) wrong.push_back("family (a string)");
+  if (!j["adapter"].is_object()) wrong.push_back("adapter (an object)");
+  for (const char* k : {"base_model", "vision_model", "vision"})
+    if (j.contains(k) && !j[k].is_object() && !j[k].is_null()) wrong.push_back(std::string(k) + " (an object)");
+  if (j.contains("base_model") && j["base_model"].is_object() && j["base_model"].contains("id") &&
+      !j["base_model"]["id"].is_string())
+    wrong.push_back("base_model.id (a string)");
+  if (!wrong.empty())
+    throw CheckpointError(p.string(), "has fields of the wrong type: " + join(wrong, ", "),
+                          "adapter_config.json is written by mmtune train; re-save or re-convert the adapter");
   return j;
 }
 
@@ -187,7 +200,8 @@ void check_base(const json& j, const std::string& cfg_path, const BuiltModel& bu
                                {"image_size", vc.image_size}, {"patch_size", vc.patch_size}});
   }
   if (!mismatch.empty()) {
-    const std::string id = j.value("base_model", json::object()).value("id", std::string("?"));
+    const json bm = j.value("base_model", json());
+    const std::string id = bm.is_object() ? bm.value("id", std::string("?")) : "?";
     throw CheckpointError(cfg_path, "was trained on another base: " + join(mismatch, ", "),
                           "load it on the base it was made for (base_model.id: " + id + ")");
   }

@@ -1,6 +1,8 @@
 // libFuzzer target: a Hugging Face tokenizer.json (Llama-3's byte-level BPE), then text after the
 // separator, through model::load_tokenizer, encode, decode and the streaming decoder. Ids must lie
 // inside the vocabulary; any id the encoder gives must decode.
+#include <string>
+
 #include <mmtune/core/errors.h>
 #include <mmtune/model/tokenizer.h>
 
@@ -18,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const auto ids = tok->encode(parts[1], true, true);
   for (int64_t id : ids)
-    if (id < 0 || id >= tok->vocab_size()) fuzz::finding("an id outside the vocabulary");
+    if (id < 0 || id >= tok->vocab_size())
+      fuzz::finding("id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(tok->vocab_size()));
   (void)tok->decode(ids);
   model::StreamDecoder stream(*tok);
   for (int64_t id : ids) (void)stream.push(id);

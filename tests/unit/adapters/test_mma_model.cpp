@@ -194,6 +194,16 @@ TEST(MmaModel, BadAdapterCheckpointsAreNamedErrors) {
   std::ofstream(out + "/adapter_config.json") << "{not json";
   EXPECT_THROW(load_adapter(out, cfg, b), CheckpointError);
   EXPECT_THROW(adapter_overrides(out), CheckpointError);
+  // fields of the wrong type (found by fuzz_adapter_checkpoint: nlohmann's type_error escaped)
+  for (const std::string& text :
+       {R"({"format": "mmtune.adapter", "family": {"x": 1}, "adapter": {}})",
+        R"({"format": {"a": 1}, "family": "mma", "adapter": {}})",
+        R"({"format": "mmtune.adapter", "family": "mma", "adapter": [], "base_model": 3})",
+        R"({"format": "mmtune.adapter", "family": "mma", "adapter": {}, "base_model": {"id": 5}})"}) {
+    std::ofstream(out + "/adapter_config.json") << text;
+    EXPECT_THROW(adapter_overrides(out), CheckpointError) << text;
+    EXPECT_THROW(load_adapter(out, cfg, b), CheckpointError) << text;
+  }
 }
 
 TEST(MmaModel, DisabledAdaptersGiveTheBaseModelBitwise) {

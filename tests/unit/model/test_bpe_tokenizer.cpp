@@ -178,7 +178,21 @@ TEST(BpeTokenizer, UnsupportedOrBrokenFilesAreCheckpointErrors) {
   expect_checkpoint_error(d.write("i.json", j.dump()), "unexpected structure");
   j = hand_tokenizer(true, false);
   j["added_tokens"] = json::array({{{"id", "seven"}, {"content", "<|x|>"}, {"special", true}}});
-  expect_checkpoint_error(d.write("k.json", j.dump()), "unexpected structure");
+  expect_checkpoint_error(d.write("k.json", j.dump()), "id \"seven\" of an added token is not in");
+  // ids are checked before they size anything, and the template's BOS must be a token (fuzz: an
+  // encode prepended id 696 of a 604-token vocabulary)
+  j = hand_tokenizer(true, false);
+  j["added_tokens"] = json::array({{{"id", -3}, {"content", "<|x|>"}, {"special", true}}});
+  expect_checkpoint_error(d.write("l.json", j.dump()), "is not in [0, 4194304)");
+  j = hand_tokenizer(true, false);
+  j["model"]["vocab"]["zz"] = 1000000000;
+  expect_checkpoint_error(d.write("m.json", j.dump()), "id 1000000000 of token zz is not in [0, 4194304)");
+  j = hand_tokenizer(true, false);
+  j["post_processor"] = {{"type", "TemplateProcessing"},
+                         {"single", json::array({{{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}},
+                                                 {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+                         {"special_tokens", {{"<|begin_of_text|>", {{"id", "<|begin_of_text|>"}, {"ids", {696}}}}}}};
+  expect_checkpoint_error(d.write("n.json", j.dump()), "post_processor's BOS id 696 is outside the vocabulary");
   d.write("h/tokenizer.json", hand_tokenizer(true, false).dump());
   d.write("h/tokenizer_config.json", R"({"eos_token": "<|end_of_text|>"})");
   expect_checkpoint_error(d.path() + "/h/tokenizer.json", "<|end_of_text|>");
