@@ -1,6 +1,6 @@
 // libFuzzer target: an image file through data::decode_rgb (the pixel limit read from the header
-// before decoding) and the encoder preprocessing (preprocess_rgb, to_tensor), as train, eval, chat
-// and serve read images. The limit is small here (1 Mpx) so that a header claiming more is refused
+// before decoding) and data::load_image in each preprocessing mode, as train, eval, chat and serve
+// read images. The limit is small here (1 Mpx) so that a header claiming more is refused
 // before any pixel is decoded; a decoded image must be within it and the encoder input [3, S, S].
 #include <mmtune/core/errors.h>
 #include <mmtune/data/image.h>
@@ -25,10 +25,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   data::ImageOptions opt;
   opt.size = 16;
   opt.max_pixels = kMaxPixels;
+  // the product's path (load_image: decode, the limit on what preprocessing makes, preprocess, tensor)
   for (auto pre : {data::Preprocess::kResize, data::Preprocess::kPadSquare, data::Preprocess::kResizeCenterCrop}) {
     opt.preprocess = pre;
-    const auto square = data::preprocess_rgb(img, opt);
-    const auto t = data::to_tensor(square, data::Normalization::kClip);
+    torch::Tensor t;
+    try {
+      t = data::load_image(path, opt);
+    } catch (const Error&) {
+      continue;  // e.g. a strip whose padded square is over the limit
+    }
     if (t.sizes() != torch::IntArrayRef({3, 16, 16})) fuzz::finding("the encoder input is not [3, S, S]");
   }
   return 0;
