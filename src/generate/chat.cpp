@@ -2,6 +2,7 @@
 #include <mmtune/core/strings.h>
 #include <mmtune/data/collate.h>
 #include <mmtune/generate/chat.h>
+#include <mmtune/generate/stop_strings.h>
 
 #include <algorithm>
 
@@ -186,21 +187,8 @@ std::string StreamFilter::push(const std::string& piece) {
     raw_ += piece;
   }
   // safe end: before the first stop string, before a tail that may begin one, before trailing space
-  size_t end = raw_.size();
-  for (const auto& s : stops_) {
-    if (!s.empty()) end = std::min(end, raw_.find(s));
-  }
-  if (end == raw_.size()) {
-    for (const auto& s : stops_) {
-      if (s.empty()) continue;
-      for (size_t k = std::min(s.size() - 1, raw_.size()); k > 0; --k) {
-        if (raw_.compare(raw_.size() - k, k, s, 0, k) == 0) {
-          end = std::min(end, raw_.size() - k);
-          break;
-        }
-      }
-    }
-  }
+  const size_t stop = find_stop(raw_, stops_);
+  size_t end = stop != std::string::npos ? stop : stop_safe_end(raw_, stops_);
   while (end > shown_ && std::string_view(kSpace).find(raw_[end - 1]) != std::string_view::npos)
     --end;
   if (end <= shown_) return "";
@@ -210,11 +198,7 @@ std::string StreamFilter::push(const std::string& piece) {
 }
 
 std::string StreamFilter::text() const {
-  size_t end = raw_.size();
-  for (const auto& s : stops_) {
-    if (!s.empty()) end = std::min(end, raw_.find(s));
-  }
-  return trim(std::string_view(raw_).substr(0, end));
+  return trim(std::string_view(raw_).substr(0, find_stop(raw_, stops_)));  // npos: all of it
 }
 
 std::string StreamFilter::finish() {
