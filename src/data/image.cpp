@@ -345,6 +345,19 @@ RgbImage resize(const RgbImage& img, int64_t width, int64_t height, Interpolatio
   return vertical(horizontal(img, row_first, row_end - row_first), row_first, cy);
 }
 
+namespace {
+
+// CLIPImageProcessor: short side -> S, long side -> int(S * long / short), before the centre crop.
+std::pair<int64_t, int64_t> size_before_centre_crop(const RgbImage& img, int64_t S) {
+  const bool wide = img.width > img.height;
+  const int64_t short_side = wide ? img.height : img.width, long_side = wide ? img.width : img.height;
+  const auto scaled_long =
+      static_cast<int64_t>(static_cast<double>(S * long_side) / static_cast<double>(short_side));
+  return wide ? std::pair{scaled_long, S} : std::pair{S, scaled_long};
+}
+
+}  // namespace
+
 RgbImage preprocess_rgb(const RgbImage& img, const ImageOptions& o) {
   const int64_t S = o.size;
   switch (o.preprocess) {
@@ -359,13 +372,7 @@ RgbImage preprocess_rgb(const RgbImage& img, const ImageOptions& o) {
                     o.interpolation);
     }
     case Preprocess::kResizeCenterCrop: {
-      // CLIPImageProcessor: short side -> S, long side -> int(S * long / short), then crop.
-      const bool wide = img.width > img.height;
-      const int64_t short_side = wide ? img.height : img.width,
-                    long_side = wide ? img.width : img.height;
-      const auto scaled_long = static_cast<int64_t>(static_cast<double>(S * long_side) /
-                                                    static_cast<double>(short_side));
-      const int64_t w = wide ? scaled_long : S, h = wide ? S : scaled_long;
+      const auto [w, h] = size_before_centre_crop(img, S);
       const RgbImage r = resize(img, w, h, o.interpolation);
       return crop(r, (w - S) / 2, (h - S) / 2, S, S);
     }
@@ -394,13 +401,18 @@ namespace {
 // resized before its centre crop (short side -> S). A 1 x 64000 strip passes the pixel limit but
 // pads to a 64000^2 square (12 GB; found by fuzz_image), so the limit applies to these too.
 double preprocessed_pixels(const RgbImage& img, const ImageOptions& o) {
-  const double w = static_cast<double>(img.width), h = static_cast<double>(img.height), S = static_cast<double>(o.size);
   switch (o.preprocess) {
-    case Preprocess::kPadSquare: return std::max(w, h) * std::max(w, h);
-    case Preprocess::kResizeCenterCrop: return S * std::floor(S * std::max(w, h) / std::max(1.0, std::min(w, h)));
+    case Preprocess::kPadSquare: {
+      const double side = static_cast<double>(std::max(img.width, img.height));
+      return side * side;
+    }
+    case Preprocess::kResizeCenterCrop: {
+      const auto [w, h] = size_before_centre_crop(img, o.size);
+      return static_cast<double>(w) * static_cast<double>(h);
+    }
     case Preprocess::kResize: break;
   }
-  return S * S;
+  return static_cast<double>(o.size) * static_cast<double>(o.size);
 }
 
 }  // namespace

@@ -167,23 +167,21 @@ torch::Tensor kernel_matmul(const torch::Tensor& x, const QuantizedWeight& q, co
   out_shape.back() = p.n;
   torch::Tensor x2 = x.reshape({-1, k});  // [M, K]
   if (x2.size(0) == 0) return torch::empty(out_shape, x.options());
-  // On CUDA, LibTorch's int8 kernel is slower than cuBLAS on the dequantized weight at every batch
-  // (H200, 7B: 17 vs 42 decoded tok/s at batch 1, 65 vs 3358 prefill tok/s), and tinygemm's int4
-  // kernel is built for a few rows (prefill at 2000 vs 18800 tok/s): there the weight is dequantized
-  // into a transient bf16 copy (one layer's, ~0.1 ms) and multiplied by cuBLAS.
-  if (x2.is_cuda() && (q.mode == "int8" || x2.size(0) > kTinygemmMaxRows)) {
-    return torch::nn::functional::linear(x2, dequantize_weight(q, x2.scalar_type())).view(out_shape);
-  }
-  // On CPU, LibTorch's int8 and int4 kernels for fp32 activations loop over the input rows: their
-  // time grows with every row (measured on one core, a 2048 x 2048 weight: int8 3.4 ms per row, 740 ms
-  // at 256 rows, vs 18 ms for MKL on the dequantized weight; int4 8.6 ms per row, 650 ms at 64 rows vs
-  // 23 ms). A training step of 32 x 256 positions took 312 s instead of 33 s with bf16 activations.
-  // More than one row goes through a transient fp32 copy of the weight (one layer's at a time), unless
-  // pack_for_inference dropped the int4 codes (then the packed layout is all there is).
-  if (x2.is_cpu() && x2.scalar_type() == torch::kFloat32 && x2.size(0) > kCpuFp32KernelMaxRows &&
-      q.qweight.numel() > 0) {
-    return torch::nn::functional::linear(x2, dequantize_weight(q, torch::kFloat32)).view(out_shape);
-  }
+  // Where LibTorch's kernel is the slow way, the weight is dequantized into a transient copy in the
+  // activation dtype (one layer's at a time) and multiplied by cuBLAS / MKL:
+  // - CUDA: the int8 kernel is slower than cuBLAS on the dequantized weight at every batch (H200, 7B:
+  //   17 vs 42 decoded tok/s at batch 1, 65 vs 3358 prefill tok/s), and tinygemm's int4 kernel is
+  //   built for a few rows (prefill at 2000 vs 18800 tok/s).
+  // - CPU with fp32 activations: the int8 and int4 kernels loop over the input rows, their time grows
+  //   with every row (one core, a 2048 x 2048 weight: int8 3.4 ms per row, 740 ms at 256 rows, vs 18 ms
+  //   for MKL on the dequantized weight; int4 8.6 ms per row, 650 ms at 64 rows vs 23 ms; a training
+  //   step of 32 x 256 positions took 312 s instead of 33 s with bf16 activations). Not when
+  //   pack_for_inference dropped the int4 codes: then the packed layout is all there is.
+  const bool dequantize =
+      x2.is_cuda() ? q.mode == "int8" || x2.size(0) > kTinygemmMaxRows
+                   : x2.is_cpu() && x2.scalar_type() == torch::kFloat32 && x2.size(0) > kCpuFp32KernelMaxRows &&
+                         q.qweight.numel() > 0;
+  if (dequantize) return torch::nn::functional::linear(x2, dequantize_weight(q, x2.scalar_type())).view(out_shape);
   x2 = x2.to(p.dtype).contiguous();
   torch::Tensor y;  // [M, N_padded]
   if (q.mode == "int8") y = at::_weight_int8pack_mm(x2, p.weight, p.scales);
