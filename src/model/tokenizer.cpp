@@ -7,16 +7,102 @@
 #include <mmtune/model/tokenizer.h>
 
 #include <filesystem>
+#include <fstream>
+#include <string_view>
 
 #include <sentencepiece_processor.h>
 
 namespace mmtune::model {
 namespace {
 
+// Largest tokenizer.model read (Gemma's 256k-piece model is 4 MB; LLaMA's 0.5 MB).
+constexpr std::uintmax_t kMaxModelBytes = std::uintmax_t{256} << 20;
+
+// One protobuf varint at data[pos], advancing pos; false when it runs off the end or past 10 bytes.
+bool read_varint(std::string_view data, size_t& pos, uint64_t& value) {
+  value = 0;
+  for (int shift = 0; shift < 64 && pos < data.size(); shift += 7) {
+    const auto byte = static_cast<unsigned char>(data[pos++]);
+    value |= uint64_t{byte & 0x7Fu} << shift;
+    if ((byte & 0x80u) == 0) return true;
+  }
+  return false;
+}
+
+// Walks one protobuf message's fields, calling on_bytes(field, bytes) for every length-delimited
+// one. Returns an empty string, or what is malformed (groups, wire types 6/7, a field past the end).
+template <typename F>
+std::string walk_message(std::string_view data, F&& on_bytes) {
+  size_t pos = 0;
+  while (pos < data.size()) {
+    uint64_t tag = 0, len = 0;
+    if (!read_varint(data, pos, tag)) return "a field tag runs past the end";
+    switch (tag & 7) {
+      case 0:
+        if (!read_varint(data, pos, len)) return "a varint runs past the end";
+        break;
+      case 1:
+      case 5: {
+        const size_t width = (tag & 7) == 1 ? 8 : 4;
+        if (data.size() - pos < width) return "a fixed-width field runs past the end";
+        pos += width;
+        break;
+      }
+      case 2:
+        if (!read_varint(data, pos, len) || len > data.size() - pos)
+          return "a length-delimited field runs past the end";
+        if (std::string err = on_bytes(tag >> 3, data.substr(pos, len)); !err.empty()) return err;
+        pos += len;
+        break;
+      default:
+        return "wire type " + std::to_string(tag & 7) + " (groups are not used by SentencePiece)";
+    }
+  }
+  return {};
+}
+
+// What SentencePiece 0.1.97 cannot survive, found before it parses: a piece with a NUL byte makes
+// its Darts trie builder throw through a frame that cannot unwind (std::terminate, found by
+// fuzz_sentencepiece), and an empty piece cannot go into the trie either. ModelProto field 1 is
+// `repeated SentencePiece pieces`, whose field 1 is `string piece`.
+std::string unloadable_piece(std::string_view model) {
+  int64_t index = 0;
+  return walk_message(model, [&](uint64_t field, std::string_view piece_msg) -> std::string {
+    if (field != 1) return {};
+    const int64_t id = index++;
+    return walk_message(piece_msg, [&](uint64_t f, std::string_view piece) -> std::string {
+      if (f != 1) return {};
+      if (piece.empty()) return "piece " + std::to_string(id) + " is empty";
+      if (piece.find('\0') != std::string_view::npos)
+        return "piece " + std::to_string(id) + " contains a NUL byte";
+      return {};
+    });
+  });
+}
+
+std::string read_model_file(const std::string& path) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw CheckpointError(path, "cannot read the tokenizer: " + ec.message(), "check model.tokenizer");
+  if (size > kMaxModelBytes)
+    throw CheckpointError(path, "is " + std::to_string(size >> 20) + " MiB, too large for a SentencePiece model",
+                          "tokenizer.model must be the model's SentencePiece file (LLaMA's is 0.5 MB)");
+  std::string bytes(size, '\0');
+  std::ifstream f(path, std::ios::binary);
+  if (!f || !f.read(bytes.data(), static_cast<std::streamsize>(size)))
+    throw CheckpointError(path, "cannot read the tokenizer", "check model.tokenizer");
+  return bytes;
+}
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) {
-    const auto status = sp_.Load(path);
+    const std::string model = read_model_file(path);
+    if (const std::string bad = unloadable_piece(model); !bad.empty())
+      throw CheckpointError(path, "not a usable SentencePiece model: " + bad,
+                            "tokenizer.model must be the model's SentencePiece file (a protobuf, not the "
+                            "llama2.c tokenizer.bin or a Hugging Face tokenizer.json)");
+    const auto status = sp_.LoadFromSerializedProto(model);
     if (!status.ok()) {
       throw CheckpointError(
           path, "not a SentencePiece model: " + status.ToString(),

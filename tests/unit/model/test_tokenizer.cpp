@@ -231,6 +231,42 @@ TEST(Tokenizer, BadFilesAreCheckpointErrors) {
   expect_checkpoint_error(d.path() + "/no-tokenizer", "explicitly");
 }
 
+// A minimal ModelProto: <unk>, <s>, </s> (unknown, control, control), then `pieces` as normal ones.
+std::string tiny_model_proto(const std::vector<std::string>& pieces) {
+  auto piece = [](const std::string& text, char type) {
+    std::string m = std::string("\x0a") + static_cast<char>(text.size()) + text;
+    m += std::string("\x15\0\0\0\0\x18", 6);  // score 0.0, then the type's tag
+    m += type;
+    return std::string("\x0a") + static_cast<char>(m.size()) + m;
+  };
+  std::string proto = piece("<unk>", 2) + piece("<s>", 3) + piece("</s>", 3);
+  for (const auto& p : pieces) proto += piece(p, 1);
+  return proto;
+}
+
+// fuzz_sentencepiece: a piece with a NUL byte made SentencePiece's trie builder throw through a
+// frame that cannot unwind (std::terminate); such files are refused before SentencePiece parses.
+TEST(Tokenizer, PiecesSentencePieceCannotLoadAreCheckpointErrors) {
+  testing::TempDir d;
+  auto ok = load_tokenizer(d.write("ok.model", tiny_model_proto({"ab", "\xe2\x96\x81" "a"})));
+  EXPECT_EQ(ok->vocab_size(), 5);
+  EXPECT_EQ(ok->id_to_piece(3), "ab");
+  auto expect_refused = [&](const std::string& name, const std::string& bytes, const std::string& why) {
+    const std::string path = d.write(name, bytes);
+    try {
+      load_tokenizer(path);
+      ADD_FAILURE() << "no error for " << name;
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.one_line();
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.one_line();
+    }
+  };
+  expect_refused("nul.model", tiny_model_proto({"ab", std::string("a\0b", 3)}), "piece 4 contains a NUL byte");
+  expect_refused("empty-piece.model", tiny_model_proto({""}), "piece 3 is empty");
+  const std::string whole = tiny_model_proto({"ab"});
+  expect_refused("cut.model", whole.substr(0, whole.size() - 1), "past the end");
+}
+
 TEST(Tokenizer, LoadsFromAModelDirectory) {
   testing::TempDir d;
   d.write("model/tokenizer.model", testing::read_text(shared("models/stories260K/tok512.model")));
