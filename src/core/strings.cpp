@@ -27,19 +27,32 @@ std::vector<std::string> split(std::string_view s, char sep) {
   return out;
 }
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
+namespace {
+
+// Levenshtein distance, or anything above `bound` once every entry of a row exceeds it (the
+// distance can only grow from there).
+std::size_t edit_distance_up_to(std::string_view a, std::string_view b, std::size_t bound) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
     std::size_t diag = row[0];  // row[i-1][j-1]
     row[0] = i;
+    std::size_t row_min = row[0];
     for (std::size_t j = 1; j <= b.size(); ++j) {
       const std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      row[j] = std::min(std::min(row[j], row[j - 1]) + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1));
+      row_min = std::min(row_min, row[j]);
       diag = up;
     }
+    if (row_min > bound) return row_min;
   }
   return row[b.size()];
+}
+
+}  // namespace
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  return edit_distance_up_to(a, b, std::max(a.size(), b.size()));
 }
 
 std::optional<std::string> closest_match(std::string_view word,
@@ -48,7 +61,11 @@ std::optional<std::string> closest_match(std::string_view word,
   std::optional<std::string> best;
   std::size_t best_d = limit + 1;
   for (const auto& c : candidates) {
-    const std::size_t d = edit_distance(word, c);
+    // The distance is at least the length difference: skip what cannot win (a long key would
+    // otherwise cost |word| x |c| per candidate).
+    const std::size_t gap = word.size() > c.size() ? word.size() - c.size() : c.size() - word.size();
+    if (gap >= best_d) continue;
+    const std::size_t d = edit_distance_up_to(word, c, best_d - 1);
     if (d < best_d) {
       best_d = d;
       best = c;

@@ -59,8 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string dir = fuzz::scratch_dir() + "/adapter";
   try {
     const auto cfg = config::load_config(config_path, train::adapter_overrides(dir), adapters::builtin_adapters());
-    auto built = train::build_model(cfg, train::Weights::kLoad);
-    train::load_adapter(dir, cfg, built);
+    train::load_adapter(dir, cfg, fuzz::built_model(cfg));
   } catch (const Error&) {
   }
   return 0;

@@ -32,8 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string base;
     const adapters::LoraConfig peft = adapters::read_peft_config(dir, &base);
     const auto cfg = config::load_config(config_path, adapters::lora_overrides(peft), adapters::builtin_adapters());
-    auto built = train::build_model(cfg, train::Weights::kLoad);
-    adapters::import_peft(built.model->llm(), dir);
+    adapters::import_peft(fuzz::built_model(cfg).model->llm(), dir);
   } catch (const Error&) {
   }
   return 0;
