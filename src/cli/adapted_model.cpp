@@ -3,6 +3,7 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
+#include <mmtune/model/quantize.h>
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/build_model.h>
 #include <mmtune/train/serve_workflows.h>
@@ -64,6 +65,8 @@ train::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunCon
     for (const auto& s : specs) served.push_back(s.name + "=" + s.dir);
   }
   built.model->eval();
+  // chat and serve never train: each int4 weight held once, in the kernel's layout
+  model::pack_for_inference(built.model->llm(), built.model->llm().options().dtype().toScalarType());
   return built;
 }
 

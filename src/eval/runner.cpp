@@ -7,6 +7,7 @@
 #include <mmtune/core/strings.h>
 #include <mmtune/eval/runner.h>
 #include <mmtune/model/tokenizer.h>
+#include <mmtune/model/quantize.h>
 #include <mmtune/model/weights.h>
 #include <mmtune/train/adapter_checkpoint.h>
 #include <mmtune/train/checkpoint.h>
@@ -149,6 +150,8 @@ void load_model(EvalEnv& env, const Serving& sv, train::BuiltModel& built, std::
   }
   built.model->eval();
   for (auto& [name, t] : built.trainable) t.requires_grad_(false);
+  // eval never trains: each int4 weight held once, in the kernel's layout
+  model::pack_for_inference(built.model->llm(), built.model->llm().options().dtype().toScalarType());
   if (!sv.workflow.empty()) {
     adapters::select_workflow(built.model->llm(), sv.workflow);
     log::info() << "workflow: " << sv.workflow;

@@ -605,7 +605,7 @@ std::string BpeTokenizer::decode(const std::vector<int64_t>& ids) const {
   // Ids past the vocabulary are dropped (as `tokenizers` does); special tokens are skipped.
   std::string bytes;
   for (int64_t id : ids) {
-    if (id >= 0 && id < vocab_size() && !special_[id]) bytes += bytes_[id];
+    if (!skipped_by_decode(id)) bytes += bytes_[id];
   }
   return utf8_lossy(bytes);
 }

@@ -46,6 +46,9 @@ int64_t ProjectionImpl::pack_for_inference(torch::Dtype dtype) {
   packed_version_ = -1;
   inference_only_ = true;
   if (quant_.mode != "int4") return 0;  // int8: the kernel reads the stored codes themselves
+  // fp32 activations keep the codes: beyond a few rows the weight is dequantized from them for MKL
+  // (model/quantize.cpp), far faster than LibTorch's fp32 int4 kernel on every row
+  if (dtype == torch::kFloat32) return 0;
   const int64_t freed = quant_.qweight.numel();
   quant_.qweight.set_data(torch::empty({0, quant_.qweight.size(1)}, quant_.qweight.options()));
   return freed;

@@ -175,8 +175,8 @@ torch::Tensor kernel_matmul(const torch::Tensor& x, const QuantizedWeight& q, co
   // - CPU with fp32 activations: the int8 and int4 kernels loop over the input rows, their time grows
   //   with every row (one core, a 2048 x 2048 weight: int8 3.4 ms per row, 740 ms at 256 rows, vs 18 ms
   //   for MKL on the dequantized weight; int4 8.6 ms per row, 650 ms at 64 rows vs 23 ms; a training
-  //   step of 32 x 256 positions took 312 s instead of 33 s with bf16 activations). Not when
-  //   pack_for_inference dropped the int4 codes: then the packed layout is all there is.
+  //   step of 32 x 256 positions took 312 s instead of 33 s with bf16 activations). (pack_for_inference
+  //   keeps the int4 codes for fp32 activations; the check below is for a layer packed for another dtype.)
   const bool dequantize =
       x2.is_cuda() ? q.mode == "int8" || x2.size(0) > kTinygemmMaxRows
                    : x2.is_cpu() && x2.scalar_type() == torch::kFloat32 && x2.size(0) > kCpuFp32KernelMaxRows &&

@@ -128,8 +128,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::vector<int> v;
     v.reserve(ids.size());
     for (int64_t id : ids) {
-      if (id >= 0 && id < sp_.GetPieceSize() && !sp_.IsControl(static_cast<int>(id)))
-        v.push_back(static_cast<int>(id));
+      if (!skipped_by_decode(id)) v.push_back(static_cast<int>(id));
     }
     std::string text;
     const auto status = sp_.Decode(v, &text);
@@ -137,6 +136,9 @@ class SentencePieceTokenizer final : public Tokenizer {
       throw Error("tokenizer failed to decode: " + status.ToString(),
                   "ids must come from this tokenizer");
     return text;
+  }
+  bool skipped_by_decode(int64_t id) const override {
+    return id < 0 || id >= sp_.GetPieceSize() || sp_.IsControl(static_cast<int>(id));
   }
   std::string id_to_piece(int64_t id) const override {
     if (id < 0 || id >= sp_.GetPieceSize()) return "";
@@ -169,29 +171,72 @@ size_t incomplete_utf8_tail(const std::string& s) {
 
 }  // namespace
 
+std::string StreamDecoder::decode_window(size_t end) const {
+  return tok_.decode(std::vector<int64_t>(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(end)));
+}
+
+namespace {
+
+// Bytes of `text` that are final: all but a split UTF-8 character at the end, or a trailing run of
+// at most 3 U+FFFD (an unfinished byte-fallback sequence decodes to one per byte until its last
+// byte arrives; 4 bytes at most). Never below `floor`.
+size_t stable_end(const std::string& text, size_t floor) {
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  size_t end = text.size() - incomplete_utf8_tail(text);
+  for (int i = 0; i < 3 && end >= floor + kReplacement.size() &&
+                  text.compare(end - kReplacement.size(), kReplacement.size(), kReplacement) == 0;
+       ++i)
+    end -= kReplacement.size();
+  return std::max(end, floor);
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+}  // namespace
+
 std::string StreamDecoder::push(int64_t id) {
   ids_.push_back(id);
-  const std::string text = tok_.decode(ids_);
-  // Hold back a split UTF-8 character and a trailing U+FFFD (an unfinished byte-fallback sequence
-  // decodes to it until its last byte arrives).
-  size_t stable = text.size() - incomplete_utf8_tail(text);
-  static const std::string kReplacement = "\xEF\xBF\xBD";
-  while (stable >= kReplacement.size() &&
-         text.compare(stable - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
-    stable -= kReplacement.size();
-  // Nothing new yet, or (never seen with SentencePiece) earlier text changed: leave it to flush().
-  if (stable <= emitted_ || text.compare(0, emitted_, emitted_text_) != 0) return {};
-  std::string out = text.substr(emitted_, stable - emitted_);
-  emitted_text_ += out;
-  emitted_ = stable;
+  if (tok_.skipped_by_decode(id)) return {};
+  window_.push_back(id);
+  const size_t end = window_.size();
+  const std::string text = decode_window(end);
+  // (never seen with SentencePiece) the text returned last decodes differently now: hold, flush() has it
+  if (!starts_with(text, prefix_text_)) return {};
+  const size_t stable = stable_end(text, prefix_text_.size());
+  std::string out;
+  if (stable > prefix_text_.size() + returned_) {
+    out = text.substr(prefix_text_.size() + returned_, stable - prefix_text_.size() - returned_);
+    returned_ += out.size();
+    emitted_ += out.size();
+  }
+  // Move the window on to the last token t whose text is returned whole and final (more text follows
+  // it unchanged): window_[read_, t) becomes the chunk in front. t = end when nothing is held, else a
+  // few tokens back; each push so decodes a handful of tokens.
+  for (size_t t = end, tries = 0; t > read_ && tries < 8; --t, ++tries) {
+    const std::string head = t == end ? text : decode_window(t);
+    if (head.size() > stable || !starts_with(head, prefix_text_)) continue;
+    if (t < end && (head.size() >= text.size() || !starts_with(text, head))) continue;
+    returned_ -= head.size() - prefix_text_.size();  // what was returned past token t
+    window_.erase(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(read_));
+    read_ = t - read_;
+    prefix_text_ = decode_window(read_);
+    break;
+  }
   return out;
 }
 
 std::string StreamDecoder::flush() {
+  // Once, the whole sequence: what it decodes to past the bytes returned so far.
   const std::string text = tok_.decode(ids_);
   std::string out = text.size() > emitted_ ? text.substr(emitted_) : std::string();
-  emitted_text_ += out;
-  emitted_ = emitted_text_.size();
+  emitted_ += out.size();
+  // pushing on after a flush: the window restarts at the last token, all of it returned
+  if (!window_.empty()) window_.erase(window_.begin(), window_.end() - 1);
+  read_ = window_.size();
+  prefix_text_ = decode_window(read_);
+  returned_ = 0;
   return out;
 }
 

@@ -27,6 +27,7 @@ class IdTokenizer : public model::Tokenizer {
     throw Error("the benchmark's tokenizer does not encode text");
   }
   std::string decode(const std::vector<int64_t>&) const override { return {}; }
+  bool skipped_by_decode(int64_t) const override { return true; }
   std::string id_to_piece(int64_t id) const override { return std::to_string(id); }
   int64_t vocab_size() const override { return vocab_; }
   int64_t bos_id() const override { return bos_; }

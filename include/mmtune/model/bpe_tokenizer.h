@@ -43,6 +43,7 @@ class BpeTokenizer final : public Tokenizer {
 
   std::vector<int64_t> encode(std::string_view text, bool add_bos, bool add_eos) const override;
   std::string decode(const std::vector<int64_t>& ids) const override;
+  bool skipped_by_decode(int64_t id) const override { return id < 0 || id >= vocab_size() || special_[id]; }
   /// The token's string as tokenizer.json spells it (byte-level characters, e.g. "Ġworld").
   std::string id_to_piece(int64_t id) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }

@@ -27,10 +27,11 @@ class ProjectionImpl : public torch::nn::Module {
   const QuantizedWeight& quantized_weight() const { return quant_; }
   /// Copies `q` (same mode, group and shapes) into the buffers.
   void set_quantized(const QuantizedWeight& q);
-  /// Builds the kernels' layout for inputs of `dtype` on the weights' device now and frees the
-  /// stored int4 codes (the layout holds the same bytes in the kernel's order): an inference-only
-  /// process then holds each weight once. The stored form is gone: no backward, no checkpoint
-  /// write, no other device or dtype afterwards (a clear error if asked). Returns the bytes freed.
+  /// Builds the kernels' layout for inputs of `dtype` on the weights' device now and, for bf16 /
+  /// fp16 inputs, frees the stored int4 codes (the layout holds the same bytes in the kernel's
+  /// order): an inference-only process then holds each weight once (fp32 inputs keep the codes, which
+  /// their many-row products are dequantized from). No backward, no checkpoint write, no other device
+  /// or dtype afterwards (a clear error if asked). Returns the bytes freed.
   int64_t pack_for_inference(torch::Dtype dtype);
   torch::Tensor weight, bias;
 
@@ -38,7 +39,7 @@ class ProjectionImpl : public torch::nn::Module {
   QuantizedWeight quant_;  // mode "none" when not quantized
   PackedWeight packed_;
   int64_t packed_version_ = -1;
-  bool inference_only_ = false;  // pack_for_inference ran: packed_ is all there is
+  bool inference_only_ = false;  // pack_for_inference ran: inputs of packed_.dtype only, no grad
   std::mutex pack_mutex_;
 };
 TORCH_MODULE(Projection);

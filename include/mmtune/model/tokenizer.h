@@ -18,6 +18,9 @@ class Tokenizer {
   /// Text of `ids`; BOS/EOS/pad and other control tokens are skipped; byte-fallback pieces
   /// (<0xNN>) are reassembled into UTF-8.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  /// True for the ids decode() drops (control / special tokens, ids past the vocabulary): they
+  /// change nothing about the text around them.
+  virtual bool skipped_by_decode(int64_t id) const = 0;
   /// The piece string of one id (for debugging and tests).
   virtual std::string id_to_piece(int64_t id) const = 0;
   virtual int64_t vocab_size() const = 0;
@@ -29,7 +32,8 @@ class Tokenizer {
 
 /// Incremental detokenizer for streaming: push one id at a time, get the new text that is final
 /// (a multi-byte UTF-8 character split over byte-fallback tokens is held back until complete;
-/// SentencePiece's leading-space handling matches decode() of the whole sequence).
+/// SentencePiece's leading-space handling matches decode() of the whole sequence). Each push decodes
+/// a window of the last few tokens, never the whole sequence: streaming n tokens costs O(n).
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
@@ -39,10 +43,19 @@ class StreamDecoder {
   std::string flush();
 
  private:
+  std::string decode_window(size_t end) const;  // decode(window_[0, end))
+
   const Tokenizer& tok_;
-  std::vector<int64_t> ids_;
-  size_t emitted_ = 0;        // bytes of decode(ids_) already returned
-  std::string emitted_text_;  // those bytes
+  std::vector<int64_t> ids_;  // everything pushed (flush decodes it once)
+  // The window decoded on each push (ids decode() skips left out): window_[0, read_) is a chunk
+  // already returned (decoded with what follows it, so a new token's leading space is never at a
+  // decode's start, where SentencePiece drops it), its text prefix_text_; of window_[read_, end)'s
+  // text the first returned_ bytes are out.
+  std::vector<int64_t> window_;
+  size_t read_ = 0;
+  std::string prefix_text_;
+  size_t returned_ = 0;
+  size_t emitted_ = 0;  // bytes returned in all
 };
 
 /// Loads `path`: a SentencePiece .model file, a Hugging Face tokenizer.json (byte-level BPE,

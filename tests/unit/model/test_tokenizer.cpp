@@ -6,6 +6,7 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/model/tokenizer.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 
@@ -205,6 +206,58 @@ TEST(Tokenizer, RandomIdsIncludingBrokenByteSequencesStreamLosslessly) {
     streamed += s.flush();
     EXPECT_EQ(streamed, tok->decode(ids)) << "sequence " << n;
     if (HasFailure()) return;
+  }
+}
+
+// Forwards to a real tokenizer and counts the ids decode() is given.
+class CountingTokenizer final : public Tokenizer {
+ public:
+  explicit CountingTokenizer(const Tokenizer& t) : t_(t) {}
+  std::vector<int64_t> encode(std::string_view text, bool b, bool e) const override { return t_.encode(text, b, e); }
+  std::string decode(const std::vector<int64_t>& ids) const override {
+    decoded += static_cast<int64_t>(ids.size());
+    return t_.decode(ids);
+  }
+  bool skipped_by_decode(int64_t id) const override { return t_.skipped_by_decode(id); }
+  std::string id_to_piece(int64_t id) const override { return t_.id_to_piece(id); }
+  int64_t vocab_size() const override { return t_.vocab_size(); }
+  int64_t bos_id() const override { return t_.bos_id(); }
+  int64_t eos_id() const override { return t_.eos_id(); }
+  int64_t pad_id() const override { return t_.pad_id(); }
+  mutable int64_t decoded = 0;
+
+ private:
+  const Tokenizer& t_;
+};
+
+// fuzz_sentencepiece timed out streaming 7000 tokens: each push decoded the whole sequence (n^2 / 2
+// ids for n tokens). A push decodes a window of a few tokens, also through long runs of bytes that
+// never complete a character (the window's worst case) and of control tokens; the text is still
+// exactly decode() of the whole.
+TEST(Tokenizer, StreamingDecodesAWindowNotTheWholeSequence) {
+  auto real = load_tokenizer(shared("models/stories260K/tok512.model"));
+  const CountingTokenizer tok(*real);
+  std::mt19937 rng(7);
+  const int64_t n = 3000;
+  std::vector<std::vector<int64_t>> streams(4);
+  for (int64_t i = 0; i < n; ++i) {
+    streams[0].push_back(rng() % 2 ? 3 + rng() % 256 : rng() % tok.vocab_size());  // mixed
+    streams[1].push_back(3 + 0x80 + rng() % 64);                                     // stray continuation bytes
+    streams[2].push_back(i % 5 == 4 ? 3 + 0x41 : 3 + 0xE2);                         // lead bytes, each cut short
+    streams[3].push_back(i % 50 == 0 ? 300 : tok.bos_id());                          // mostly control tokens
+  }
+  for (size_t k = 0; k < streams.size(); ++k) {
+    StreamDecoder s(tok);
+    tok.decoded = 0;
+    std::string streamed;
+    for (int64_t id : streams[k]) streamed += s.push(id);
+    const int64_t pushed = tok.decoded;
+    streamed += s.flush();
+    const std::string whole = real->decode(streams[k]);
+    const size_t differs = std::mismatch(streamed.begin(), streamed.end(), whole.begin(), whole.end()).first - streamed.begin();
+    EXPECT_TRUE(streamed == whole) << "stream " << k << ": " << streamed.size() << " bytes streamed, " << whole.size()
+                                   << " decoded, first difference at byte " << differs;
+    EXPECT_LE(pushed, 40 * n) << "stream " << k << ": ids decoded over " << n << " pushes";
   }
 }
 
