@@ -79,7 +79,9 @@ double expect_oracle_parity(const std::string& label, const torch::Tensor& ours3
   std::fflush(stdout);
   check_noise_is_rounding(label, noise, scale);
   EXPECT_LE(err32, bound) << label << ": mmtune fp32 vs oracle fp32 (oracle noise " << noise << ")";
-  if (ours64.defined()) EXPECT_LE(err64, fp64_tol) << label << ": mmtune fp64 vs oracle fp64";
+  if (ours64.defined()) {
+    EXPECT_LE(err64, fp64_tol) << label << ": mmtune fp64 vs oracle fp64";
+  }
   return bound;
 }
 
@@ -116,7 +118,9 @@ double expect_oracle_parity(const std::string& label, double ours32, double ours
   std::fflush(stdout);
   check_noise_is_rounding(label, noise, scale);
   EXPECT_LE(err32, bound) << label << ": mmtune fp32 vs oracle fp32 (oracle noise " << noise << ")";
-  if (!std::isnan(ours64)) EXPECT_LE(err64, fp64_tol) << label << ": mmtune fp64 vs oracle fp64";
+  if (!std::isnan(ours64)) {
+    EXPECT_LE(err64, fp64_tol) << label << ": mmtune fp64 vs oracle fp64";
+  }
   return bound;
 }
 

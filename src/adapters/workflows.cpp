@@ -3,6 +3,9 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 
+#include <map>
+#include <set>
+
 namespace mmtune::adapters {
 namespace {
 
@@ -30,6 +33,52 @@ std::vector<torch::Tensor> attach_workflow(model::LlamaDecoderImpl& llm, const I
   adapter.family = "iaa";
   adapter.options["iaa"] = options.clone();
   return attach_decoder(llm, adapter, visual);
+}
+
+namespace {
+
+using StorageSet = std::map<const void*, int64_t>;  // storage -> its bytes
+
+void add_storage(StorageSet& set, const torch::Tensor& t) {
+  if (t.defined() && t.has_storage()) set.emplace(t.storage().unsafeGetStorageImpl(), static_cast<int64_t>(t.storage().nbytes()));
+}
+
+// Every tensor under `m` outside the modules in `skip`: frozen ones into `frozen`, trainable into `trainable`.
+void collect(const torch::nn::Module& m, const std::set<const torch::nn::Module*>& skip, StorageSet& frozen,
+             StorageSet& trainable) {
+  for (const auto& p : m.named_parameters(/*recurse=*/false))
+    add_storage(p.value().requires_grad() ? trainable : frozen, p.value());
+  for (const auto& b : m.named_buffers(/*recurse=*/false)) add_storage(frozen, b.value());
+  for (const auto& child : m.children())
+    if (!skip.count(child.get())) collect(*child, skip, frozen, trainable);
+}
+
+int64_t bytes_outside(const StorageSet& set, const StorageSet& base) {
+  int64_t n = 0;
+  for (const auto& [storage, bytes] : set)
+    if (!base.count(storage)) n += bytes;
+  return n;
+}
+
+}  // namespace
+
+AdapterMemory adapter_memory(torch::nn::Module& root, model::LlamaDecoderImpl& llm) {
+  const auto attached = decoder_adapters(llm);
+  std::set<const torch::nn::Module*> skip;
+  for (const auto& [name, a] : attached) skip.insert(a.get());
+  StorageSet frozen, trainable;
+  collect(root, skip, frozen, trainable);
+  AdapterMemory m;
+  for (const auto& [storage, bytes] : frozen) m.base_bytes += bytes;
+  m.other_trainable_bytes = bytes_outside(trainable, frozen);
+  for (const auto& [name, a] : attached) {
+    StorageSet own;
+    for (const auto& p : a->parameters()) add_storage(own, p);
+    for (const auto& b : a->buffers()) add_storage(own, b);
+    auto* w = dynamic_cast<IaaDecoderAdapterImpl*>(a.get());
+    m.decoder_adapters.emplace_back(w ? w->workflow() : name, bytes_outside(own, frozen));
+  }
+  return m;
 }
 
 std::vector<std::string> workflow_names(model::LlamaDecoderImpl& llm) {

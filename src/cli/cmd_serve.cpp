@@ -11,7 +11,9 @@
 #include <mmtune/model/weights.h>
 #include <mmtune/serve/server.h>
 #include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/train/metrics.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "commands.h"
@@ -57,6 +59,21 @@ serve::ServedModel bare_model(const ServeArgs& a) {
   s.model = built.model;
   s.ids = {a.name.empty() ? base_name(a.model) : a.name};
   return s;
+}
+
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+// One frozen base, N adapters on it: what each takes (tensor bytes), and the process's RSS.
+void log_memory(serve::ServedModel& s) {
+  const auto m = adapters::adapter_memory(*s.model, s.model->llm());
+  std::vector<std::string> parts{"frozen base " + mib(m.base_bytes)};
+  for (const auto& [name, bytes] : m.decoder_adapters) parts.push_back("workflow " + name + " " + mib(bytes));
+  if (m.other_trainable_bytes > 0) parts.push_back("adapter " + mib(m.other_trainable_bytes));
+  log::info() << "serve: tensor memory " << join(parts, " + ") << "; process RSS " << mib(train::current_rss_bytes());
 }
 
 serve::ServedModel adapted_model(ServeArgs& a) {
@@ -125,6 +142,7 @@ void add_serve_command(CLI::App& app, Action& action) {
       serve::ServedModel served = args->model.empty() ? adapted_model(*args) : bare_model(*args);
       served.tokenizer = model::load_tokenizer(served.cfg.model.tokenizer.empty() ? served.cfg.model.path
                                                                                   : served.cfg.model.tokenizer);
+      log_memory(served);
       return serve::run_server(std::move(served), args->server);
     };
   });

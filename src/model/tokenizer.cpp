@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string_view>
 
 #include <sentencepiece_processor.h>
@@ -63,20 +64,27 @@ std::string walk_message(std::string_view data, F&& on_bytes) {
 
 // What SentencePiece 0.1.97 cannot survive, found before it parses: a piece with a NUL byte makes
 // its Darts trie builder throw through a frame that cannot unwind (std::terminate, found by
-// fuzz_sentencepiece), and an empty piece cannot go into the trie either. ModelProto field 1 is
-// `repeated SentencePiece pieces`, whose field 1 is `string piece`.
+// fuzz_sentencepiece), and an empty piece cannot go into the trie either; a piece defined twice
+// loads but then fails every encode (SentencePiece 0.2 refuses it at load, as this does).
+// ModelProto field 1 is `repeated SentencePiece pieces`, whose field 1 is `string piece`.
 std::string unloadable_piece(std::string_view model) {
   int64_t index = 0;
+  std::set<std::string_view> seen;
   return walk_message(model, [&](uint64_t field, std::string_view piece_msg) -> std::string {
     if (field != 1) return {};
     const int64_t id = index++;
-    return walk_message(piece_msg, [&](uint64_t f, std::string_view piece) -> std::string {
-      if (f != 1) return {};
-      if (piece.empty()) return "piece " + std::to_string(id) + " is empty";
-      if (piece.find('\0') != std::string_view::npos)
-        return "piece " + std::to_string(id) + " contains a NUL byte";
-      return {};
-    });
+    std::string_view piece;  // the last one wins, as protobuf merges a repeated scalar field
+    if (std::string err = walk_message(piece_msg, [&](uint64_t f, std::string_view bytes) -> std::string {
+          if (f == 1) piece = bytes;
+          return {};
+        });
+        !err.empty())
+      return err;
+    if (piece.empty()) return "piece " + std::to_string(id) + " is empty";
+    if (piece.find('\0') != std::string_view::npos) return "piece " + std::to_string(id) + " contains a NUL byte";
+    if (!seen.insert(piece).second)
+      return "piece " + std::to_string(id) + " ('" + std::string(piece) + "') is defined twice";
+    return {};
   });
 }
 

@@ -22,15 +22,20 @@ inline int check_tokenizer(const std::string& name, const uint8_t* data, size_t 
   } catch (const Error&) {
     return 0;
   }
-  const auto ids = tok->encode(parts[1], true, true);
-  for (int64_t id : ids)
-    if (id < 0 || id >= tok->vocab_size())
-      finding("id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(tok->vocab_size()));
-  (void)tok->decode(ids);
-  model::StreamDecoder stream(*tok);
-  for (int64_t id : ids) (void)stream.push(id);
-  (void)stream.flush();
-  for (int64_t id : {tok->bos_id(), tok->eos_id(), tok->pad_id()}) (void)tok->id_to_piece(id);
+  try {
+    // A file that loads can still fail on text (fuzz_sentencepiece: a model whose scores SentencePiece
+    // cannot search encodes with an error status): an mmtune::Error is the expected outcome, as for load.
+    const auto ids = tok->encode(parts[1], true, true);
+    for (int64_t id : ids)
+      if (id < 0 || id >= tok->vocab_size())
+        finding("id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(tok->vocab_size()));
+    (void)tok->decode(ids);
+    model::StreamDecoder stream(*tok);
+    for (int64_t id : ids) (void)stream.push(id);
+    (void)stream.flush();
+    for (int64_t id : {tok->bos_id(), tok->eos_id(), tok->pad_id()}) (void)tok->id_to_piece(id);
+  } catch (const Error&) {
+  }
   return 0;
 }
 

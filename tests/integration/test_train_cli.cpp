@@ -151,7 +151,7 @@ TEST(TrainCli, ASecondRunIntoABusyOutputDirFailsAtOnce) {
   EXPECT_LT(seconds, 30.0) << "fails at once, before loading the model";
   // every metrics line is whole JSON: the second run wrote none
   std::istringstream in(read_text(out + "/metrics.jsonl"));
-  for (std::string line; std::getline(in, line);) EXPECT_NO_THROW((void)nlohmann::json::parse(line)) << line;
+  for (std::string line; std::getline(in, line);) EXPECT_TRUE(nlohmann::json::accept(line)) << line;
   // the lock dies with its holder: a --resume-less run is now refused for the old run, not the lock
   const auto after = train(out, {"train.max_steps=1"});
   EXPECT_NE(after.err.find("already holds a training run"), std::string::npos) << after.err;

@@ -42,6 +42,17 @@ void select_workflow(model::LlamaDecoderImpl& llm, const std::string& name);
 /// adapter's workflow name (a non-IAA decoder adapter: the name it is attached under).
 std::string active_workflow(model::LlamaDecoderImpl& llm);
 
+/// Bytes of tensor data in `root` (a model holding `llm`), each storage counted once: the frozen
+/// base, what every attached decoder adapter (an IAA workflow) adds to it, and the other trainable
+/// tensors (adapters hooked into the layers: MMA, LoRA, MoLE, projectors). A serving process holds
+/// base + the sum of the rest; `mmtune serve` logs it.
+struct AdapterMemory {
+  int64_t base_bytes = 0;
+  std::vector<std::pair<std::string, int64_t>> decoder_adapters;  // workflow (or attach) name, bytes
+  int64_t other_trainable_bytes = 0;
+};
+AdapterMemory adapter_memory(torch::nn::Module& root, model::LlamaDecoderImpl& llm);
+
 /// Workflow `name`'s adapter, or nullptr.
 IaaDecoderAdapterImpl* find_workflow(model::LlamaDecoderImpl& llm, const std::string& name);
 

@@ -340,15 +340,34 @@ TEST(Iaa, GateHooksComputeTheDocumentedStreams) {
   }
 }
 
+// Bytes of every parameter and buffer of `m` (recursively).
+int64_t tensor_bytes(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel() * p.element_size();
+  for (const auto& b : m.buffers()) n += b.numel() * b.element_size();
+  return n;
+}
+
 TEST(Iaa, TwoWorkflowsShareOneBaseAndEachGivesWhatItGivesAlone) {
   auto cfg = tiny_config();
   BuiltModel both = build_model(cfg, Weights::kLoad);
   auto& llm = both.model->llm();
+  const adapters::AdapterMemory one = adapters::adapter_memory(*both.model, llm);
   adapters::IaaConfig g;
   g.workflow = "g";
   g.insert_layers = {1, 2};
   const auto g_params = adapters::attach_workflow(llm, g, visual_path(both, cfg));
   EXPECT_EQ(adapters::workflow_names(llm), (std::vector<std::string>{"text", "mm", "g"}));
+  // memory = base + N x adapter: the base is counted once, each workflow adds its own tensors
+  const adapters::AdapterMemory two = adapters::adapter_memory(*both.model, llm);
+  EXPECT_EQ(two.base_bytes, one.base_bytes);
+  ASSERT_EQ(two.decoder_adapters.size(), 2u);
+  EXPECT_EQ(two.decoder_adapters[0], one.decoder_adapters.at(0));
+  EXPECT_EQ(two.decoder_adapters[0], (std::pair<std::string, int64_t>{"mm", tensor_bytes(workflow(both, "mm"))}));
+  EXPECT_EQ(two.decoder_adapters[1], (std::pair<std::string, int64_t>{"g", tensor_bytes(workflow(both, "g"))}));
+  EXPECT_EQ(two.decoder_adapters[1].second, two.decoder_adapters[0].second);  // two inserted layers each
+  EXPECT_EQ(two.base_bytes + two.decoder_adapters[0].second + two.decoder_adapters[1].second + two.other_trainable_bytes,
+            tensor_bytes(*both.model));
   EXPECT_THROW(adapters::attach_workflow(llm, g, visual_path(both, cfg)), Error);
   EXPECT_THROW(adapters::select_workflow(llm, "grounding"), UsageError);
   perturb(workflow(both, "mm"), 11);

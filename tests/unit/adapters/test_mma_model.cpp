@@ -195,7 +195,7 @@ TEST(MmaModel, BadAdapterCheckpointsAreNamedErrors) {
   EXPECT_THROW(load_adapter(out, cfg, b), CheckpointError);
   EXPECT_THROW(adapter_overrides(out), CheckpointError);
   // fields of the wrong type (found by fuzz_adapter_checkpoint: nlohmann's type_error escaped)
-  for (const std::string& text :
+  for (const std::string text :
        {R"({"format": "mmtune.adapter", "family": {"x": 1}, "adapter": {}})",
         R"({"format": {"a": 1}, "family": "mma", "adapter": {}})",
         R"({"format": "mmtune.adapter", "family": "mma", "adapter": [], "base_model": 3})",

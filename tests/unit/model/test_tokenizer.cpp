@@ -316,6 +316,8 @@ TEST(Tokenizer, PiecesSentencePieceCannotLoadAreCheckpointErrors) {
   };
   expect_refused("nul.model", tiny_model_proto({"ab", std::string("a\0b", 3)}), "piece 4 contains a NUL byte");
   expect_refused("empty-piece.model", tiny_model_proto({""}), "piece 3 is empty");
+  // loaded by SentencePiece 0.1.97, then every encode failed (SentencePiece 0.2 refuses it at load)
+  expect_refused("twice.model", tiny_model_proto({"ab", "cd", "ab"}), "piece 5 ('ab') is defined twice");
   const std::string whole = tiny_model_proto({"ab"});
   expect_refused("cut.model", whole.substr(0, whole.size() - 1), "past the end");
 }
