@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <tuple>
 
 namespace mmtune::adapters {
@@ -27,6 +28,10 @@ void validate_lora_options(config::Problems& p, const std::string& path, int64_t
             m ? "did you mean " + *m + "?" : std::string());
     }
   }
+  // a projection listed twice would get two adapters of one name (found by fuzz_peft)
+  std::set<std::string> seen;
+  for (const auto& t : targets)
+    if (!seen.insert(t).second) p.add(path + "." + targets_key, "lists '" + t + "' twice", "name each projection once");
 }
 
 void LoraConfig::visit(config::Visitor& v) {
@@ -40,8 +45,10 @@ void LoraConfig::visit(config::Visitor& v) {
 void LoraConfig::validate(config::Problems& p, const std::string& path) const {
   validate_lora_options(p, path, rank, alpha, dropout, targets, "targets");
   if (targets.empty()) p.add(path + ".targets", "must name at least one projection");
+  std::set<int64_t> seen;
   for (int64_t l : layers) {
     if (l < 0) p.add(path + ".layers", cat("layer indices must be >= 0, got ", l));
+    if (!seen.insert(l).second) p.add(path + ".layers", cat("lists layer ", l, " twice"), "name each layer once");
   }
 }
 

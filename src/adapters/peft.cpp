@@ -173,12 +173,15 @@ LoraConfig read_peft_config(const std::string& dir, std::string* base_model) {
     if (std::find(known.begin(), known.end(), shortname) == known.end())
       throw CheckpointError(path.string(), "target module '" + name + "' is not a LLaMA projection mmtune adapts",
                             "mmtune's LoRA targets q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
-    c.targets.push_back(shortname);
+    // PEFT matches target_modules as a set: a name listed twice is one target
+    if (std::find(c.targets.begin(), c.targets.end(), shortname) == c.targets.end()) c.targets.push_back(shortname);
   }
   const json layers = j.value("layers_to_transform", json());
   if (layers.is_number_integer()) c.layers = {layers.get<int64_t>()};
   else if (layers.is_array()) c.layers = layers.get<std::vector<int64_t>>();
   else if (!layers.is_null()) throw CheckpointError(path.string(), "layers_to_transform must be null, an index or a list");
+  std::sort(c.layers.begin(), c.layers.end());  // PEFT tests membership: order and repeats mean nothing
+  c.layers.erase(std::unique(c.layers.begin(), c.layers.end()), c.layers.end());
   if (base_model) *base_model = j.value("base_model_name_or_path", json()).is_string() ? j["base_model_name_or_path"].get<std::string>() : "";
   return c;
 }

@@ -194,6 +194,26 @@ TEST(LoraPeft, RefusesWhatMmtunesLoraDoesNotCompute) {
   const nlohmann::json ok = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"target_modules", {"q_proj"}}, {"bias", "none"}};
   write_config(d.path() + "/ok", ok);
   EXPECT_EQ(read_peft_config(d.path() + "/ok").targets, std::vector<std::string>{"q"});
+  {  // PEFT matches target_modules and layers_to_transform as sets (fuzz_peft: 'v' attached twice aborted)
+    nlohmann::json j = ok;
+    j["target_modules"] = {"v_proj", "q_proj", "v_proj"};
+    j["layers_to_transform"] = {2, 0, 2};
+    write_config(d.path() + "/repeats", j);
+    const LoraConfig c = read_peft_config(d.path() + "/repeats");
+    EXPECT_EQ(c.targets, (std::vector<std::string>{"v", "q"}));
+    EXPECT_EQ(c.layers, (std::vector<int64_t>{0, 2}));
+  }
+  {  // mmtune's own config names each projection and layer once
+    struct Collect final : config::Problems {
+      std::vector<std::string> lines;
+      void add(const std::string& key, std::string message, std::string hint) override { lines.push_back(key + ": " + message); }
+    } problems;
+    LoraConfig c = options(2, 4.0, {"v", "q", "v"});
+    c.layers = {1, 1};
+    c.validate(problems, "adapter.lora");
+    EXPECT_EQ(problems.lines, (std::vector<std::string>{"adapter.lora.targets: lists 'v' twice",
+                                                         "adapter.lora.layers: lists layer 1 twice"}));
+  }
   for (const auto& [key, value, expect] :
        std::vector<std::tuple<std::string, nlohmann::json, std::string>>{{"use_dora", true, "use_dora=true"},
                                                                         {"use_rslora", true, "use_rslora=true"},
