@@ -254,12 +254,16 @@ std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t
   // JPEG: SOI, then segments FF xx [length]; a SOFn (C0-CF but C4 DHT, C8 JPG, CC DAC) holds
   // precision, height, width
   if (b.size() < 4 || b[0] != 0xFF || b[1] != 0xD8) return std::nullopt;
+  // Walked as libjpeg reads it (its next_marker): bytes other than FF before a marker are skipped
+  // ("extraneous bytes before marker" is a warning there, not an error; fuzz_image found a frame of
+  // 53736 x 14895 behind such bytes), FF 00 is no marker, and a scan before any frame ends the search.
   size_t i = 2;
   while (i + 4 <= b.size()) {
-    if (b[i] != 0xFF) return std::nullopt;
+    if (b[i] != 0xFF) { ++i; continue; }
     const uint8_t marker = b[i + 1];
     if (marker == 0xFF) { ++i; continue; }  // fill bytes
-    if (marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) { i += 2; continue; }
+    if (marker == 0x00 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) { i += 2; continue; }
+    if (marker == 0xDA) return std::nullopt;  // SOS without a frame: the decoder refuses it
     const int64_t len = be16(i + 2);
     if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
       if (i + 9 > b.size()) return std::nullopt;

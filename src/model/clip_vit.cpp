@@ -42,6 +42,15 @@ ClipVisionConfig ClipVisionConfig::from_hf(const std::string& dir_or_file) {
     if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu") {
       throw CheckpointError(path, "hidden_act '" + c.hidden_act + "' is not supported", "supported: quick_gelu, gelu");
     }
+    for (const auto& [key, v] : {std::pair<const char*, int64_t>{"image_size", c.image_size}, {"patch_size", c.patch_size},
+                                 {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+                                 {"num_hidden_layers", c.num_layers}, {"num_attention_heads", c.num_heads},
+                                 {"num_channels", c.num_channels}}) {
+      if (v <= 0) throw CheckpointError(path, cat(key, " must be > 0, got ", v), "config.json must be the model's own");
+    }
+    if (c.image_size > (int64_t{1} << 16))
+      throw CheckpointError(path, cat("image_size ", c.image_size, " is beyond any CLIP tower (at most 65536)"),
+                            "config.json must be the model's own");
     if (c.patch_size <= 0 || c.image_size % c.patch_size != 0 || c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
       throw CheckpointError(path, cat("inconsistent shape: image ", c.image_size, ", patch ", c.patch_size, ", width ",
                                       c.hidden_size, ", heads ", c.num_heads));
@@ -172,9 +181,43 @@ adapters::BlockShape ClipVisionTransformerImpl::block_shape() const {
   return s;
 }
 
+namespace {
+
+// config.json against the weights' own shapes (safetensors headers) before anything is allocated, as
+// load_llama does: a config claiming intermediate_size -60 or 1e9 is named here (found by
+// fuzz_model_config: LibTorch's "negative dimension" error). load_weights checks every tensor after.
+void check_clip_config_against_weights(const ClipVisionConfig& c, const io::SafetensorsCheckpoint& ckpt,
+                                       const std::string& prefix) {
+  std::vector<std::string> problems;
+  auto expect = [&](const std::string& name, const std::vector<int64_t>& want, const char* keys) {
+    if (!ckpt.contains(prefix + name)) return;  // load_weights lists the missing ones
+    const auto got = ckpt.tensor(prefix + name).sizes().vec();
+    if (got != want)
+      problems.push_back(cat(prefix + name, " is ", c10::IntArrayRef(got), " in the weights, ", c10::IntArrayRef(want),
+                             " by config.json's ", keys));
+  };
+  expect("embeddings.class_embedding", {c.hidden_size}, "hidden_size");
+  expect("embeddings.patch_embedding.weight", {c.hidden_size, c.num_channels, c.patch_size, c.patch_size},
+         "hidden_size x num_channels x patch_size x patch_size");
+  expect("embeddings.position_embedding.weight", {c.num_patches() + 1, c.hidden_size},
+         "((image_size / patch_size)^2 + 1) x hidden_size");
+  expect("encoder.layers.0.mlp.fc1.weight", {c.intermediate_size, c.hidden_size}, "intermediate_size x hidden_size");
+  if (ckpt.contains(prefix + "encoder.layers.0.mlp.fc1.weight") &&
+      (!ckpt.contains(cat(prefix, "encoder.layers.", c.num_layers - 1, ".mlp.fc1.weight")) ||
+       ckpt.contains(cat(prefix, "encoder.layers.", c.num_layers, ".mlp.fc1.weight"))))
+    problems.push_back(cat("config.json's num_hidden_layers ", c.num_layers, " is not the weights' number of layers"));
+  if (!problems.empty())
+    throw CheckpointError(ckpt.path(), "config.json does not match the weights: " + join(problems, "; "),
+                          "config.json and the safetensors files must describe the same model");
+}
+
+}  // namespace
+
 ClipVisionTransformer load_clip_vision(const std::string& dir, const torch::TensorOptions& options) {
   const ClipVisionConfig config = ClipVisionConfig::from_hf(dir);
   const auto ckpt = io::SafetensorsCheckpoint::open(dir);
+  check_clip_config_against_weights(config, ckpt,
+                                    ckpt.contains("vision_model.embeddings.class_embedding") ? "vision_model." : "");
   ClipVisionTransformer model(config, options);
   // Older CLIPVisionModel saves and full CLIPModel checkpoints name tensors "vision_model.*";
   // transformers 5's CLIPVisionModel saves drop that prefix. Accept both.

@@ -204,6 +204,17 @@ TEST_F(ImageReference, HeaderSizeReadsPngAndJpegWithoutDecoding) {
   EXPECT_EQ(header_size(bytes(file("const_gray16_65535.png"))), (std::pair<int64_t, int64_t>{30, 20}));
   EXPECT_FALSE(header_size(std::vector<uint8_t>{'G', 'I', 'F', '8'}).has_value());
   EXPECT_FALSE(header_size(std::vector<uint8_t>{0xFF, 0xD8, 0xFF}).has_value()) << "cut short";
+  // bytes before a marker are skipped, as libjpeg skips them (fuzz_image: a 53736 x 14895 frame behind
+  // such bytes was decoded, 2.4 GB); the picture still decodes
+  std::vector<uint8_t> jpg = bytes(file("const_rgb.jpg"));
+  ASSERT_EQ(jpg[2], 0xFF);
+  const size_t after_first_segment = 4 + (size_t{jpg[4]} << 8 | jpg[5]);  // SOI, then APPn / DQT: FF xx len
+  jpg.insert(jpg.begin() + static_cast<std::ptrdiff_t>(after_first_segment), {0x1f, 0x20, 0x00, 0x41});
+  EXPECT_EQ(header_size(jpg), (std::pair<int64_t, int64_t>{30, 20}));
+  const std::string junk = dir_->write("junk_before_marker.jpg", std::string(jpg.begin(), jpg.end()));
+  EXPECT_EQ(decode_rgb(junk, 30 * 20).height, 20);
+  // a scan before any frame header: no size (the decoder refuses the file)
+  EXPECT_FALSE(header_size(std::vector<uint8_t>{0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x08, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xFF, 0xFF, 0xFF, 0xFF}).has_value());
 }
 
 TEST_F(ImageReference, PicturesOverThePixelLimitAreRefusedBeforeDecoding) {

@@ -3,8 +3,13 @@
 // float32 within 4x the reference's own fp32-vs-fp64 difference (tests/numerics.h).
 #include <gtest/gtest.h>
 
+#include <mmtune/core/errors.h>
 #include <mmtune/io/safetensors.h>
 #include <mmtune/model/clip_vit.h>
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
 
 #include "numerics.h"
 #include "test_utils.h"
@@ -53,6 +58,34 @@ TEST(ClipVit, OutOfRangeLayerIsAnError) {
   auto vit = load_clip_vision(std::string(testing::kTinyDir) + "/clip-vit", torch::kFloat32);
   adapters::ForwardContext ctx;
   EXPECT_THROW(vit->forward(torch::zeros({1, 3, 32, 32}), {5}, ctx), c10::Error);
+}
+
+// config.json is checked before anything is allocated: sizes > 0 and equal to the weights' shapes
+// (fuzz_model_config: intermediate_size -60 reached LibTorch as a negative dimension).
+TEST(ClipVit, ConfigSizesAreCheckedAgainstTheWeightsBeforeBuilding) {
+  namespace fs = std::filesystem;
+  const std::string tiny = std::string(testing::kTinyDir) + "/clip-vit";
+  const nlohmann::json good = nlohmann::json::parse(testing::read_text(tiny + "/config.json"));
+  testing::TempDir d;
+  auto error_for = [&](const std::string& key, const nlohmann::json& value) -> std::string {
+    nlohmann::json j = good;
+    (j.contains("vision_config") ? j["vision_config"] : j)[key] = value;
+    const std::string dir = d.path() + "/" + key;
+    fs::create_directories(dir);
+    d.write(key + "/config.json", j.dump());
+    if (!fs::exists(dir + "/model.safetensors")) fs::create_symlink(tiny + "/model.safetensors", dir + "/model.safetensors");
+    try {
+      load_clip_vision(dir, torch::kFloat32);
+    } catch (const CheckpointError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_NE(error_for("intermediate_size", -60).find("intermediate_size must be > 0, got -60"), std::string::npos);
+  EXPECT_NE(error_for("intermediate_size", 1000000000).find("intermediate_size x hidden_size"), std::string::npos);
+  EXPECT_NE(error_for("num_hidden_layers", 1000000).find("num_hidden_layers 1000000 is not the weights'"), std::string::npos);
+  EXPECT_NE(error_for("image_size", int64_t{1} << 40).find("beyond any CLIP tower"), std::string::npos);
+  EXPECT_NE(error_for("hidden_size", 0).find("hidden_size must be > 0"), std::string::npos);
 }
 
 }  // namespace
