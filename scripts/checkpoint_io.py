@@ -1,6 +1,7 @@
 """What the checkpoint converters (convert_lavin_checkpoint.py, convert_mole_checkpoint.py) share:
 the error they report, reading a released torch checkpoint without running its code, and writing
-an mmtune adapter directory (adapter_model.safetensors + adapter_config.json) atomically."""
+a directory atomically (an mmtune adapter directory: adapter_model.safetensors + adapter_config.json)."""
+import contextlib
 import os
 import pickle
 import re
@@ -44,28 +45,39 @@ def load_released(path, expected, holds, safe_globals=()):
         raise ConvertError(f"{path}: not a torch checkpoint ({type(e).__name__}: {first})")
 
 
-def write_adapter_dir(out, tensors, config, family, force):
-    """Writes the adapter directory into a temp sibling, then renames it to `out`."""
-    import json
-
-    parent = os.path.dirname(os.path.abspath(out))
+@contextlib.contextmanager
+def atomic_dir(out, force):
+    """Yields a temp sibling of `out` to write into; when the block ends without an error it
+    replaces `out` (which must not exist unless `force`), otherwise it is removed."""
     if os.path.exists(out) and not force:
         raise ConvertError(f"{out}: already exists (pass --force to replace it)")
+    parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         os.makedirs(tmp)
-        save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"),
-                  metadata={"format": "pt", "mmtune.family": family})
-        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
-            f.write(json.dumps(config, indent=2) + "\n")
+        yield tmp
         if os.path.exists(out):
             shutil.rmtree(out)
         os.rename(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ConvertError(f"{out}: cannot write ({e})")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_adapter_dir(out, tensors, config, family, force):
+    """Writes the adapter directory into a temp sibling, then renames it to `out`."""
+    import json
+
+    with atomic_dir(out, force) as tmp:
+        save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"),
+                  metadata={"format": "pt", "mmtune.family": family})
+        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
+            f.write(json.dumps(config, indent=2) + "\n")
 
 
 def run(convert, flags):

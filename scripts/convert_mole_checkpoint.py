@@ -17,16 +17,23 @@ with P = llm_model.base_model.model.model.layers.{i}:
   P.mlp.router.{weight,bias}                            -> llm.model.layers.{i}.adapters.mole.router.{weight,bias}
   in_adaptor.projector.{0,2}.{weight,bias}              -> llm.adapters.mole.projector.{0,2}.{weight,bias}
   in_adaptor.visual_{start,end}_token  [1, 1, D]        -> llm.adapters.mole.visual_{start,end}_token
-Values are copied unchanged (as fp32). Other tensors under llm_model. (the frozen LLM that a
-strict=False save carries along: mlp.original_module.*, base_layer weights, norms, embeddings) are
-skipped and counted; anything else is an error unless --skip-unknown.
+Values are copied unchanged (as fp32). The wrapper's frozen parts that a full state_dict carries
+(MLLM_LLaVA_MoLE in the released model.py) are dropped, with one line naming each group:
+  llm_model.*                 other than the names above: the frozen Vicuna (embeddings, norms, lm_head,
+                              attention base_layer weights, mlp.original_module.*)
+  vit.*                       the frozen CLIP tower (vit.vision_tower.vision_model.*; the converted
+                              adapter names its own tower through vision.path)
+  in_adaptor.text_embed.*     the input adaptor's alias of the frozen embed_tokens
+Anything else is an unknown tensor: an error unless --skip-unknown.
 
 Options the tensors do not hold:
   --alpha       LoRA alpha; default 2 r (the released args r=32/alpha=64 and the checkpoint name
                 r16_a32 both give the scale alpha / r = 2, spec §3.6)
-  --gate-mode   default dense_soft: the released inference path (dense_moe=True, every expert weighted
-                by its probability); st_top1 / none give the paper's top-1 (spec §3.2, the main open
-                question for parity)
+  --gate-mode   default dense_soft: the released inference path (llava_mole_infer.py sets
+                dense_moe=True: every expert weighted by its probability, moe.py forward_lora_moe);
+                none is the released sparse path (dense_moe=False, moe.py forward_lora_moe_sparse: the
+                top-1 expert's delta with weight 1, the router learning from the balancing loss only);
+                st_top1 / switch are mmtune's top-1 variants (spec §3.2, docs/REPRODUCING.md)
 Vision: patch tokens of layer --vision-layer (-1, MoLE's released code), pad to square, CLIP norm,
 mlp2x_gelu projector, start/end vectors (spec §3.1). Dropout 0.05, balancing loss per sample across
 layers with weight 0.01 (only used when training on from the converted adapter).
@@ -67,9 +74,28 @@ def load_state_dict(path):
     return out
 
 
+# The wrapper's frozen parts (prefix -> what it is), dropped: mmtune takes them from the base model
+# and vision tower directories. Order: the first matching prefix names the group.
+FROZEN = [("in_adaptor.text_embed.", "the input adaptor's alias of the frozen text embedding"),
+          ("vit.", "the frozen CLIP tower"),
+          ("llm_model.", "the frozen LLM")]
+
+
+def frozen_group(name):
+    """The FROZEN prefix `name` belongs to, or None. An llm_model. name that looks like an adapter
+    tensor but did not match the adapter patterns is not frozen (it is unknown)."""
+    for prefix, _ in FROZEN:
+        if name.startswith(prefix):
+            if prefix == "llm_model." and (".lora_" in name or ".moe_" in name or ".router." in name):
+                return None
+            return prefix
+    return None
+
+
 def classify(sd, path, skip_unknown):
-    """Groups the adapter tensors; returns (attn, experts, routers, vision, skipped, unknown)."""
-    attn, experts, routers, vision, skipped, unknown = {}, {}, {}, {}, [], []
+    """Groups the adapter tensors; returns (attn, experts, routers, vision, skipped, unknown), skipped
+    as {frozen prefix: [names]}."""
+    attn, experts, routers, vision, skipped, unknown = {}, {}, {}, {}, {}, []
     for name, t in sd.items():
         if m := RE_ATTN.fullmatch(name):
             attn.setdefault(int(m.group(1)), {})[(m.group(2), m.group(3))] = t
@@ -79,8 +105,8 @@ def classify(sd, path, skip_unknown):
             routers.setdefault(int(m.group(1)), {})[m.group(2)] = t
         elif name.startswith("in_adaptor.") and name[len("in_adaptor."):] in VISION:
             vision[name[len("in_adaptor."):]] = t
-        elif name.startswith("llm_model.") and ".lora_" not in name and ".moe_" not in name and ".router." not in name:
-            skipped.append(name)  # the frozen LLM a strict=False save carries along
+        elif (group := frozen_group(name)) is not None:
+            skipped.setdefault(group, []).append(name)
         else:
             unknown.append(name)
     if unknown and not skip_unknown:
@@ -173,9 +199,13 @@ def convert(flags):
               file=sys.stderr)
     if unknown:
         print(f"note: left out {len(unknown)} unknown tensor(s): {capped(unknown)}", file=sys.stderr)
+    if skipped:
+        groups = [f"{len(skipped[p])} under {p}* ({what})" for p, what in FROZEN if p in skipped]
+        print(f"dropped {sum(map(len, skipped.values()))} frozen tensor(s) the adapter does not need: "
+              + "; ".join(groups))
     print(f"{flags.out}: {len(tensors)} tensors, {config['trainable_parameters']:,} parameters; LLM {L}x{D} "
           f"(FFN {Fh}), K={K} r={r} alpha={alpha:g}, attention LoRA on {','.join(targets) or 'nothing'}, "
-          f"projector {W}->{D}->{D}, gate {flags.gate_mode}; {len(skipped)} frozen tensor(s) skipped")
+          f"projector {W}->{D}->{D}, gate {flags.gate_mode}; {sum(map(len, skipped.values()))} frozen tensor(s) skipped")
 
 
 def main():
@@ -189,7 +219,7 @@ def main():
     ap.add_argument("--vision-layer", type=int, default=-1, help="ViT layer of the patch features (default -1)")
     ap.add_argument("--base-id", help="base_model.id to record")
     ap.add_argument("--vision-id", help="vision_model.id to record")
-    ap.add_argument("--skip-unknown", action="store_true", help="leave out tensors that are neither adapter nor LLM")
+    ap.add_argument("--skip-unknown", action="store_true", help="leave out tensors that are neither adapter tensors nor frozen parts of the wrapper")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     flags = ap.parse_args()
     if flags.image_size <= 0 or (flags.alpha is not None and flags.alpha <= 0):

@@ -3,7 +3,8 @@
 // tensor lands at its mmtune name with its exact value (checked here against the released names,
 // read from a safetensors copy: C++ never unpickles), the converted adapter loads through
 // load_adapter, and the model then gives the logits of an independent Python MoLE forward over the
-// unconverted weights, for the released dense path (dense_soft) and the top-1 path (st_top1).
+// unconverted weights, for the released dense path (dense_soft) and the top-1 path (st_top1). The
+// wrapper's full state_dict (frozen LLM, CLIP tower) converts to the same adapter.
 // Bad files exit 1 with a one-line message and leave nothing behind.
 #include <gtest/gtest.h>
 
@@ -36,7 +37,7 @@ class ConvertMole : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     const auto r = python({script("reference/make_mole_checkpoint.py"), "--llama", std::string(kTinyDir) + "/llama-gqa",
-                           "--vision-width", "64", "--out", fakes(), "--experts", "3", "--rank", "4", "--alpha", "8"});
+                           "--vision-width", "64", "--clip", std::string(kTinyDir) + "/clip-vit", "--out", fakes(), "--experts", "3", "--rank", "4", "--alpha", "8"});
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   }
   static void TearDownTestSuite() {
@@ -70,12 +71,25 @@ class ConvertMole : public ::testing::Test {
 };
 
 TEST_F(ConvertMole, EveryReleasedTensorLandsAtItsMmtuneNameWithItsExactValue) {
-  for (const std::string input : {"release.pt", "release-ddp.pt"}) {
+  // release-full.pt: the whole wrapper's state_dict (frozen LLM, CLIP tower, the adaptor's alias of
+  // the text embedding): the same adapter, the frozen parts dropped with one line naming them
+  for (const std::string input : {"release.pt", "release-ddp.pt", "release-full.pt"}) {
     const std::string dest = out("conv-" + input);
     const auto r = convert(input, dest, {"--alpha", "8"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("54 tensors, 40,329 parameters"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("25 frozen tensor(s) skipped"), std::string::npos) << r.out;
+    if (input == "release-full.pt") {
+      // 25 frozen LLM tensors of release.pt + 3 post_attention_layernorm + norm + lm_head; the tiny
+      // CLIPVisionModel's 71 tensors; in_adaptor.text_embed.weight
+      EXPECT_NE(r.out.find("dropped 102 frozen tensor(s) the adapter does not need: 1 under in_adaptor.text_embed.* "
+                           "(the input adaptor's alias of the frozen text embedding); 71 under vit.* (the frozen "
+                           "CLIP tower); 30 under llm_model.* (the frozen LLM)"),
+                std::string::npos)
+          << r.out;
+      EXPECT_EQ(r.err.find("unknown"), std::string::npos) << r.err;
+    } else {
+      EXPECT_NE(r.out.find("25 frozen tensor(s) skipped"), std::string::npos) << r.out;
+    }
     const auto got = io::SafetensorsFile::open(dest + "/adapter_model.safetensors");
     const auto rel = io::SafetensorsFile::open(fakes() + "/release.safetensors");
     // the expected mapping, written out here from spec §5 (independent of both Python scripts)
@@ -149,6 +163,55 @@ TEST_F(ConvertMole, ConvertedAdapterGivesThePythonReferenceLogitsDenseAndTopOne)
   }
   // the two released paths really differ on these weights (so each comparison tells them apart)
   EXPECT_FALSE(torch::allclose(ref->tensor("logits_dense"), ref->tensor("logits_sparse"), 1e-3, 1e-3));
+}
+
+// gate_mode none is the released sparse path (moe.py forward_lora_moe_sparse): the chosen expert's
+// delta with weight 1, so the router learns from the balancing loss only. One training step's router
+// gradients (text loss + 0.5 x the per-sample cross-layer balancing loss, a right-padded row) equal
+// those of the reference step written from the released model.py; st_top1, which passes the text
+// loss's gradient to the router, does not.
+TEST_F(ConvertMole, GateModeNoneTrainsTheRouterExactlyAsTheReleasedSparsePath) {
+  const std::string dest = out("conv-train");
+  ASSERT_EQ(convert("release.pt", dest).exit_code, 0);
+  const auto ref = io::SafetensorsFile::open(fakes() + "/ref.safetensors");
+  const torch::Tensor ids = ref->tensor("input_ids").clone(), mask = ref->tensor("train_mask").to(torch::kBool);
+  auto router_grads = [&](const std::string& mode, bool fp64) {
+    std::vector<std::string> extra{"adapter.mole.gate_mode=" + mode, "adapter.mole.balance_weight=0.5"};
+    if (fp64) extra.push_back("dtype=fp64");
+    train::BuiltModel m = load(dest, extra);  // eval(): no dropout, as the reference
+    adapters::ForwardContext ctx;
+    const torch::Tensor logits = m.model->llm().forward({ids, {}, mask, {}}, nullptr, ctx);  // [B, T, V]
+    // text loss over the shifted tokens whose input and target are both real
+    const torch::Tensor logp = logits.narrow(1, 0, 11).log_softmax(-1).gather(2, ids.narrow(1, 1, 11).unsqueeze(2)).squeeze(2);
+    const torch::Tensor lm = (mask.narrow(1, 1, 11) & mask.narrow(1, 0, 11)).to(logp.scalar_type());  // [B, T-1]
+    EXPECT_EQ(ctx.aux_losses.size(), 1u) << mode;
+    torch::Tensor loss = -(logp * lm).sum() / lm.sum();
+    for (const auto& [name, l] : ctx.aux_losses) loss = loss + l;
+    loss.backward();
+    std::vector<torch::Tensor> w, b;
+    const auto params = m.model->named_parameters();
+    for (int i = 0; i < 3; ++i) {
+      const std::string q = "llm.model.layers." + std::to_string(i) + ".adapters.mole.router.";  // the adapter file's names
+      for (auto [part, into] : {std::pair{"weight", &w}, std::pair{"bias", &b}}) {
+        const torch::Tensor* t = params.find(q + part);
+        if (t == nullptr || !t->grad().defined()) ADD_FAILURE() << q << part << ": no such parameter or no gradient";
+        else into->push_back(t->grad().clone());
+      }
+    }
+    EXPECT_EQ(w.size(), 3u);
+    EXPECT_EQ(b.size(), 3u);
+    return torch::cat({torch::stack(w).reshape({-1}), torch::stack(b).reshape({-1})});  // [L K D + L K]
+  };
+  const torch::Tensor want = torch::cat({ref->tensor("router_grad_weight").reshape({-1}), ref->tensor("router_grad_bias").reshape({-1})});
+  const torch::Tensor want64 =
+      torch::cat({ref->tensor("router_grad_weight.fp64").reshape({-1}), ref->tensor("router_grad_bias.fp64").reshape({-1})});
+  EXPECT_GT(want.abs().max().item<double>(), 1e-3);  // the balancing loss really moves the routers
+  testing::expect_oracle_parity("released sparse training step: router gradients, gate_mode none",
+                                router_grads("none", false), router_grads("none", true), want, want64);
+  // st_top1's routers also get the text loss's gradient: far from the released step
+  const torch::Tensor st = router_grads("st_top1", true);
+  EXPECT_GT((st - want64).abs().max().item<double>(), 0.01 * want64.abs().max().item<double>())
+      << "st_top1 should differ from the released sparse step";
 }
 
 TEST_F(ConvertMole, BadFilesExitOneWithOneLineAndWriteNothing) {
