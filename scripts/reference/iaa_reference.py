@@ -30,6 +30,18 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 from precision import both, fp64
 
 
+def insert_after(llama, inserted, indices):
+    """Forward hooks that run inserted[k] on frozen layer indices[k]'s output (spec §2.3:
+    h = Inserted_k(Frozen_i(h)), the same mask, positions and RoPE tables); returns the handles."""
+    hooks = []
+    for layer, i in zip(inserted, indices):
+        def after(module, args, kwargs, out, layer=layer):
+            return layer(out, attention_mask=kwargs["attention_mask"], position_ids=kwargs["position_ids"],
+                         position_embeddings=kwargs["position_embeddings"])
+        hooks.append(llama.model.layers[i].register_forward_hook(after, with_kwargs=True))
+    return hooks
+
+
 class IaaReference:
     """One workflow on the frozen backbones (spec §2.3)."""
 
@@ -72,12 +84,7 @@ class IaaReference:
             if k and k != vis.shape[1]:
                 sys.exit(f"row {b} has {k} image slots, the ViT gives {vis.shape[1]} patch tokens")
             emb[b, slots[b]] = vis[b, :k]
-        hooks = []
-        for layer, i in zip(self.inserted, self.opts.insert_layers):
-            def after(module, args, kwargs, out, layer=layer):   # h = Inserted_k(Frozen_i(h))
-                return layer(out, attention_mask=kwargs["attention_mask"], position_ids=kwargs["position_ids"],
-                             position_embeddings=kwargs["position_embeddings"])
-            hooks.append(self.llama.model.layers[i].register_forward_hook(after, with_kwargs=True))
+        hooks = insert_after(self.llama, self.inserted, self.opts.insert_layers)
         try:
             mask = batch["attention_mask"].long()
             positions = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -131,7 +131,12 @@ void add_convert_command(CLI::App& app, Action& action) {
       "Formats that exist only as pickles are converted by Python scripts (the C++ never loads a pickle):\n"
       "  python scripts/convert_meta_llama.py   Meta consolidated .pth + params.json -> HF safetensors\n"
       "  python scripts/convert_openai_clip.py  OpenAI CLIP .pt -> HF-named safetensors (vision tower)\n"
-      "  python scripts/convert_llama2c.py      llama2.c .bin -> HF safetensors directory");
+      "  python scripts/convert_llama2c.py      llama2.c .bin -> HF safetensors directory\n"
+      "The papers' released checkpoints (docs/REPRODUCING.md):\n"
+      "  python scripts/convert_lavin_checkpoint.py  LaVIN checkpoint-N.pth -> mma adapter directory\n"
+      "  python scripts/convert_mole_checkpoint.py   LLaVA-MoLE .pt (adapter or full state_dict) -> mole adapter\n"
+      "  python scripts/convert_iaa_checkpoint.py    official IAA HF directory -> base/ + one iaa adapter per\n"
+      "                                              workflow (mm/, g/)");
   cmd->callback([&action, args] { action = [args]() -> int { return run_convert(*args); }; });
 }
 
