@@ -11,6 +11,8 @@ Spec: ../shared/spec/adapters.md §1 (section numbers below refer to it).
       [--temperature 10 --scale 1 --cls-every 4 --llm-placement attn|block
        --vision-placement router|router_block|none --clip-router-mode per_sample_cls|official_lnd_quirk]
   python scripts/reference/mma_reference.py --llama DIR --clip DIR --self-check   # prints the checks
+  python scripts/reference/mma_reference.py --llama DIR --clip DIR --adapter A --batch BATCH --out GEN
+      --generate-lavin N   # LaVIN's official batched greedy loop (lavin_generate): tokens [B, total]
 
 Batch (mmtune's data::Batch layout): tokens [B,T] int64, attention_mask [B,T] (right padding),
 image_slots [B,T] (slot k of row b takes visual token k of sample b), images [B,3,S,S] f32,
@@ -101,8 +103,9 @@ class MmaReference:
         hs = self.clip(pixel_values=images, output_hidden_states=True).hidden_states   # L+1 states
         return torch.stack([hs[k][:, 0] for k in range(self.opts.cls_every, len(hs), self.opts.cls_every)], 1)
 
-    def forward(self, batch, adapters=True):
-        """Full logits [B, 1+T, V] (row 0: the modality token), visual tokens, CLS features."""
+    def forward(self, batch, adapters=True, positions=None):
+        """Full logits [B, 1+T, V] (row 0: the modality token), visual tokens, CLS features.
+        `positions` [B, 1+T]: RoPE positions to use instead of the count of real tokens before."""
         handles = [m.register_forward_hook(h) for m, h in self.hooks] if adapters else []
         try:
             neck = lambda f: F.linear(F.silu(F.linear(f, self.neck["conv_A.weight"], self.neck["conv_A.bias"])),  # noqa: E731
@@ -126,7 +129,8 @@ class MmaReference:
                 emb[b, slots[b]] = fill[b, :k]
             h = torch.cat([self.modality[batch["has_image"]][:, None], emb], 1)  # [B, 1+T, D]
             valid = torch.cat([torch.ones_like(slots[:, :1]), batch["attention_mask"].bool()], 1)
-            positions = (valid.long().cumsum(-1) - 1).clamp(min=0)               # modality 0, BOS 1
+            if positions is None:
+                positions = (valid.long().cumsum(-1) - 1).clamp(min=0)           # modality 0, BOS 1
             n = h.shape[1]
             q, k = torch.arange(n)[:, None], torch.arange(n)[None]
             allowed = (k <= q) & valid[:, None, :] & ~((k == 0) & (q > 0))       # [B, Q, K] §1.5 mask
@@ -137,6 +141,37 @@ class MmaReference:
             for hd in handles:
                 hd.remove()
         return logits, vis, feats
+
+
+def lavin_generate(ref, batch, max_new):
+    """LaVIN's official batched generation (lavin/generator.py, greedy), on a right-padded batch:
+    S = the shortest prompt, total = the longest + max_new; the cached loop prefills tokens 0..S-1
+    behind the modality token (RoPE positions 1..S), then feeds position cur = S, S+1, ... one at a
+    time at RoPE position cur, each row its own prompt token while cur < its length, else the token
+    sampled from the previous step. Written here without a cache: every step runs the whole sequence
+    so far again with those positions (the same keys and queries as the cached loop; the modality
+    key is masked for every later query in both). Returns the tokens [B, total] and the smallest
+    top-1 minus top-2 logit gap among the sampled tokens (a tie would make argmax ill-defined)."""
+    tokens, lengths = batch["tokens"], batch["attention_mask"].long().sum(1)
+    B, T = tokens.shape
+    S, total = int(lengths.min()), int(lengths.max()) + max_new
+    seq = torch.zeros(B, total, dtype=torch.long)
+    seq[:, :T] = tokens * batch["attention_mask"].long()
+    slots = torch.zeros(B, total, dtype=torch.bool)
+    slots[:, :T] = batch["image_slots"].bool()
+    assert not slots[:, S:].any(), "an image slot beyond the shortest prompt"
+    gap = float("inf")
+    for cur in range(S, total):
+        part = {"tokens": seq[:, :cur], "attention_mask": torch.ones(B, cur, dtype=torch.long),
+                "image_slots": slots[:, :cur], "images": batch["images"], "has_image": batch["has_image"]}
+        pos = torch.tensor([0] + [j + 1 for j in range(S)] + list(range(S, cur)))[None].expand(B, -1)
+        logits = ref.forward(part, positions=pos)[0][:, -1]                    # [B, V] after token cur-1
+        top = logits.topk(2, -1).values
+        for b in range(B):
+            if cur >= lengths[b]:
+                seq[b, cur] = logits[b].argmax()
+                gap = min(gap, float(top[b, 0] - top[b, 1]))
+    return seq, gap
 
 
 def load_models(args):
@@ -269,6 +304,8 @@ def main():
     ap.add_argument("--projector-hidden", type=int, default=16)
     ap.add_argument("--make-batch")
     ap.add_argument("--self-check", action="store_true")
+    ap.add_argument("--generate-lavin", type=int, metavar="N",
+                    help="LaVIN's official batched loop: N new tokens per row after --batch (right-padded)")
     ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="transformers' attention implementation")
     ap.add_argument("--temperature", type=float, default=10.0)
     ap.add_argument("--scale", type=float, default=1.0)
@@ -290,6 +327,15 @@ def main():
             print(f"{args.make_batch}: 3 rows (2 image, 1 text-only)")
         elif args.self_check:
             self_check(llama, clip, args)
+        elif args.generate_lavin:
+            batch = load_file(args.batch)
+            batch["has_image"] = batch["has_image"].long()
+            adapter = load_file(args.adapter)
+            seq32, _ = lavin_generate(MmaReference(llama, clip, adapter, args), batch, args.generate_lavin)
+            seq64, gap = lavin_generate(MmaReference(fp64(llama), fp64(clip), fp64(adapter), args), fp64(batch),
+                                        args.generate_lavin)
+            save_file({"tokens": seq64, "tokens_fp32": seq32, "gap": torch.tensor([gap], dtype=torch.float64)}, args.out)
+            print(f"{args.out}: LaVIN's loop, {tuple(seq64.shape)} tokens, smallest top-2 gap {gap:.3g}")
         else:
             if not (args.adapter and args.batch and args.out):
                 ap.error("--adapter, --batch and --out are required (or one of --make-adapter, --make-batch, --self-check)")

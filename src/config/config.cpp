@@ -15,6 +15,7 @@ const std::vector<std::string> kQuantFallback{"none", "int8"};
 const std::vector<std::string> kLlamaArchs{"", "llama-7b", "llama-13b", "llama3-8b"};
 const std::vector<std::string> kClipArchs{"", "clip-vit-l14", "clip-vit-l14-336"};
 const std::vector<std::string> kVisionFeatures{"cls_every", "patch_layer"};
+const std::vector<std::string> kGenerationCompat{"none", "lavin"};
 const std::vector<std::string> kPreprocess{"resize", "pad_square", "resize_center_crop"};
 const std::vector<std::string> kInterpolation{"bicubic", "bilinear"};
 const std::vector<std::string> kNorms{"imagenet", "clip"};
@@ -56,6 +57,8 @@ void GenerationConfig::visit(Visitor& v) {
   v("repetition_penalty", repetition_penalty, "CTRL-style penalty on seen tokens; 1 = off");
   v("seed", seed, "sampling seed (deterministic output for a fixed seed)");
   v("stop", stop, "extra stop strings besides EOS");
+  v.choice("compat", compat, kGenerationCompat,
+           "none = each prompt prefilled whole; lavin = LaVIN's official batched loop (eval only)");
 }
 
 void GenerationConfig::validate(Problems& p, const std::string& path) const {
@@ -64,6 +67,11 @@ void GenerationConfig::validate(Problems& p, const std::string& path) const {
   if (!(top_p > 0 && top_p <= 1)) p.add(path + ".top_p", cat("must be in (0, 1], got ", format_double(top_p)));
   if (top_k < 0) p.add(path + ".top_k", cat("must be >= 0, got ", top_k));
   if (repetition_penalty <= 0) p.add(path + ".repetition_penalty", "must be > 0");
+  if (compat != "none" && path != "eval.generation")
+    p.add(path + ".compat", "only eval.generation takes a compat mode (it reproduces a paper's batched evaluation)",
+          "remove it here; set eval.generation.compat");
+  if (compat == "lavin" && repetition_penalty != 1.0)
+    p.add(path + ".repetition_penalty", "must be 1 with compat lavin (LaVIN's loop has no repetition penalty)");
 }
 
 void ModelConfig::visit(Visitor& v) {

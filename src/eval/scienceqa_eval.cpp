@@ -52,6 +52,7 @@ EvalReport report(const EvalEnv& env, const std::vector<data::Example>& examples
                   {"max_new_tokens", env.cfg.eval.generation.max_new_tokens},
                   {"temperature", env.cfg.eval.generation.temperature},
                   {"top_p", env.cfg.eval.generation.top_p},
+                  {"compat", env.cfg.eval.generation.compat},
                   {"adapter_family", env.cfg.adapter.family},
                   {"model", env.cfg.model.path}};
   EvalReport r;

@@ -132,6 +132,7 @@ generate::SamplingOptions sampling_options(const config::GenerationConfig& g, in
   o.repetition_penalty = g.repetition_penalty;
   o.seed = static_cast<uint64_t>(g.seed) + static_cast<uint64_t>(batch);
   o.stop = g.stop;
+  o.compat = g.compat;
   return o;
 }
 

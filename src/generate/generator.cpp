@@ -70,6 +70,57 @@ bool cut_at_stop(std::string& text, const std::vector<std::string>& stops) {
 
 namespace {
 
+// One row's output as it is generated: the ids, the streamed text (its decoder primed with the
+// prompt, so the text it returns is exactly what follows the prompt: SentencePiece drops a leading
+// space only at the start of a sequence) and whether the row has finished.
+class RowOutput {
+ public:
+  RowOutput(const model::Tokenizer& tok, const std::vector<int64_t>& prime) : stream_(tok) {
+    for (int64_t id : prime) stream_.push(id);
+  }
+  bool done() const { return done_; }
+  // Takes the row's next sampled id: EOS, a stop string or max_new_tokens finish the row.
+  void take(int64_t id, int64_t row, const model::Tokenizer& tok, const SamplingOptions& opt, const StreamCallback& on_text) {
+    if (done_) return;
+    if (opt.stop_at_eos && id == tok.eos_id()) {
+      finish("eos", row, opt, on_text);
+      return;
+    }
+    out_.tokens.push_back(id);
+    const std::string piece = stream_.push(id);
+    out_.text += piece;
+    if (on_text && !piece.empty()) on_text(row, piece);
+    if (cut_at_stop(out_.text, opt.stop)) {
+      done_ = true;
+      out_.finish_reason = "stop";
+    } else if (static_cast<int64_t>(out_.tokens.size()) >= opt.max_new_tokens) {
+      finish("length", row, opt, on_text);
+    }
+  }
+  // Ends the row (if it has not ended): the decoder's held-back text, then the stop-string cut.
+  void finish(const char* reason, int64_t row, const SamplingOptions& opt, const StreamCallback& on_text) {
+    if (done_) return;
+    done_ = true;
+    out_.finish_reason = reason;
+    const std::string rest = stream_.flush();
+    out_.text += rest;
+    if (on_text && !rest.empty()) on_text(row, rest);
+    if (cut_at_stop(out_.text, opt.stop)) out_.finish_reason = "stop";
+  }
+  Generation result() && { return std::move(out_); }
+
+ private:
+  model::StreamDecoder stream_;
+  Generation out_;
+  bool done_ = false;
+};
+
+std::vector<Generation> results(std::vector<RowOutput>& rows) {
+  std::vector<Generation> out;
+  for (auto& r : rows) out.push_back(std::move(r).result());
+  return out;
+}
+
 // The sampling loop shared by the plain decoder and the multimodal model. `first` are the logits
 // [B, V] after the prompt; `step(next [B, 1])` returns the logits [B, V] after one more token.
 // `primes[b]` are the ids the row's text continues (for SentencePiece's leading-space rule).
@@ -77,55 +128,82 @@ std::vector<Generation> sample_loop(torch::Tensor logits, const std::function<to
                                     const model::Tokenizer& tok, const std::vector<std::vector<int64_t>>& primes,
                                     const SamplingOptions& opt, const StreamCallback& on_text, const torch::Device& dev) {
   const int64_t B = static_cast<int64_t>(primes.size());
-  std::vector<Generation> out(B);
+  std::vector<RowOutput> rows;
+  for (int64_t b = 0; b < B; ++b) rows.emplace_back(tok, primes[b]);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
-  // Each row's stream decoder is primed with its prompt, so the text it returns is exactly what
-  // follows the prompt (SentencePiece drops a leading space only at the start of a sequence).
-  std::vector<model::StreamDecoder> streams(B, model::StreamDecoder(tok));
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t id : primes[b]) streams[b].push(id);
-  }
-  std::vector<bool> done(B, false);
   torch::Tensor generated;  // [B, N]
   for (int64_t step_i = 0; step_i < opt.max_new_tokens; ++step_i) {
     throw_if_interrupted();
     const torch::Tensor next = sample_next(logits, opt, gen, generated).to(dev, torch::kLong);  // [B]
     generated = generated.defined() ? torch::cat({generated, next.unsqueeze(1)}, 1) : next.unsqueeze(1);  // [B, N]
     const auto next_cpu = next.cpu();
-    for (int64_t b = 0; b < B; ++b) {
-      if (done[b]) continue;
-      const int64_t id = next_cpu[b].item<int64_t>();
-      if (opt.stop_at_eos && id == tok.eos_id()) {
-        done[b] = true;
-        out[b].finish_reason = "eos";
-        const std::string rest = streams[b].flush();
-        out[b].text += rest;
-        if (cut_at_stop(out[b].text, opt.stop)) out[b].finish_reason = "stop";
-        if (on_text && !rest.empty()) on_text(b, rest);
-        continue;
-      }
-      out[b].tokens.push_back(id);
-      const std::string piece = streams[b].push(id);
-      out[b].text += piece;
-      if (cut_at_stop(out[b].text, opt.stop)) {
-        done[b] = true;
-        out[b].finish_reason = "stop";
-      }
-      if (on_text && !piece.empty()) on_text(b, piece);
-    }
-    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; }) || step_i + 1 == opt.max_new_tokens) break;
+    for (int64_t b = 0; b < B; ++b) rows[b].take(next_cpu[b].item<int64_t>(), b, tok, opt, on_text);
+    if (std::all_of(rows.begin(), rows.end(), [](const RowOutput& r) { return r.done(); })) break;
     logits = step(next.unsqueeze(1));
   }
+  for (int64_t b = 0; b < B; ++b) rows[b].finish("length", b, opt, on_text);
+  return results(rows);
+}
+
+// LaVIN's official batched loop (opt.compat "lavin"; lavin/generator.py, see generator.h).
+std::vector<Generation> lavin_loop(model::MultimodalLMImpl& model, const model::Tokenizer& tok,
+                                   const model::MultimodalInput& prompts, const SamplingOptions& opt,
+                                   const StreamCallback& on_text, adapters::ForwardContext& ctx) {
+  const int64_t B = prompts.tokens.size(0), T = prompts.tokens.size(1);
+  const auto dev = model.llm().options().device();
+  // each row's real columns, moved to the left: right padding [B, total]
+  const torch::Tensor real = (prompts.attention_mask.defined() ? prompts.attention_mask.cpu().to(torch::kBool)
+                                                                : torch::ones({B, T}, torch::kBool));  // [B, T]
+  const torch::Tensor slots_in = prompts.image_slots.defined() ? prompts.image_slots.cpu().to(torch::kBool)
+                                                               : torch::zeros({B, T}, torch::kBool);
+  std::vector<int64_t> len(B);
+  for (int64_t b = 0; b < B; ++b) len[b] = real[b].sum().item<int64_t>();
+  const int64_t S = *std::min_element(len.begin(), len.end()), longest = *std::max_element(len.begin(), len.end());
+  if (S == 0) throw Error("generation prompt is empty", "every prompt needs at least one token");
+  const int64_t total = longest + opt.max_new_tokens;  // LaVIN: min(max_seq_len, max_gen_len + longest)
+  torch::Tensor tokens = torch::full({B, total}, std::max<int64_t>(tok.pad_id(), 0), torch::kLong);  // [B, total]
+  torch::Tensor slots = torch::zeros({B, total}, torch::kBool);                                    // [B, total]
   for (int64_t b = 0; b < B; ++b) {
-    if (out[b].finish_reason.empty()) {
-      out[b].finish_reason = "length";
-      const std::string rest = streams[b].flush();
-      out[b].text += rest;
-      if (on_text && !rest.empty()) on_text(b, rest);
-      if (cut_at_stop(out[b].text, opt.stop)) out[b].finish_reason = "stop";
-    }
+    const torch::Tensor cols = real[b].nonzero().squeeze(1);
+    tokens[b].narrow(0, 0, len[b]).copy_(prompts.tokens[b].cpu().index_select(0, cols));
+    slots[b].narrow(0, 0, len[b]).copy_(slots_in[b].index_select(0, cols));
   }
-  return out;
+  if (slots.narrow(1, S, total - S).any().item<bool>()) {
+    throw Error(cat("generation.compat lavin: an image sits beyond the batch's shortest prompt (", S, " tokens)"),
+                "LaVIN's loop feeds those positions one token at a time; use compat none or eval.batch_size 1");
+  }
+  model::MultimodalInput first;
+  first.tokens = tokens.narrow(1, 0, S).to(dev);
+  first.image_slots = slots.narrow(1, 0, S).to(dev);
+  first.attention_mask = torch::ones({B, S}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+  first.has_image = prompts.has_image;
+  first.images = prompts.images;
+  model::KVCache cache;
+  torch::Tensor logits = model.prefill(first, total - S, cache, ctx).select(1, S - 1);  // [B, V]
+
+  std::vector<RowOutput> rows;
+  const auto primes = prompt_text_ids(prompts);
+  for (int64_t b = 0; b < B; ++b) rows.emplace_back(tok, primes[b]);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
+  const torch::Tensor ones = torch::ones({B, 1}, torch::TensorOptions().dtype(torch::kBool).device(dev));
+  for (int64_t cur = S; cur < total; ++cur) {
+    throw_if_interrupted();
+    // every row samples (LaVIN draws for rows inside their prompt too); those rows keep their prompt token
+    const torch::Tensor next = sample_next(logits, opt, gen, {}).cpu();  // [B]
+    for (int64_t b = 0; b < B; ++b) {
+      if (cur < len[b]) continue;
+      const int64_t id = next[b].item<int64_t>();
+      tokens[b][cur] = id;
+      rows[b].take(id, b, tok, opt, on_text);
+    }
+    if (std::all_of(rows.begin(), rows.end(), [](const RowOutput& r) { return r.done(); }) || cur + 1 == total) break;
+    model::MultimodalInput in;
+    in.tokens = tokens.narrow(1, cur, 1).to(dev);  // [B, 1]
+    in.attention_mask = ones;
+    logits = model.forward(in, &cache, ctx).select(1, 0);
+  }
+  for (int64_t b = 0; b < B; ++b) rows[b].finish("length", b, opt, on_text);
+  return results(rows);
 }
 
 }  // namespace
@@ -136,6 +214,8 @@ std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::To
   torch::InferenceMode guard;
   const int64_t B = prompts.size();
   if (B == 0) return {};
+  if (opt.compat != "none")
+    throw UsageError("generation.compat " + opt.compat + " applies to multimodal models", "use compat none");
   auto [ids, mask] = left_pad(prompts, tok.pad_id(), model.options().device());
   const int64_t T = ids.size(1);
   const int64_t limit = model.config().max_position_embeddings;
@@ -164,6 +244,8 @@ std::vector<Generation> generate(model::MultimodalLMImpl& model, const model::To
     throw Error("generation prompts must be left-padded", "collate with PadSide::kLeft");
   adapters::ForwardContext local_ctx;
   adapters::ForwardContext& ctx = ctx_in ? *ctx_in : local_ctx;
+  if (opt.compat == "lavin") return lavin_loop(model, tok, prompts, opt, on_text, ctx);
+  if (opt.compat != "none") throw UsageError("unknown generation.compat '" + opt.compat + "'", "use none or lavin");
   model::KVCache cache;
   const torch::Tensor first = model.prefill(prompts, opt.max_new_tokens, cache, ctx).select(1, T - 1);  // [B, V]
   const auto primes = prompt_text_ids(prompts);  // each row's text continues its prompt's

@@ -27,6 +27,7 @@ struct SamplingOptions {
   uint64_t seed = 1;
   std::vector<std::string> stop;  // stop strings (the text is cut before them)
   bool stop_at_eos = true;
+  std::string compat = "none";    // multimodal only: none | lavin (see generate() below)
 };
 
 struct Generation {
@@ -52,6 +53,13 @@ std::vector<Generation> generate(model::LlamaDecoderImpl& model, const model::To
 /// The same for the multimodal model: `prompts` is a left-padded batch in the data::Batch layout
 /// (image slots, has_image, images); the adapter's prefix (LaVIN's modality token) is added by the
 /// model. Rows whose text is streamed are indexed as in `prompts`.
+/// opt.compat "lavin" runs LaVIN's official batched loop instead (lavin/generator.py): the prompts
+/// right-padded, the batch prefilled up to its shortest prompt S only, then one position per step
+/// for every row, a row still inside its prompt fed its own next prompt token (and that step's
+/// output ignored), the others their sampled token. With the MMA option rope_decode_offset 0 the
+/// positions are the official ones too (every token fed after the prefill one position early), so
+/// a row's output depends on the batch it is in, as the published numbers did. Every image slot
+/// must lie within the first S tokens (LaVIN's image sits after "Image: ").
 std::vector<Generation> generate(model::MultimodalLMImpl& model, const model::Tokenizer& tokenizer,
                                  const model::MultimodalInput& prompts, const SamplingOptions& opt,
                                  const StreamCallback& on_text = {}, adapters::ForwardContext* ctx = nullptr);

@@ -258,6 +258,19 @@ TEST(ConfigLoad, ExactlyOneOfLrAndBlr) {
   EXPECT_DOUBLE_EQ(c.train.resolved_lr(), 1.125e-3);
 }
 
+TEST(ConfigLoad, GenerationCompatIsAnEvalSettingWithoutRepetitionPenalty) {
+  TempDir d;
+  const std::string f = d.write("c.yaml", kMinimal);
+  EXPECT_EQ(load(f).eval.generation.compat, "none");
+  EXPECT_EQ(load(f, {"eval.generation.compat=lavin"}).eval.generation.compat, "lavin");
+  const auto chat = only_problem(f, {"chat.generation.compat=lavin"});
+  EXPECT_EQ(chat.key, "chat.generation.compat");
+  EXPECT_NE(chat.message.find("only eval.generation"), std::string::npos) << chat.message;
+  const auto penalty = only_problem(f, {"eval.generation.compat=lavin", "eval.generation.repetition_penalty=1.2"});
+  EXPECT_EQ(penalty.key, "eval.generation.repetition_penalty");
+  EXPECT_EQ(only_problem(f, {"eval.generation.compat=lavn"}).key, "eval.generation.compat");
+}
+
 TEST(ConfigLoad, ChoicesSuggestTheClosestValue) {
   TempDir d;
   const auto p = only_problem(d.write("c.yaml", std::string(kMinimal) + "data:\n  padding: fixd\n"));
