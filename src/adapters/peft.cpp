@@ -135,13 +135,22 @@ void export_peft(model::LlamaDecoderImpl& model, const LoraConfig& c, const std:
   write_text(fs::path(dir) / kPeftConfigFile, j.dump(2) + "\n");
 }
 
-LoraConfig read_peft_config(const std::string& dir, std::string* base_model) {
-  const fs::path path = fs::path(dir) / kPeftConfigFile;
-  const json j = read_json(path);
-  if (!j.is_object() || j.value("peft_type", "") != "LORA")
+namespace {
+
+// j[key] if it is a string, else "" (a missing key, null or another type).
+std::string string_or_empty(const json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// The options of the PEFT config `j` (read from `path`); a json::exception means a value of the
+// wrong type somewhere (read_peft_config turns it into a CheckpointError).
+LoraConfig parse_peft_config(const fs::path& path, const json& j, std::string* base_model) {
+  if (!j.is_object() || string_or_empty(j, "peft_type") != "LORA")
     throw CheckpointError(path.string(), "is not a PEFT LoRA config (peft_type LORA)",
-                          j.is_object() && j.value("format", "") == "mmtune.adapter" ? "this is an mmtune adapter; use --to-peft"
-                                                                                      : "only PEFT LoRA adapters convert");
+                          j.is_object() && string_or_empty(j, "format") == "mmtune.adapter"
+                              ? "this is an mmtune adapter; use --to-peft"
+                              : "only PEFT LoRA adapters convert");
   std::vector<std::string> bad;
   // options that change the forward (init-only and backward-only ones, e.g. corda / velora, are fine)
   for (const char* k : {"use_dora", "use_rslora", "rank_pattern", "alpha_pattern", "modules_to_save", "fan_in_fan_out",
@@ -177,13 +186,32 @@ LoraConfig read_peft_config(const std::string& dir, std::string* base_model) {
     if (std::find(c.targets.begin(), c.targets.end(), shortname) == c.targets.end()) c.targets.push_back(shortname);
   }
   const json layers = j.value("layers_to_transform", json());
+  const bool indices = layers.is_array() && std::all_of(layers.begin(), layers.end(), [](const json& v) {
+    return v.is_number_integer();
+  });
   if (layers.is_number_integer()) c.layers = {layers.get<int64_t>()};
-  else if (layers.is_array()) c.layers = layers.get<std::vector<int64_t>>();
-  else if (!layers.is_null()) throw CheckpointError(path.string(), "layers_to_transform must be null, an index or a list");
+  else if (indices) c.layers = layers.get<std::vector<int64_t>>();
+  else if (!layers.is_null())
+    throw CheckpointError(path.string(),
+                          "layers_to_transform must be null, a layer index or a list of them, got " + layers.dump(),
+                          "PEFT writes null (every layer) or the layer indices");
   std::sort(c.layers.begin(), c.layers.end());  // PEFT tests membership: order and repeats mean nothing
   c.layers.erase(std::unique(c.layers.begin(), c.layers.end()), c.layers.end());
-  if (base_model) *base_model = j.value("base_model_name_or_path", json()).is_string() ? j["base_model_name_or_path"].get<std::string>() : "";
+  if (base_model) *base_model = string_or_empty(j, "base_model_name_or_path");
   return c;
+}
+
+}  // namespace
+
+LoraConfig read_peft_config(const std::string& dir, std::string* base_model) {
+  const fs::path path = fs::path(dir) / kPeftConfigFile;
+  const json j = read_json(path);
+  try {
+    return parse_peft_config(path, j, base_model);
+  } catch (const json::exception& e) {
+    throw CheckpointError(path.string(), std::string("holds a value of the wrong type: ") + e.what(),
+                          "compare it with the adapter_config.json PEFT's save_pretrained writes");
+  }
 }
 
 bool is_peft_adapter(const std::string& dir) {

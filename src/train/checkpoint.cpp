@@ -110,14 +110,20 @@ json state_to_json(const TrainerState& s, const std::vector<std::string>& rng_na
 }
 
 TrainerState state_from_json(const json& j, const std::string& path) {
-  if (!j.is_object() || j.value("format", "") != kFormat) {
+  const bool ours = j.is_object() && j.contains("format") && j["format"].is_string() && j["format"] == kFormat;
+  if (!ours) {
     throw CheckpointError(
         path, "not an mmtune trainer state (no \"format\": \"mmtune.trainer_state\")",
         "point --resume at a checkpoint-<step> directory written by mmtune train");
   }
-  if (j.value("version", 0) > kFormatVersion) {
+  const json version = j.value("version", json(0));
+  if (!version.is_number_integer()) {
+    throw CheckpointError(path, "malformed trainer state: version must be an integer, got " + version.dump(),
+                          "the file was edited or truncated; resume from another checkpoint");
+  }
+  if (version.get<int64_t>() > kFormatVersion) {
     throw CheckpointError(path,
-                          cat("trainer state version ", j.value("version", 0),
+                          cat("trainer state version ", version.get<int64_t>(),
                               " is newer than this mmtune reads (", kFormatVersion, ")"),
                           "resume with the mmtune version that wrote it");
   }

@@ -222,7 +222,10 @@ TEST(LoraPeft, RefusesWhatMmtunesLoraDoesNotCompute) {
                                                                         {"modules_to_save", {"lm_head"}, "modules_to_save="},
                                                                         {"target_modules", {"lm_head"}, "'lm_head' is not a LLaMA projection"},
                                                                         {"target_modules", "all-linear", "must be a list"},
-                                                                        {"peft_type", "IA3", "not a PEFT LoRA config"}}) {
+                                                                        {"peft_type", "IA3", "not a PEFT LoRA config"},
+                                                                        // fuzz_peft: a null peft_type escaped as a json type_error
+                                                                        {"peft_type", nullptr, "not a PEFT LoRA config"},
+                                                                        {"layers_to_transform", {"a"}, "layers_to_transform must be null"}}) {
     nlohmann::json j = ok;
     j[key] = value;
     write_config(d.path() + "/bad", j);

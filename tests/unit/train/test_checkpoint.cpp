@@ -139,6 +139,11 @@ TEST(Checkpoint, CorruptOrMissingFilesAreCheckpointErrorsWithHints) {
   expect_error(dir, "malformed trainer state");
   std::ofstream(dir + "/trainer_state.json") << "{\"step\": 3}";
   expect_error(dir, "not an mmtune trainer state");
+  // values of the wrong type are errors too, not a json type_error escaping
+  std::ofstream(dir + "/trainer_state.json") << "{\"format\": null, \"step\": 3}";
+  expect_error(dir, "not an mmtune trainer state");
+  std::ofstream(dir + "/trainer_state.json") << "{\"format\": \"mmtune.trainer_state\", \"version\": \"1\"}";
+  expect_error(dir, "malformed trainer state: version must be an integer");
   const std::string dir2 = save_checkpoint(d.path(), make(5), 3);
   fs::remove(dir2 + "/trainer_state.safetensors");
   expect_error(dir2, "trainer_state.safetensors");
