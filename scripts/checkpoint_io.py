@@ -69,15 +69,20 @@ def atomic_dir(out, force):
         raise
 
 
-def write_adapter_dir(out, tensors, config, family, force):
-    """Writes the adapter directory into a temp sibling, then renames it to `out`."""
+def write_adapter_files(d, tensors, config, family):
+    """An mmtune adapter's two files (adapter_model.safetensors + adapter_config.json) in the
+    existing directory `d`."""
     import json
 
+    save_file(tensors, os.path.join(d, "adapter_model.safetensors"), metadata={"format": "pt", "mmtune.family": family})
+    with open(os.path.join(d, "adapter_config.json"), "w") as f:
+        f.write(json.dumps(config, indent=2) + "\n")
+
+
+def write_adapter_dir(out, tensors, config, family, force):
+    """Writes the adapter directory into a temp sibling, then renames it to `out`."""
     with atomic_dir(out, force) as tmp:
-        save_file(tensors, os.path.join(tmp, "adapter_model.safetensors"),
-                  metadata={"format": "pt", "mmtune.family": family})
-        with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
-            f.write(json.dumps(config, indent=2) + "\n")
+        write_adapter_files(tmp, tensors, config, family)
 
 
 def run(convert, flags):

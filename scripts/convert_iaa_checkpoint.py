@@ -42,6 +42,7 @@ Errors: one line on stderr, exit code 1, nothing written.
 """
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -52,7 +53,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checkpoint_io import ConvertError, atomic_dir, capped, load_released, run  # noqa: E402
+from checkpoint_io import ConvertError, atomic_dir, capped, load_released, run, write_adapter_files  # noqa: E402
 
 IAA14 = [0, 1, 5, 6, 10, 11, 15, 16, 20, 21, 25, 26, 30, 31]
 WORKFLOWS = {"mm": ("", "mm_projector"), "g": ("_grounding", "mm_projector_G")}
@@ -118,7 +119,7 @@ class Tensors:
 
 def read_config(d):
     path = os.path.join(d, "config.json")
-    if os.path.isdir(d) is False:
+    if not os.path.isdir(d):
         raise ConvertError(f"{d}: not a directory (expected the official IAA checkpoint directory)")
     if not os.path.isfile(path):
         raise ConvertError(f"{path}: not found (expected the official IAA checkpoint directory)")
@@ -136,7 +137,8 @@ def read_config(d):
 
 
 def classify(t, path):
-    """(text names, {workflow: {mmtune suffix: official name}}, vision names, unknown names)."""
+    """(text names, {workflow: {mmtune suffix: official name}}, vision names); any other name is
+    an error."""
     text, flows, vision, unknown = [], {w: {} for w in WORKFLOWS}, [], []
     pats = {}
     for w, (sfx, proj) in WORKFLOWS.items():
@@ -166,7 +168,8 @@ def classify(t, path):
 
 
 def check(t, cfg, text, flows, flags):
-    """Every part complete and shaped as the base; returns (V, insert_layers, present workflows)."""
+    """Every part complete and shaped as the base; returns (V, insert_layers, present workflows,
+    condition layers per workflow)."""
     d = flags.input
     L, D = cfg["num_hidden_layers"], cfg["hidden_size"]
     missing = [n for n in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight") if n not in text]
@@ -234,15 +237,13 @@ def base_config(cfg, V):
 
 
 def write_base(t, cfg, text, V, tmp, flags):
-    """base/: the frozen LLM, sharded at --shard-gb; returns (tensors, rows dropped)."""
+    """base/: the frozen LLM, sharded at --shard-gb; returns (tensors, rows dropped, shards)."""
     out = os.path.join(tmp, "base")
     os.makedirs(out)
     limit = int(flags.shard_gb * 1e9)
     shards, cur, size = [], [], 0
     for n in sorted(text, key=lambda n: (not n.startswith("model.embed"), n)):
-        b = 1
-        for s in t.shape(n):
-            b *= s
+        b = math.prod(t.shape(n))
         if cur and size + b * 4 > limit:  # an upper bound of the bytes (fp32)
             shards.append(cur)
             cur, size = [], 0
@@ -304,9 +305,7 @@ def write_workflow(t, cfg, w, names, ins, V, tmp, flags):
     config["vision_model"] = {k: v for k, v in config["vision_model"].items() if v is not None}
     out = os.path.join(tmp, w)
     os.makedirs(out)
-    save_file(tensors, os.path.join(out, "adapter_model.safetensors"), metadata={"format": "pt", "mmtune.family": "iaa"})
-    with open(os.path.join(out, "adapter_config.json"), "w") as f:
-        f.write(json.dumps(config, indent=2) + "\n")
+    write_adapter_files(out, tensors, config, "iaa")
     return len(tensors), config["trainable_parameters"]
 
 

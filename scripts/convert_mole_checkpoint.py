@@ -199,13 +199,13 @@ def convert(flags):
               file=sys.stderr)
     if unknown:
         print(f"note: left out {len(unknown)} unknown tensor(s): {capped(unknown)}", file=sys.stderr)
+    n_skipped = sum(map(len, skipped.values()))
     if skipped:
         groups = [f"{len(skipped[p])} under {p}* ({what})" for p, what in FROZEN if p in skipped]
-        print(f"dropped {sum(map(len, skipped.values()))} frozen tensor(s) the adapter does not need: "
-              + "; ".join(groups))
+        print(f"dropped {n_skipped} frozen tensor(s) the adapter does not need: " + "; ".join(groups))
     print(f"{flags.out}: {len(tensors)} tensors, {config['trainable_parameters']:,} parameters; LLM {L}x{D} "
           f"(FFN {Fh}), K={K} r={r} alpha={alpha:g}, attention LoRA on {','.join(targets) or 'nothing'}, "
-          f"projector {W}->{D}->{D}, gate {flags.gate_mode}; {sum(map(len, skipped.values()))} frozen tensor(s) skipped")
+          f"projector {W}->{D}->{D}, gate {flags.gate_mode}; {n_skipped} frozen tensor(s) skipped")
 
 
 def main():

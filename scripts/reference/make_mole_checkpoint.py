@@ -211,10 +211,11 @@ def main():
         from transformers import CLIPVisionModel
         full = dict(sd)
         llm = "llm_model.base_model.model."
-        for n, t in base.state_dict().items():
+        base_sd = base.state_dict()
+        for n, t in base_sd.items():
             if n.endswith("post_attention_layernorm.weight") or n in ("model.norm.weight", "lm_head.weight"):
                 full[llm + n] = t.clone()
-        full["in_adaptor.text_embed.weight"] = base.state_dict()["model.embed_tokens.weight"].clone()
+        full["in_adaptor.text_embed.weight"] = base_sd["model.embed_tokens.weight"].clone()
         vit = CLIPVisionModel.from_pretrained(args.clip, dtype=torch.float32)
         full.update({"vit.vision_tower." + n: t.clone() for n, t in vit.state_dict().items()})
         torch.save({"state_dict": full}, os.path.join(out, "release-full.pt"))

@@ -327,30 +327,38 @@ def main():
             print(f"{args.make_batch}: 3 rows (2 image, 1 text-only)")
         elif args.self_check:
             self_check(llama, clip, args)
-        elif args.generate_lavin:
-            batch = load_file(args.batch)
-            batch["has_image"] = batch["has_image"].long()
-            adapter = load_file(args.adapter)
-            seq32, _ = lavin_generate(MmaReference(llama, clip, adapter, args), batch, args.generate_lavin)
-            seq64, gap = lavin_generate(MmaReference(fp64(llama), fp64(clip), fp64(adapter), args), fp64(batch),
-                                        args.generate_lavin)
-            save_file({"tokens": seq64, "tokens_fp32": seq32, "gap": torch.tensor([gap], dtype=torch.float64)}, args.out)
-            print(f"{args.out}: LaVIN's loop, {tuple(seq64.shape)} tokens, smallest top-2 gap {gap:.3g}")
+        elif not (args.adapter and args.batch and args.out):
+            ap.error("--adapter, --batch and --out are required (or one of --make-adapter, --make-batch, --self-check)")
         else:
-            if not (args.adapter and args.batch and args.out):
-                ap.error("--adapter, --batch and --out are required (or one of --make-adapter, --make-batch, --self-check)")
             batch = load_file(args.batch)
             batch["has_image"] = batch["has_image"].long()
             adapter = load_file(args.adapter)
-            def run(llama, clip, adapter, batch):
-                logits, vis, feats = MmaReference(llama, clip, adapter, args).forward(batch)
-                return {"logits": logits[:, 1:], "visual_tokens": vis, "clip_features": feats}
-            out32 = run(llama, clip, adapter, batch)
-            # the same in float64 (transformers keeps RMSNorm and RoPE in fp32 there, as mmtune does)
-            out64 = run(fp64(llama), fp64(clip), fp64(adapter), fp64(batch))
-            save_file(both(out32, out64), args.out)
-            print(f"{args.out}: logits {tuple(out32['logits'].shape)}, visual tokens {tuple(out32['visual_tokens'].shape)}")
+            if args.generate_lavin:
+                write_lavin_generation(llama, clip, adapter, batch, args)
+            else:
+                write_forward(llama, clip, adapter, batch, args)
     return 0
+
+
+def write_lavin_generation(llama, clip, adapter, batch, args):
+    """--generate-lavin: LaVIN's loop in float32 and float64 -> tokens (fp64), tokens_fp32, gap."""
+    seq32, _ = lavin_generate(MmaReference(llama, clip, adapter, args), batch, args.generate_lavin)
+    seq64, gap = lavin_generate(MmaReference(fp64(llama), fp64(clip), fp64(adapter), args), fp64(batch),
+                                args.generate_lavin)
+    save_file({"tokens": seq64, "tokens_fp32": seq32, "gap": torch.tensor([gap], dtype=torch.float64)}, args.out)
+    print(f"{args.out}: LaVIN's loop, {tuple(seq64.shape)} tokens, smallest top-2 gap {gap:.3g}")
+
+
+def write_forward(llama, clip, adapter, batch, args):
+    """The default mode: logits, visual tokens and CLIP features in float32 and float64."""
+    def run(llama, clip, adapter, batch):
+        logits, vis, feats = MmaReference(llama, clip, adapter, args).forward(batch)
+        return {"logits": logits[:, 1:], "visual_tokens": vis, "clip_features": feats}
+    out32 = run(llama, clip, adapter, batch)
+    # the same in float64 (transformers keeps RMSNorm and RoPE in fp32 there, as mmtune does)
+    out64 = run(fp64(llama), fp64(clip), fp64(adapter), fp64(batch))
+    save_file(both(out32, out64), args.out)
+    print(f"{args.out}: logits {tuple(out32['logits'].shape)}, visual tokens {tuple(out32['visual_tokens'].shape)}")
 
 
 if __name__ == "__main__":
