@@ -5,11 +5,13 @@
 #include <mmtune/data/image.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -244,6 +246,42 @@ NormStats norm_stats(Normalization norm) {
   return {{0.48145466f, 0.4578275f, 0.40821073f}, {0.26862954f, 0.26130258f, 0.27577711f}};
 }
 
+namespace {
+
+// PNM (P1-P6), as OpenCV's PxM decoder reads it: 'P', the kind, one whitespace byte, then width and
+// height, each after any run of whitespace and '#' comments (a comment ends at CR or LF), and
+// refused (nullopt) where OpenCV would throw: another byte before a number, a number above INT_MAX,
+// the end of the file.
+std::optional<std::pair<int64_t, int64_t>> pnm_size(const std::vector<uint8_t>& b) {
+  if (b.size() < 3 || b[0] != 'P' || b[1] < '1' || b[1] > '6' || !std::isspace(b[2])) return std::nullopt;
+  size_t i = 2;
+  auto number = [&]() -> std::optional<int64_t> {
+    while (i < b.size() && !std::isdigit(b[i])) {
+      if (b[i] == '#') {
+        while (++i < b.size() && b[i] != '\n' && b[i] != '\r') {}
+        ++i;  // the CR or LF itself
+      } else if (std::isspace(b[i])) {
+        ++i;
+      } else {
+        return std::nullopt;
+      }
+    }
+    if (i >= b.size()) return std::nullopt;
+    int64_t v = 0;
+    for (; i < b.size() && std::isdigit(b[i]); ++i) {
+      v = v * 10 + (b[i] - '0');
+      if (v > std::numeric_limits<int32_t>::max()) return std::nullopt;
+    }
+    return v;
+  };
+  const auto w = number();
+  const auto h = w ? number() : std::nullopt;
+  if (!h) return std::nullopt;
+  return std::pair{*w, *h};
+}
+
+}  // namespace
+
 std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t>& b) {
   auto be16 = [&](size_t i) { return static_cast<int64_t>(b[i]) << 8 | b[i + 1]; };
   auto be32 = [&](size_t i) { return be16(i) << 16 | be16(i + 2); };
@@ -251,26 +289,30 @@ std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t
   static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (b.size() >= 24 && std::equal(kPng, kPng + 8, b.begin()) && std::equal(b.begin() + 12, b.begin() + 16, "IHDR"))
     return std::pair{be32(16), be32(20)};
+  if (b.size() >= 1 && b[0] == 'P') return pnm_size(b);
   // JPEG: SOI, then segments FF xx [length]; a SOFn (C0-CF but C4 DHT, C8 JPG, CC DAC) holds
   // precision, height, width
   if (b.size() < 4 || b[0] != 0xFF || b[1] != 0xD8) return std::nullopt;
   // Walked as libjpeg reads it (its next_marker): bytes other than FF before a marker are skipped
   // ("extraneous bytes before marker" is a warning there, not an error; fuzz_image found a frame of
-  // 53736 x 14895 behind such bytes), FF 00 is no marker, and a scan before any frame ends the search.
+  // 53736 x 14895 behind such bytes), FF 00 is no marker, and a scan or EOI before any frame ends
+  // the search. An APPn or COM segment with a length below 2 is not an error there either: it
+  // skips nothing after the length (fuzz_image again); in the tables' segments it is an error.
   size_t i = 2;
   while (i + 4 <= b.size()) {
     if (b[i] != 0xFF) { ++i; continue; }
     const uint8_t marker = b[i + 1];
     if (marker == 0xFF) { ++i; continue; }  // fill bytes
     if (marker == 0x00 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) { i += 2; continue; }
-    if (marker == 0xDA) return std::nullopt;  // SOS without a frame: the decoder refuses it
+    if (marker == 0xDA || marker == 0xD9) return std::nullopt;  // SOS / EOI without a frame: the decoder refuses it
     const int64_t len = be16(i + 2);
     if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
       if (i + 9 > b.size()) return std::nullopt;
       return std::pair{be16(i + 7), be16(i + 5)};
     }
-    if (len < 2) return std::nullopt;
-    i += 2 + static_cast<size_t>(len);
+    const bool skippable = (marker >= 0xE0 && marker <= 0xEF) || marker == 0xFE;  // APPn, COM
+    if (len < 2 && !skippable) return std::nullopt;
+    i += 2 + static_cast<size_t>(std::max<int64_t>(len, 2));
   }
   return std::nullopt;
 }
@@ -284,9 +326,15 @@ RgbImage decode_rgb(const std::string& path, int64_t max_pixels) {
                          " pixels exceeds vision.max_image_pixels = ", max_pixels),  // w, h < 2^32
                      "shrink the picture, raise vision.max_image_pixels, or set data.on_bad_sample: skip");
   };
+  // Only what header_size reads goes to the decoder: another format's header (BMP, TIFF, WebP, ...,
+  // all of which OpenCV would decode) could claim any size, and OpenCV allocates the picture
+  // before reading a pixel (fuzz_image: a 2.4 GB allocation).
+  const auto wh = header_size(bytes);
+  if (!wh)
+    throw DataError(path, "cannot decode image: not a PNG, JPEG or PNM (PPM / PGM / PBM) file, or its header is cut short",
+                    cat(kBadImageHint, "; convert other formats to PNG or JPEG first"));
   // a header's sizes are up to 2^32 - 1 each: w * h > max without forming the product (no overflow)
-  if (const auto wh = header_size(bytes); wh && wh->first > 0 && wh->second > max_pixels / wh->first)
-    throw too_large(wh->first, wh->second);
+  if (wh->first > 0 && wh->second > max_pixels / wh->first) throw too_large(wh->first, wh->second);
   cv::Mat m;
   try {
     // IMREAD_UNCHANGED keeps 16-bit depth and alpha and does not apply EXIF orientation (PIL's
@@ -299,7 +347,7 @@ RgbImage decode_rgb(const std::string& path, int64_t max_pixels) {
   if (m.empty())
     throw DataError(path, "cannot decode image (corrupt, truncated or not an image)",
                     kBadImageHint);
-  if (static_cast<int64_t>(m.rows) * m.cols > max_pixels) throw too_large(m.cols, m.rows);  // other formats
+  if (static_cast<int64_t>(m.rows) * m.cols > max_pixels) throw too_large(m.cols, m.rows);  // belt and braces
   if (m.channels() > 4 || (m.depth() != CV_8U && m.depth() != CV_16U)) {
     throw DataError(
         path, cat("unsupported pixel format: ", m.channels(), " channels of depth ", m.depth()),

@@ -77,14 +77,15 @@ struct RgbImage {
   std::vector<uint8_t> pixels;
 };
 
-/// Decodes a PNG / JPEG (anything OpenCV's imgcodecs reads) into 8-bit RGB, as described above.
-/// Throws mmtune::DataError naming `path` when the file is missing, unreadable, empty, not an
-/// image, of an unsupported pixel depth, or larger than `max_pixels` (a PNG's or JPEG's size is
-/// read from its header, before any pixel is decoded), with a hint.
+/// Decodes a PNG, JPEG or PNM (PPM / PGM / PBM) file into 8-bit RGB, as described above. Throws
+/// mmtune::DataError naming `path` when the file is missing, unreadable, empty, of another format
+/// (OpenCV reads more, but their headers are not checked), of an unsupported pixel depth, or
+/// larger than `max_pixels` (the size is read from the header, before any pixel is decoded), with
+/// a hint.
 RgbImage decode_rgb(const std::string& path, int64_t max_pixels = ImageOptions{}.max_pixels);
 
-/// Width and height from a PNG's IHDR or a JPEG's SOF header, without decoding; nullopt for other
-/// formats or a header that is cut short.
+/// Width and height from a PNG's IHDR, a JPEG's SOF or a PNM header, read as the decoders read
+/// them, without decoding; nullopt for other formats or a header the decoder would refuse.
 std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t>& bytes);
 
 /// Pillow's Image.resize(size, BICUBIC | BILINEAR) to `width` x `height`, bit-identical to

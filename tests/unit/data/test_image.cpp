@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -215,6 +216,39 @@ TEST_F(ImageReference, HeaderSizeReadsPngAndJpegWithoutDecoding) {
   EXPECT_EQ(decode_rgb(junk, 30 * 20).height, 20);
   // a scan before any frame header: no size (the decoder refuses the file)
   EXPECT_FALSE(header_size(std::vector<uint8_t>{0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x08, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xFF, 0xFF, 0xFF, 0xFF}).has_value());
+  // an APPn / COM segment whose length is below 2 skips nothing in libjpeg, and the frame behind it
+  // counts (fuzz_image: found a frame there that the walk had given up on)
+  EXPECT_EQ(header_size(std::vector<uint8_t>{0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x00, 0xFF, 0xFE, 0x00, 0x01, 0xFF, 0xC0, 0x00, 0x11, 0x08,
+                                             0x30, 0x39, 0xD4, 0x31, 0x03}),
+            (std::pair<int64_t, int64_t>{54321, 12345}));
+  // PNM as OpenCV's PxM reader reads it: whitespace and comments before each number
+  auto str = [](std::string_view s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+  EXPECT_EQ(header_size(str("P6\n# made by hand\r 640\t\v480\n255\n")), (std::pair<int64_t, int64_t>{640, 480}));
+  EXPECT_EQ(header_size(str("P1 3 2 010101")), (std::pair<int64_t, int64_t>{3, 2}));
+  EXPECT_FALSE(header_size(str("P6\n640 x 480\n255\n")).has_value()) << "a byte OpenCV refuses";
+  EXPECT_FALSE(header_size(str("P6 640 99999999999 255")).has_value()) << "above INT_MAX: OpenCV refuses";
+  EXPECT_FALSE(header_size(str("P6 640")).has_value()) << "cut short";
+  EXPECT_FALSE(header_size(str("P7\nWIDTH 4\n")).has_value()) << "PAM is not read";
+}
+
+TEST_F(ImageReference, OtherFormatsAreRefusedBeforeTheDecoderAllocates) {
+  // fuzz_image: a header of a format whose size was not read (OpenCV decodes BMP, TIFF, WebP, ...)
+  // made OpenCV allocate 2.4 GB before reading a pixel. Such files are refused before decoding.
+  std::string bmp("BM", 2);
+  bmp += std::string(16, '\0');
+  for (uint32_t v : {30000u, 30000u}) for (int shift : {0, 8, 16, 24}) bmp += static_cast<char>((v >> shift) & 0xFF);
+  bmp += std::string(40, '\0');
+  const std::string p = dir_->write("huge.bmp", bmp);
+  try {
+    decode_rgb(p);
+    FAIL() << "a BMP header went to the decoder";
+  } catch (const DataError& e) {
+    EXPECT_EQ(e.path(), p);
+    EXPECT_NE(std::string(e.what()).find("not a PNG, JPEG or PNM"), std::string::npos) << e.what();
+    EXPECT_NE(e.hint().find("convert other formats to PNG or JPEG"), std::string::npos) << e.hint();
+  }
+  // a PNM over the limit is refused from its header, one within it decodes
+  EXPECT_THROW(decode_rgb(dir_->write("huge.ppm", "P6 20000 20000 255\n"), 89478485), DataError);
 }
 
 TEST_F(ImageReference, PicturesOverThePixelLimitAreRefusedBeforeDecoding) {
