@@ -1,5 +1,6 @@
 // Plain LoRA <-> Hugging Face PEFT files, and the merged model as a Hugging Face directory. The
 // layout is described in include/mmtune/adapters/peft.h.
+#include <mmtune/core/atomic_file.h>
 #include <mmtune/adapters/peft.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
@@ -24,23 +25,6 @@ LoraBlockImpl* lora_block(model::LlamaDecoderImpl& model, int64_t layer) {
     if (auto* l = dynamic_cast<LoraBlockImpl*>(a.get())) return l;
   }
   return nullptr;
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw CheckpointError(path.string(), "cannot write", "check free space and permissions");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw CheckpointError(path.string(), "cannot rename the temp file: " + ec.message());
 }
 
 void make_dir(const std::string& dir) {
@@ -132,7 +116,7 @@ void export_peft(model::LlamaDecoderImpl& model, const LoraConfig& c, const std:
             {"use_rslora", false},
             {"use_dora", false},
             {"revision", nullptr}};
-  write_text(fs::path(dir) / kPeftConfigFile, j.dump(2) + "\n");
+  write_file_atomically((fs::path(dir) / kPeftConfigFile).string(), j.dump(2) + "\n");
 }
 
 namespace {

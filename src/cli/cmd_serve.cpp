@@ -1,6 +1,7 @@
 // mmtune serve: the OpenAI-compatible HTTP server (serve/server.h) over a bare model (--model DIR,
 // as generate takes it) or a config's model with its tuned adapters (--config, --checkpoint or
 // --adapter NAME=DIR ..., as chat takes them).
+#include <mmtune/core/memory.h>
 #include <mmtune/adapters/registry.h>
 #include <mmtune/adapters/workflows.h>
 #include <mmtune/core/errors.h>
@@ -73,7 +74,7 @@ void log_memory(serve::ServedModel& s) {
   std::vector<std::string> parts{"frozen base " + mib(m.base_bytes)};
   for (const auto& [name, bytes] : m.decoder_adapters) parts.push_back("workflow " + name + " " + mib(bytes));
   if (m.other_trainable_bytes > 0) parts.push_back("adapter " + mib(m.other_trainable_bytes));
-  log::info() << "serve: tensor memory " << join(parts, " + ") << "; process RSS " << mib(train::current_rss_bytes());
+  log::info() << "serve: tensor memory " << join(parts, " + ") << "; process RSS " << mib(current_rss_bytes());
 }
 
 serve::ServedModel adapted_model(ServeArgs& a) {

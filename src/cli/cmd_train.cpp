@@ -1,4 +1,5 @@
 // mmtune train --config FILE [key.sub=value ...] [--dry-run] [--resume [DIR]]
+#include <mmtune/core/memory.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/train/dry_run.h>
 #include <mmtune/train/memory_estimate.h>
@@ -37,7 +38,7 @@ void add_train_command(CLI::App& app, Action& action) {
       const auto cfg = load_run_config(args->config);  // config problems surface now, before anything is built
       if (args->dry_run) {
         const auto t0 = std::chrono::steady_clock::now();
-        const int64_t baseline = std::max<int64_t>(train::current_rss_bytes(), 0);  // before the meta builds (no memory)
+        const int64_t baseline = std::max<int64_t>(current_rss_bytes(), 0);  // before the meta builds (no memory)
         std::cout << train::format_dry_run(train::dry_run(cfg));
         std::cout << train::format_memory_estimates(train::estimate_memory(cfg, baseline), cfg);
         log::info() << "dry run (meta device, no weights read) in "

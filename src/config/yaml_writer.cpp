@@ -1,5 +1,6 @@
 // Printing configs (mmtune config print, the resolved config saved with every run) and listing
 // every key of the schema (mmtune config keys).
+#include <mmtune/core/atomic_file.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/strings.h>
 
@@ -169,23 +170,10 @@ void save_resolved_config(const RunConfig& config, const std::string& dir) {
   fs::create_directories(dir, ec);
   if (ec) throw Error("cannot create output directory " + dir + ": " + ec.message(), "check output_dir");
   const fs::path final_path = fs::path(dir) / "config.yaml";
-  const fs::path tmp = fs::path(dir) / (".config.yaml.tmp." + std::to_string(::getpid()));
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << "# Resolved mmtune config (file + overrides + defaults); rerun with:\n"
-      << "#   mmtune train --config " << final_path.string() << "\n"
-      << to_yaml(config);
-    f.flush();
-    if (!f) {
-      fs::remove(tmp, ec);
-      throw Error("cannot write " + tmp.string(), "check free space and permissions of output_dir");
-    }
-  }
-  fs::rename(tmp, final_path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error("cannot rename " + tmp.string() + " to " + final_path.string(), "check output_dir");
-  }
+  write_file_atomically(final_path.string(),
+                        cat("# Resolved mmtune config (file + overrides + defaults); rerun with:\n",
+                            "#   mmtune train --config ", final_path.string(), "\n", to_yaml(config)),
+                        "check free space and permissions of output_dir");
 }
 
 std::vector<KeyInfo> list_keys(const FamilyCatalog& catalog) {

@@ -30,7 +30,26 @@ int64_t cgroup_value(const std::string& path) {
   }
 }
 
+// A "Key:   123 kB" line of /proc/self/status in bytes, or -1.
+int64_t proc_status_bytes(const std::string& key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(key, 0) == 0) {
+      std::istringstream s(line.substr(key.size()));
+      int64_t kb = -1;
+      s >> kb;
+      return kb >= 0 ? kb * 1024 : -1;
+    }
+  }
+  return -1;
+}
+
 }  // namespace
+
+int64_t peak_rss_bytes() { return proc_status_bytes("VmHWM:"); }
+
+int64_t current_rss_bytes() { return proc_status_bytes("VmRSS:"); }
 
 int64_t available_memory_bytes() {
   std::ifstream f("/proc/meminfo");

@@ -1,3 +1,4 @@
+#include <mmtune/core/atomic_file.h>
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/config/run_dir.h>
@@ -71,23 +72,6 @@ std::string run_label(const EvalTask& task, const config::RunConfig& cfg) {
   if (task.uses_split()) return cfg.eval.split;
   const std::string stem = fs::path(cfg.eval.data).stem().string();
   return stem.empty() ? "data" : stem;
-}
-
-void write_atomically(const fs::path& path, const std::string& text) {
-  std::error_code ec;
-  if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) {
-      fs::remove(tmp, ec);
-      throw Error("cannot write " + path.string(), "check the directory, free space and permissions (--output)");
-    }
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
 }
 
 // Warns when the adapter was made on a base of another name (shapes are checked by load_adapter).
@@ -257,7 +241,7 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
                    {"batch_size", s.batch_size},
                    {"world_size", s.world},
                    {"device", env.cfg.device}};
-    write_atomically(results_path, j.dump(2) + "\n");
+    write_file_atomically(results_path, j.dump(2) + "\n", "check the directory, free space and permissions (--output)");
     s.results_path = results_path;
   }
   if (pg) pg->barrier();  // no rank exits (and tears down the store) while rank 0 still writes

@@ -9,7 +9,7 @@
 #include <mmtune/data/templates.h>
 #include <mmtune/eval/task.h>
 #include <mmtune/train/lm_loss.h>
-#include <mmtune/train/metrics.h>
+#include <mmtune/core/terminal.h>
 
 #include <algorithm>
 #include <chrono>
@@ -49,7 +49,7 @@ void eval_batches(const EvalEnv& env, int64_t n, const std::string& label,
   const int64_t bs = env.cfg.eval.batch_size;
   const auto mine = rank_batches(n, bs, env.rank, env.world);
   const bool draw = env.progress && env.rank == 0;
-  const bool tty = draw && train::Progress::stderr_is_tty();
+  const bool tty = draw && stderr_is_tty();
   const int64_t log_every = std::max<int64_t>(1, static_cast<int64_t>(mine.size()) / 10);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t done_items = 0;
@@ -66,7 +66,7 @@ void eval_batches(const EvalEnv& env, int64_t n, const std::string& label,
     line << label << " " << i + 1 << "/" << mine.size() << " batches";
     if (env.world > 1) line << " (rank 0 of " << env.world << ")";
     line << " | " << std::fixed << std::setprecision(2) << rate << " items/s | ETA "
-         << train::Progress::format_duration(std::max(0.0, eta));
+         << format_duration(std::max(0.0, eta));
     if (tty) {
       std::cerr << "\r\033[K" << line.str() << std::flush;
     } else if ((i + 1) % log_every == 0 || i + 1 == mine.size()) {

@@ -1,3 +1,4 @@
+#include <mmtune/core/atomic_file.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/core/version.h>
@@ -52,23 +53,6 @@ class JsonWriter final : public config::Visitor {
 // Vision keys that shape the visual path (paths and dry-run names are the user's business).
 const std::set<std::string> kVisionKeys{"feature", "cls_every", "layer", "image_size", "preprocess", "interpolation",
                                         "norm", "projector", "projector_hidden", "start_end_tokens"};
-
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw CheckpointError(path.string(), "cannot write", "check free space and permissions");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw CheckpointError(path.string(), "cannot rename the temp file: " + ec.message());
-}
 
 json read_config(const std::string& dir) {
   const fs::path p = fs::path(dir) / kAdapterConfigFile;
@@ -154,7 +138,7 @@ void save_adapter(const std::string& dir, const config::RunConfig& cfg, const Bu
   for (const auto& [name, t] : built.trainable) tensors.emplace_back(name, t.detach().to(torch::kCPU, torch::kFloat32));
   io::save_safetensors((fs::path(dir) / kAdapterWeightsFile).string(), tensors,
                        {{"format", "pt"}, {"mmtune.family", cfg.adapter.family}});
-  write_atomically(fs::path(dir) / kAdapterConfigFile, adapter_config_json(cfg, built));
+  write_file_atomically((fs::path(dir) / kAdapterConfigFile).string(), adapter_config_json(cfg, built));
 }
 
 std::vector<std::string> adapter_overrides(const std::string& dir) {

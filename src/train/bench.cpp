@@ -1,4 +1,5 @@
 // `mmtune bench train` and the pieces both benchmarks share (include/mmtune/train/bench.h).
+#include <mmtune/core/memory.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/core/strings.h>

@@ -11,6 +11,8 @@
 
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/core/memory.h>
+#include <mmtune/core/terminal.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/train/metrics.h>
 
@@ -61,29 +63,6 @@ std::string metrics_json_line(const StepMetrics& m) {
   return j.dump();  // non-finite numbers become null
 }
 
-namespace {
-
-// A "Key:   123 kB" line of /proc/self/status in bytes, or -1.
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind(key, 0) == 0) {
-      std::istringstream s(line.substr(key.size()));
-      int64_t kb = -1;
-      s >> kb;
-      return kb >= 0 ? kb * 1024 : -1;
-    }
-  }
-  return -1;
-}
-
-}  // namespace
-
-int64_t peak_rss_bytes() { return proc_status_bytes("VmHWM:"); }
-
-int64_t current_rss_bytes() { return proc_status_bytes("VmRSS:"); }
-
 int64_t peak_cuda_allocated_bytes(const torch::Device& device) {
   if (!device.is_cuda() || !torch::cuda::is_available()) return -1;
   const auto index = device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(0);
@@ -130,24 +109,6 @@ Progress::Progress(int64_t total_steps, int64_t first_step, int64_t log_every, b
       log_every_(std::max<int64_t>(log_every, 1)),
       tty_(tty),
       start_(std::chrono::steady_clock::now()) {}
-
-bool Progress::stderr_is_tty() {
-  return ::isatty(STDERR_FILENO) == 1;
-}
-
-std::string Progress::format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const auto s = static_cast<int64_t>(std::llround(seconds));
-  const int64_t h = s / 3600, m = (s % 3600) / 60, sec = s % 60;
-  std::ostringstream o;
-  if (h)
-    o << h << "h" << std::setw(2) << std::setfill('0') << m << "m" << std::setw(2) << sec << "s";
-  else if (m)
-    o << m << "m" << std::setw(2) << std::setfill('0') << sec << "s";
-  else
-    o << sec << "s";
-  return o.str();
-}
 
 std::string Progress::line(const StepMetrics& m) const {
   const double elapsed =

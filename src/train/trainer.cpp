@@ -4,6 +4,8 @@
 #include <map>
 #include <set>
 
+#include <mmtune/core/terminal.h>
+#include <mmtune/core/memory.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
@@ -347,7 +349,7 @@ TrainResult Trainer::train() {
         (std::filesystem::path(cfg_.output_dir) / kMetricsFile).string(),
         resumed_ ? state_.step : -1);
     progress = std::make_unique<Progress>(total_steps_, state_.step, t.log_every,
-                                          Progress::stderr_is_tty());
+                                          stderr_is_tty());
     log::info() << "training " << params_.size() << " tensors for " << total_steps_ << " steps ("
                 << steps_per_epoch_ << " per epoch): global batch " << t.global_batch_size << " = "
                 << world_ << " ranks x " << t.micro_batch_size << " x " << accumulation_

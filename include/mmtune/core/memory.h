@@ -10,4 +10,9 @@ namespace mmtune {
 /// memory.max - memory.current; -1 when neither can be read (not Linux).
 int64_t available_memory_bytes();
 
+/// This process's peak resident set size (VmHWM) in bytes, or -1 when unknown (not Linux).
+int64_t peak_rss_bytes();
+/// This process's resident set size now (VmRSS) in bytes, or -1 when unknown.
+int64_t current_rss_bytes();
+
 }  // namespace mmtune

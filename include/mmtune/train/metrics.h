@@ -44,10 +44,6 @@ struct StepMetrics {
 /// The JSON line (no newline) for `m`.
 std::string metrics_json_line(const StepMetrics& m);
 
-/// Peak resident set size of this process (VmHWM of /proc/self/status), or -1.
-int64_t peak_rss_bytes();
-/// Resident set size of this process now (VmRSS), or -1.
-int64_t current_rss_bytes();
 /// Peak bytes allocated by torch's caching allocator on `device` since the start (or -1 when the
 /// device is not CUDA). Works in CPU-only builds and machines (returns -1 there).
 int64_t peak_cuda_allocated_bytes(const torch::Device& device);
@@ -79,10 +75,6 @@ class Progress {
   void update(const StepMetrics& m);
   /// Ends the redrawn line (newline) on a TTY.
   void finish();
-  /// True when stderr is a terminal.
-  static bool stderr_is_tty();
-  /// "1h02m03s" / "2m03s" / "3s"
-  static std::string format_duration(double seconds);
   /// The text of the progress line for `m` (used by both modes).
   std::string line(const StepMetrics& m) const;
 

@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "test_utils.h"
+#include <mmtune/core/memory.h>
+#include <mmtune/core/terminal.h>
 #include <mmtune/train/metrics.h>
 
 namespace mmtune::train {
@@ -81,12 +83,12 @@ TEST(Metrics, ResumedLogKeepsStepsUpToTheCheckpointOnly) {
 }
 
 TEST(Metrics, PeakMemoryProbes) {
-  const int64_t before = peak_rss_bytes();
+  const int64_t before = mmtune::peak_rss_bytes();
   EXPECT_GT(before, 0);
   {
     auto big = torch::ones({64, 1024, 1024}, torch::kFloat32);  // 256 MiB touched
-    EXPECT_GE(peak_rss_bytes(), before);
-    EXPECT_GT(peak_rss_bytes(), 256LL << 20);
+    EXPECT_GE(mmtune::peak_rss_bytes(), before);
+    EXPECT_GT(mmtune::peak_rss_bytes(), 256LL << 20);
   }
   EXPECT_EQ(peak_cuda_allocated_bytes(torch::Device(torch::kCPU)), -1);
   if (!torch::cuda::is_available()) {
@@ -95,10 +97,10 @@ TEST(Metrics, PeakMemoryProbes) {
 }
 
 TEST(Metrics, ProgressLineAndDurations) {
-  EXPECT_EQ(Progress::format_duration(3.2), "3s");
-  EXPECT_EQ(Progress::format_duration(125), "2m05s");
-  EXPECT_EQ(Progress::format_duration(3723), "1h02m03s");
-  EXPECT_EQ(Progress::format_duration(NAN), "?");
+  EXPECT_EQ(mmtune::format_duration(3.2), "3s");
+  EXPECT_EQ(mmtune::format_duration(125), "2m05s");
+  EXPECT_EQ(mmtune::format_duration(3723), "1h02m03s");
+  EXPECT_EQ(mmtune::format_duration(NAN), "?");
   Progress p(100, 0, 10, false);
   const std::string line = p.line(sample(10));
   EXPECT_NE(line.find("step 10/100"), std::string::npos) << line;
