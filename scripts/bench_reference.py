@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The eager-PyTorch side of scripts/bench_compare.sh: `mmtune bench` (include/mmtune/train/bench.h)
+"""The eager-PyTorch side of scripts/bench_compare.sh: `mmtune bench` (include/mmtune/bench/bench.h)
 written as a PyTorch engineer would, on the same model, batches and settings, with the same JSON keys.
 
   mmtune config print --config configs/lavin/tiny.yaml [key=value ...] > run.yaml

@@ -124,10 +124,10 @@ double expect_oracle_parity(const std::string& label, double ours32, double ours
   return bound;
 }
 
-train::BuiltModel fp64_twin(const config::RunConfig& cfg, const train::BuiltModel& m32) {
+runtime::BuiltModel fp64_twin(const config::RunConfig& cfg, const runtime::BuiltModel& m32) {
   config::RunConfig c = cfg;
   c.dtype = "fp64";
-  train::BuiltModel m = train::build_model(c, train::Weights::kLoad);  // all float64, masters included
+  runtime::BuiltModel m = runtime::build_model(c, runtime::Weights::kLoad);  // all float64, masters included
   std::map<std::string, torch::Tensor> mine;
   for (auto& [name, t] : m.trainable) mine[name] = t;
   EXPECT_EQ(mine.size(), m32.trainable.size()) << "the twin has other trainable tensors";

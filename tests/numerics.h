@@ -34,7 +34,7 @@
 #include <string>
 
 #include <mmtune/config/config.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 
 namespace mmtune::testing {
 
@@ -76,7 +76,7 @@ double expect_oracle_parity(const std::string& label, double ours32, double ours
 /// (the frozen weights loaded in float64 and the adapters' master weights cast: the model's
 /// working dtype is fixed when it is built) and `m32`'s trainable tensors copied in by name
 /// (exact: fp32 values are float64 values).
-train::BuiltModel fp64_twin(const config::RunConfig& cfg, const train::BuiltModel& m32);
+runtime::BuiltModel fp64_twin(const config::RunConfig& cfg, const runtime::BuiltModel& m32);
 
 /// The same for a bare LLaMA with `adapter` attached (adapters::attach_to_llama): loaded again from
 /// `dir` in float64, the adapter attached and cast, every parameter copied from `m32` by name.

@@ -4,9 +4,9 @@
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/model/quantize.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
-#include <mmtune/train/serve_workflows.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
+#include <mmtune/runtime/workflows.h>
 
 #include "commands.h"
 
@@ -25,7 +25,7 @@ config::RunConfig adapter_config_with(const AdapterArgs& a, std::vector<std::str
   for (const auto& o : front) {
     if (o.rfind(key, 0) != 0 || o.substr(key.size()) == cfg.adapter.family) continue;
     const std::string family = o.substr(key.size());
-    throw CheckpointError(dir + "/" + train::kAdapterConfigFile,
+    throw CheckpointError(dir + "/" + runtime::kAdapterConfigFile,
                           "holds a '" + family +
                               "' adapter, but the config builds adapter.family '" +
                               cfg.adapter.family + "'",
@@ -37,9 +37,9 @@ config::RunConfig adapter_config_with(const AdapterArgs& a, std::vector<std::str
   return config::load_config(a.config.path, front, adapters::builtin_adapters());
 }
 
-std::vector<train::WorkflowSpec> adapter_workflow_specs(const AdapterArgs& a) {
-  auto specs = train::parse_workflow_specs(a.adapters, !a.checkpoint.empty());
-  for (auto& s : specs) s.dir = train::resolve_adapter_dir(s.dir);  // as eval: an output_dir = its latest checkpoint
+std::vector<runtime::WorkflowSpec> adapter_workflow_specs(const AdapterArgs& a) {
+  auto specs = runtime::parse_workflow_specs(a.adapters, !a.checkpoint.empty());
+  for (auto& s : specs) s.dir = runtime::resolve_adapter_dir(s.dir);  // as eval: an output_dir = its latest checkpoint
   return specs;
 }
 
@@ -47,20 +47,20 @@ std::vector<train::WorkflowSpec> adapter_workflow_specs(const AdapterArgs& a) {
 
 config::RunConfig adapter_run_config(const AdapterArgs& a) {
   const auto specs = adapter_workflow_specs(a);
-  if (!specs.empty()) return adapter_config_with(a, train::workflow_overrides(specs.front()), specs.front().dir);
+  if (!specs.empty()) return adapter_config_with(a, runtime::workflow_overrides(specs.front()), specs.front().dir);
   if (a.checkpoint.empty()) return adapter_config_with(a, {}, "");
-  return adapter_config_with(a, train::adapter_overrides(a.checkpoint), a.checkpoint);
+  return adapter_config_with(a, runtime::adapter_overrides(a.checkpoint), a.checkpoint);
 }
 
-train::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunConfig& cfg,
+runtime::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunConfig& cfg,
                                       std::vector<std::string>& served) {
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // fresh adapters (no --checkpoint) are initialised alike every run
-  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
-  if (!a.checkpoint.empty()) train::load_adapter(a.checkpoint, cfg, built);
+  runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
+  if (!a.checkpoint.empty()) runtime::load_adapter(a.checkpoint, cfg, built);
   const auto specs = adapter_workflow_specs(a);
   if (!specs.empty()) {
-    train::load_workflows(
-        specs, [&a](const train::WorkflowSpec& s) { return adapter_config_with(a, train::workflow_overrides(s), s.dir); },
+    runtime::load_workflows(
+        specs, [&a](const runtime::WorkflowSpec& s) { return adapter_config_with(a, runtime::workflow_overrides(s), s.dir); },
         cfg, built);
     for (const auto& s : specs) served.push_back(s.name + "=" + s.dir);
   }

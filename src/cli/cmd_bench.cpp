@@ -1,9 +1,9 @@
 // mmtune bench train|generate --config FILE [--steps N] [--warmup W] [--json OUT] [key.sub=value ...]
-// The measuring is train/bench.h's; this verb parses flags, prints the JSON report on stdout (and
+// The measuring is bench/bench.h's; this verb parses flags, prints the JSON report on stdout (and
 // to --json) and a one-line summary in the log.
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
-#include <mmtune/train/bench.h>
+#include <mmtune/bench/bench.h>
 
 #include <fstream>
 #include <iostream>
@@ -16,7 +16,7 @@ void add_bench_command(CLI::App& app, Action& action) {
   struct Args {
     ConfigArgs config;
     std::string what, json;
-    train::BenchOptions bench;
+    bench::BenchOptions bench;
   };
   auto args = std::make_shared<Args>();
   auto& o = args->bench;
@@ -51,9 +51,9 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->callback([&action, args] {
     action = [args]() -> int {
       const auto cfg = load_run_config(args->config);
-      const train::BenchReport r = args->what == "train" ? train::bench_train(cfg, args->bench)
-                                                         : train::bench_generate(cfg, args->bench);
-      const std::string json = train::bench_json(r);
+      const bench::BenchReport r = args->what == "train" ? bench::bench_train(cfg, args->bench)
+                                                         : bench::bench_generate(cfg, args->bench);
+      const std::string json = bench::bench_json(r);
       std::cout << json << "\n";
       if (!args->json.empty()) {
         std::ofstream f(args->json);

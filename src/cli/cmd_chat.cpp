@@ -11,10 +11,11 @@
 #include <mmtune/data/collate.h>
 #include <mmtune/data/image.h>
 #include <mmtune/generate/chat.h>
-#include <mmtune/generate/generator.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
-#include <mmtune/train/lm_loss.h>
+#include <mmtune/runtime/conversation.h>
+#include <mmtune/runtime/generator.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
+#include <mmtune/runtime/lm_loss.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -36,9 +37,9 @@ struct ChatArgs : AdapterArgs {
   std::optional<int64_t> top_k, max_new_tokens, seed;
 };
 
-generate::SamplingOptions sampling_options(const config::GenerationConfig& g, const ChatArgs& a,
+runtime::SamplingOptions sampling_options(const config::GenerationConfig& g, const ChatArgs& a,
                                            data::Template t) {
-  generate::SamplingOptions s;
+  runtime::SamplingOptions s;
   s.max_new_tokens = a.max_new_tokens.value_or(g.max_new_tokens);
   s.temperature = a.temperature.value_or(g.temperature);
   s.top_p = a.top_p.value_or(g.top_p);
@@ -46,7 +47,7 @@ generate::SamplingOptions sampling_options(const config::GenerationConfig& g, co
   s.repetition_penalty = g.repetition_penalty;
   s.seed = static_cast<uint64_t>(a.seed.value_or(g.seed));
   s.stop = g.stop;
-  for (auto& stop : generate::template_stops(t)) s.stop.push_back(stop);
+  for (auto& stop : runtime::template_stops(t)) s.stop.push_back(stop);
   return s;
 }
 
@@ -55,23 +56,23 @@ class ChatRepl {
   ChatRepl(const ChatArgs& a, config::RunConfig cfg)
       : cfg_(std::move(cfg)), tty_(::isatty(STDIN_FILENO) == 1) {
     built_ = build_adapted_model(a, cfg_, served_);
-    tok_ = model::load_tokenizer(cfg_.model.tokenizer.empty() ? cfg_.model.path
+    tok_ = text::load_tokenizer(cfg_.model.tokenizer.empty() ? cfg_.model.path
                                                               : cfg_.model.tokenizer);
     collate_ = data::collate_options(cfg_.data, cfg_.vision);
     collate_.pad_to_max_length = false;
     collate_.skip_bad_samples = false;
     const data::Template templ = data::parse_template(cfg_.data.template_name);
     sampling_ = sampling_options(cfg_.chat.generation, a, templ);
-    generate::ChatOptions o;
+    runtime::ChatOptions o;
     o.templ = templ;
     o.system = cfg_.chat.system;
-    layout_ = train::sequence_layout(cfg_, built_);
+    layout_ = runtime::sequence_layout(cfg_, built_);
     o.layout = layout_;
     o.llava_data = cfg_.data.format == "llava_json";
     const int64_t context = built_.model->llm().config().max_position_embeddings;
     o.max_prompt_tokens =
         std::min(cfg_.data.max_length,
-                 context - generate::prefix_positions(*built_.model, tok_->bos_id()) - sampling_.max_new_tokens);
+                 context - runtime::prefix_positions(*built_.model, tok_->bos_id()) - sampling_.max_new_tokens);
     session_.emplace(*tok_, o);
     workflows_ = adapters::workflow_names(built_.model->llm());
     if (!cfg_.chat.workflow.empty()) set_workflow(cfg_.chat.workflow);
@@ -195,7 +196,7 @@ class ChatRepl {
   }
 
   void answer(const std::string& message) {
-    const generate::ChatTurn turn = session_->prepare(message);
+    const runtime::ChatTurn turn = session_->prepare(message);
     if (turn.dropped > 0)
       log::warn() << "dropped the oldest " << turn.dropped << " exchange"
                   << (turn.dropped > 1 ? "s" : "") << " to stay within the context (prompt now "
@@ -203,17 +204,17 @@ class ChatRepl {
     select_workflow();
     const data::Batch batch = data::collate({turn.example}, *tok_, layout_, collate_);
     const model::MultimodalInput in =
-        train::model_input(batch, built_.model->llm().options().device());
-    generate::SamplingOptions opt = sampling_;
+        runtime::model_input(batch, built_.model->llm().options().device());
+    runtime::SamplingOptions opt = sampling_;
     opt.seed +=
         static_cast<uint64_t>(turns_++);  // each turn its own stream, the session reproducible
-    generate::StreamFilter filter(opt.stop);
+    runtime::StreamFilter filter(opt.stop);
     auto show = [&](const std::string& text) {
       if (!text.empty()) std::cout << (tty_ ? text : generate::escape_line(text)) << std::flush;
     };
     bool stopped = false;
     try {
-      generate::generate(*built_.model, *tok_, in, opt, [&](int64_t, const std::string& piece) {
+      runtime::generate(*built_.model, *tok_, in, opt, [&](int64_t, const std::string& piece) {
         const std::string safe = filter.push(piece);
         if (cfg_.chat.stream) show(safe);
       });
@@ -229,11 +230,11 @@ class ChatRepl {
 
   config::RunConfig cfg_;
   bool tty_;
-  train::BuiltModel built_;
-  std::unique_ptr<model::Tokenizer> tok_;
+  runtime::BuiltModel built_;
+  std::unique_ptr<text::Tokenizer> tok_;
   data::CollateOptions collate_;
-  generate::SamplingOptions sampling_;
-  std::optional<generate::ChatSession> session_;
+  runtime::SamplingOptions sampling_;
+  std::optional<runtime::ChatSession> session_;
   data::SequenceLayout layout_;
   std::vector<std::string> workflows_;
   std::string pinned_;  // chat.workflow or /workflow NAME; empty = auto
@@ -272,7 +273,7 @@ void add_chat_command(CLI::App& app, Action& action) {
       "  backslash is \\\\, as in the answer lines)");
   cmd->callback([&action, args] {
     action = [args]() -> int {
-      if (!args->checkpoint.empty()) args->checkpoint = train::resolve_adapter_dir(args->checkpoint);
+      if (!args->checkpoint.empty()) args->checkpoint = runtime::resolve_adapter_dir(args->checkpoint);
       ChatRepl repl(*args, adapter_run_config(*args));
       return repl.run(args->image);
     };

@@ -9,8 +9,8 @@
 #include <mmtune/core/logging.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/quantize.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 
 #include <chrono>
 
@@ -53,16 +53,16 @@ config::RunConfig load_with(const ConfigArgs& a, std::vector<std::string> front)
 }
 
 // base + the mmtune LoRA checkpoint in `dir`, loaded; throws UsageError for another family.
-train::BuiltModel load_lora_checkpoint(const ConvertArgs& a, config::RunConfig& cfg, const std::string& mode) {
+runtime::BuiltModel load_lora_checkpoint(const ConvertArgs& a, config::RunConfig& cfg, const std::string& mode) {
   if (adapters::is_peft_adapter(a.checkpoint))
     throw UsageError(a.checkpoint + " is a PEFT adapter; " + mode + " reads mmtune adapters",
                      "convert it with --from-peft first" + std::string(mode == "--to-peft" ? " (or use it as it is)" : ""));
-  cfg = load_with(a.config, train::adapter_overrides(a.checkpoint));
+  cfg = load_with(a.config, runtime::adapter_overrides(a.checkpoint));
   if (cfg.adapter.family != "lora")
     throw UsageError(a.checkpoint + " holds a '" + cfg.adapter.family + "' adapter; " + mode + " converts plain LoRA only",
                      "MoLE's routed experts and the other families have no single-weight or PEFT form");
-  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
-  train::load_adapter(a.checkpoint, cfg, built);
+  runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
+  runtime::load_adapter(a.checkpoint, cfg, built);
   return built;
 }
 
@@ -74,12 +74,12 @@ int run_convert(const ConvertArgs& a) {
     throw UsageError("convert needs exactly one of --merge, --to-peft, --from-peft", "see `mmtune convert --help`");
   config::RunConfig cfg;
   if (a.merge) {
-    train::BuiltModel built = load_lora_checkpoint(a, cfg, "--merge");
+    runtime::BuiltModel built = load_lora_checkpoint(a, cfg, "--merge");
     const int64_t n = adapters::merge_lora(built.model->llm());
     adapters::save_llama(built.model->llm(), cfg.model.path, a.out);
     log::info() << "merged " << n << " LoRA projections into " << a.out << " (a Hugging Face LLaMA directory)";
   } else if (a.to_peft) {
-    train::BuiltModel built = load_lora_checkpoint(a, cfg, "--to-peft");
+    runtime::BuiltModel built = load_lora_checkpoint(a, cfg, "--to-peft");
     const std::string base = cfg.model.id.empty() ? cfg.model.path : cfg.model.id;
     adapters::export_peft(built.model->llm(), cfg.adapter.selected<adapters::LoraConfig>(), base, a.out);
     log::info() << "wrote the PEFT adapter " << a.out << " (PeftModel.from_pretrained(base, '" << a.out << "'))";
@@ -87,9 +87,9 @@ int run_convert(const ConvertArgs& a) {
     std::string base;
     const adapters::LoraConfig peft = adapters::read_peft_config(a.checkpoint, &base);
     cfg = load_with(a.config, adapters::lora_overrides(peft));
-    train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+    runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
     adapters::import_peft(built.model->llm(), a.checkpoint);
-    train::save_adapter(a.out, cfg, built);
+    runtime::save_adapter(a.out, cfg, built);
     log::info() << "wrote the mmtune adapter " << a.out << " from PEFT " << a.checkpoint
                 << (base.empty() ? "" : " (made for " + base + ")");
   }

@@ -1,7 +1,7 @@
 // mmtune generate --model DIR --prompt TEXT: plain completion with a frozen model, streamed.
 #include <mmtune/core/logging.h>
-#include <mmtune/generate/generator.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/runtime/generator.h>
+#include <mmtune/text/tokenizer.h>
 #include <mmtune/model/weights.h>
 
 #include <chrono>
@@ -17,7 +17,7 @@ void add_generate_command(CLI::App& app, Action& action) {
   struct Args {
     std::string model, prompt, tokenizer, device = "cpu", dtype = "fp32";
     model::Quantization quant;
-    generate::SamplingOptions sampling;
+    runtime::SamplingOptions sampling;
     bool no_bos = false;
     bool ignore_eos = false;
   };
@@ -60,14 +60,14 @@ void add_generate_command(CLI::App& app, Action& action) {
                              (std::filesystem::exists(args->model, ec) ? " is not a directory" : " does not exist"),
                          "point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.model)");
       }
-      auto tok = model::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
+      auto tok = text::load_tokenizer(args->tokenizer.empty() ? args->model : args->tokenizer);
       auto llm = model::load_llama(args->model, options, args->quant);
       model::pack_for_inference(*llm, options.dtype().toScalarType());  // int4 on CPU: each weight held once
       const std::vector<int64_t> ids = tok->encode(args->prompt, !args->no_bos, false);
       args->sampling.stop_at_eos = !args->ignore_eos;
       std::cout << args->prompt << std::flush;
       const auto t0 = std::chrono::steady_clock::now();
-      const auto out = generate::generate(*llm, *tok, {ids}, args->sampling,
+      const auto out = runtime::generate(*llm, *tok, {ids}, args->sampling,
                                           [](int64_t, const std::string& text) { std::cout << text << std::flush; });
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::cout << "\n";

@@ -11,7 +11,7 @@
 #include <mmtune/model/quantize.h>
 #include <mmtune/model/weights.h>
 #include <mmtune/serve/server.h>
-#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
 #include <mmtune/train/metrics.h>
 
 #include <cstdio>
@@ -52,11 +52,11 @@ serve::ServedModel bare_model(const ServeArgs& a) {
   cfg.data.template_name = a.templ;
   cfg.chat.generation = config::GenerationConfig();  // mmtune generate's defaults (greedy), not chat's
   data::parse_template(a.templ);  // a bad --template fails here
-  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+  runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
   built.model->eval();
   cfg.data.max_length = built.model->llm().config().max_position_embeddings;
   model::pack_for_inference(built.model->llm(), built.model->llm().options().dtype().toScalarType());
-  s.layout = train::sequence_layout(cfg, built);
+  s.layout = runtime::sequence_layout(cfg, built);
   s.model = built.model;
   s.ids = {a.name.empty() ? base_name(a.model) : a.name};
   return s;
@@ -79,12 +79,12 @@ void log_memory(serve::ServedModel& s) {
 
 serve::ServedModel adapted_model(ServeArgs& a) {
   const std::string given = a.checkpoint;  // the id: the folder the user named (a run, not its checkpoint-N)
-  if (!a.checkpoint.empty()) a.checkpoint = train::resolve_adapter_dir(a.checkpoint);
+  if (!a.checkpoint.empty()) a.checkpoint = runtime::resolve_adapter_dir(a.checkpoint);
   serve::ServedModel s;
   s.cfg = adapter_run_config(a);
   std::vector<std::string> served;
-  train::BuiltModel built = build_adapted_model(a, s.cfg, served);
-  s.layout = train::sequence_layout(s.cfg, built);
+  runtime::BuiltModel built = build_adapted_model(a, s.cfg, served);
+  s.layout = runtime::sequence_layout(s.cfg, built);
   s.model = built.model;
   const auto workflows = adapters::workflow_names(s.model->llm());
   if (workflows.size() > 1) {
@@ -141,7 +141,7 @@ void add_serve_command(CLI::App& app, Action& action) {
         throw UsageError("--checkpoint and --adapter need --config, not --model", "serve --config X --checkpoint DIR");
       args->server.max_body_bytes = args->max_body_mb << 20;
       serve::ServedModel served = args->model.empty() ? adapted_model(*args) : bare_model(*args);
-      served.tokenizer = model::load_tokenizer(served.cfg.model.tokenizer.empty() ? served.cfg.model.path
+      served.tokenizer = text::load_tokenizer(served.cfg.model.tokenizer.empty() ? served.cfg.model.path
                                                                                   : served.cfg.model.tokenizer);
       log_memory(served);
       return serve::run_server(std::move(served), args->server);

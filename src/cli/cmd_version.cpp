@@ -1,6 +1,6 @@
 // mmtune version: what this binary is and what it was built against.
 #include <mmtune/core/version.h>
-#include <mmtune/train/distributed.h>
+#include <mmtune/runtime/distributed.h>
 
 #include <iostream>
 
@@ -18,7 +18,7 @@ void add_version_command(CLI::App& app, Action& action) {
       std::cout << "mmtune " << kVersion << " (" << kGitRevision << ", " << kBuildType << ")\n"
                 << "torch " << TORCH_VERSION << ", CUDA " << (torch::cuda::is_available() ? "available" : "not available")
                 << " (" << static_cast<int>(torch::cuda::device_count()) << " devices)\n"
-                << "c10d backends: gloo" << (train::nccl_compiled() ? ", nccl" : "") << "\n";
+                << "c10d backends: gloo" << (runtime::nccl_compiled() ? ", nccl" : "") << "\n";
       return 0;
     };
   });

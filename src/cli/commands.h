@@ -9,7 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include <mmtune/config/config.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 
 namespace mmtune::cli {
 
@@ -41,7 +41,7 @@ struct AdapterArgs {
 config::RunConfig adapter_run_config(const AdapterArgs& a);
 /// build_model(cfg) with the checkpoint or every workflow loaded, in eval mode; `served` gets
 /// "NAME=DIR" per workflow.
-train::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunConfig& cfg,
+runtime::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunConfig& cfg,
                                       std::vector<std::string>& served);
 
 /// Throws UsageError: the verb parses and validates its input, but its machinery is not built yet.

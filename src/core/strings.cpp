@@ -97,4 +97,11 @@ std::string format_double(double v) {
   return s;
 }
 
+std::string trim(std::string_view s) {
+  constexpr const char* kSpace = " \t\n\r\f\v";
+  const size_t a = s.find_first_not_of(kSpace);
+  if (a == std::string_view::npos) return "";
+  return std::string(s.substr(a, s.find_last_not_of(kSpace) - a + 1));
+}
+
 }  // namespace mmtune

@@ -57,7 +57,7 @@ CollateOptions collate_options(const config::DataConfig& data, const config::Vis
   return o;
 }
 
-EncodedSample encode_sample(const Example& ex, const model::Tokenizer& tok,
+EncodedSample encode_sample(const Example& ex, const text::Tokenizer& tok,
                             const SequenceLayout& layout, int64_t max_length) {
   const bool generation = ex.answer.empty();
   const Pieces p = split(ex, layout);
@@ -103,7 +103,7 @@ EncodedSample encode_sample(const Example& ex, const model::Tokenizer& tok,
   return s;
 }
 
-int64_t sequence_length(const Example& ex, const model::Tokenizer& tok,
+int64_t sequence_length(const Example& ex, const text::Tokenizer& tok,
                         const SequenceLayout& layout) {
   const Pieces p = split(ex, layout);
   int64_t n = (tok.bos_id() >= 0 ? 1 : 0) +
@@ -114,7 +114,7 @@ int64_t sequence_length(const Example& ex, const model::Tokenizer& tok,
   return n;
 }
 
-Batch collate(const std::vector<Example>& examples, const model::Tokenizer& tok,
+Batch collate(const std::vector<Example>& examples, const text::Tokenizer& tok,
               const SequenceLayout& layout, const CollateOptions& o,
               std::vector<std::string>* skipped_ids) {
   const bool generation = !examples.empty() && examples.front().answer.empty();

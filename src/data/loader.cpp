@@ -85,7 +85,7 @@ std::vector<std::vector<int64_t>> Sampler::epoch(int64_t epoch) const {
 }
 
 DataLoader::DataLoader(std::vector<Example> examples,
-                       std::shared_ptr<const model::Tokenizer> tokenizer, SequenceLayout layout,
+                       std::shared_ptr<const text::Tokenizer> tokenizer, SequenceLayout layout,
                        LoaderOptions options, LoaderPosition start)
     : examples_(std::move(examples)),
       tok_(std::move(tokenizer)),

@@ -1,5 +1,6 @@
 // Conversation templates: plain, LLaVA's vicuna_v1, Llama-3 instruct (see templates.h).
 #include <mmtune/core/errors.h>
+#include <mmtune/core/strings.h>
 #include <mmtune/data/templates.h>
 
 namespace mmtune::data {
@@ -9,14 +10,6 @@ constexpr std::string_view kVicunaSystem =
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
     "helpful, "
     "detailed, and polite answers to the user's questions.";
-
-// Jinja's `trim` in the Llama-3 template (Python str.strip() on ASCII whitespace).
-std::string trim(const std::string& s) {
-  const char* ws = " \t\n\r\f\v";
-  const size_t a = s.find_first_not_of(ws);
-  if (a == std::string::npos) return "";
-  return s.substr(a, s.find_last_not_of(ws) - a + 1);
-}
 
 // Splits off the system text and checks that the rest alternates user, assistant, user, ...
 std::string check_turns(Template t, const std::vector<Turn>& turns, size_t& first) {

@@ -1,5 +1,5 @@
 // The training objective over a split, without an update: sum of supervised token cross-entropies /
-// supervised tokens, exactly as train::MultimodalTask computes it for the trainer (same collate,
+// supervised tokens, exactly as runtime::MultimodalTask computes it for the trainer (same collate,
 // same labels, model in eval mode so dropout is off). Auxiliary losses (MoLE's balancing) are
 // reported beside it as a mean over batches, not added. For validation curves of a finished run
 // and for cross-checks against the trainer's val_loss.
@@ -10,7 +10,7 @@
 #include <mmtune/data/collate.h>
 #include <mmtune/data/dataset.h>
 #include <mmtune/eval/task.h>
-#include <mmtune/train/multimodal_task.h>
+#include <mmtune/runtime/multimodal_task.h>
 
 #include <cmath>
 #include <iomanip>
@@ -84,7 +84,7 @@ class LossTask final : public EvalTask {
     const auto& examples = split.examples;
     if (examples.empty()) throw DataError(split.source, "no samples to evaluate", "check --split and --limit");
     if (env.rank == 0) log::info() << "loss: " << split.source << ", " << examples.size() << " samples";
-    train::MultimodalTask task(*env.built, env.device);
+    runtime::MultimodalTask task(*env.built, env.device);
     task.set_training(false);
     const auto copts = data::collate_options(env.cfg.data, env.cfg.vision);
 

@@ -8,7 +8,7 @@ namespace mmtune::eval {
 
 double PerplexityResult::perplexity() const { return std::exp(mean_nll()); }
 
-PerplexityResult perplexity(model::LlamaDecoderImpl& model, const model::Tokenizer& tok, const std::string& text,
+PerplexityResult perplexity(model::LlamaDecoderImpl& model, const text::Tokenizer& tok, const std::string& text,
                             int64_t window, const TokenLogprob& on_token) {
   torch::InferenceMode guard;
   const std::vector<int64_t> ids = tok.encode(text, /*add_bos=*/true, /*add_eos=*/false);

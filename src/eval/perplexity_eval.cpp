@@ -6,7 +6,7 @@
 #include <mmtune/eval/perplexity.h>
 #include <mmtune/eval/task.h>
 #include <mmtune/model/weights.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 
 #include <fstream>
 #include <iomanip>
@@ -38,9 +38,9 @@ class PerplexityTask final : public EvalTask {
     if (!f) throw DataError(text_path, "cannot read the text file", "check the path");
     std::stringstream ss;
     ss << f.rdbuf();
-    auto tok = model::load_tokenizer(env.cfg.model.tokenizer.empty() ? model_dir : env.cfg.model.tokenizer);
+    auto tok = text::load_tokenizer(env.cfg.model.tokenizer.empty() ? model_dir : env.cfg.model.tokenizer);
     auto llm = model::load_llama(model_dir, model::model_options(env.cfg.device, env.cfg.dtype),
-                                 train::quantization(env.cfg.model));
+                                 runtime::quantization(env.cfg.model));
     std::ofstream dump;
     if (!env.dump.empty()) {
       dump.open(env.dump);

@@ -7,12 +7,12 @@
 #include <mmtune/core/logging.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/eval/runner.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 #include <mmtune/model/quantize.h>
 #include <mmtune/model/weights.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/checkpoint.h>
-#include <mmtune/train/serve_workflows.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/checkpoint.h>
+#include <mmtune/runtime/workflows.h>
 #include <mmtune/adapters/workflows.h>
 
 #include <chrono>
@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 json read_adapter_config(const std::string& dir) {
-  std::ifstream f(fs::path(dir) / train::kAdapterConfigFile);
+  std::ifstream f(fs::path(dir) / runtime::kAdapterConfigFile);
   try {
     return json::parse(f);
   } catch (const json::exception&) {
@@ -57,7 +57,7 @@ config::RunConfig resolve_config(const EvalRunOptions& o, const std::string& ada
 
   const std::string family = arch.front().substr(std::string("adapter.family=").size());
   if (cfg.adapter.family != "none" && cfg.adapter.family != family) {
-    throw CheckpointError((fs::path(adapter_dir) / train::kAdapterConfigFile).string(),
+    throw CheckpointError((fs::path(adapter_dir) / runtime::kAdapterConfigFile).string(),
                           "holds a '" + family + "' adapter, but the config builds adapter.family '" + cfg.adapter.family + "'",
                           "evaluate with the config the adapter was trained with (adapter.family: " + family + ")");
   }
@@ -89,7 +89,7 @@ void check_base_id(const std::string& adapter_dir, const config::RunConfig& cfg)
 namespace {
 
 // Device (cuda -> cuda:LOCAL_RANK under a launcher) and the process group.
-std::unique_ptr<train::ProcessGroup> join_process_group(EvalEnv& env) {
+std::unique_ptr<runtime::ProcessGroup> join_process_group(EvalEnv& env) {
   const DistEnv d = DistEnv::from_env();
   torch::Device device = model::model_options(env.cfg.device, env.cfg.dtype).device();
   if (d.launched && device.is_cuda() && !device.has_index()) {
@@ -97,9 +97,9 @@ std::unique_ptr<train::ProcessGroup> join_process_group(EvalEnv& env) {
     device = model::model_options(env.cfg.device, env.cfg.dtype).device();
   }
   env.device = device;
-  std::unique_ptr<train::ProcessGroup> pg;
+  std::unique_ptr<runtime::ProcessGroup> pg;
   if (d.launched && d.world_size > 1)
-    pg = train::ProcessGroup::create(d, env.cfg.dist.backend, device.is_cuda(), std::chrono::seconds(env.cfg.dist.timeout_s));
+    pg = runtime::ProcessGroup::create(d, env.cfg.dist.backend, device.is_cuda(), std::chrono::seconds(env.cfg.dist.timeout_s));
   env.pg = pg.get();
   env.rank = pg ? pg->rank() : 0;
   env.world = pg ? pg->size() : 1;
@@ -108,25 +108,25 @@ std::unique_ptr<train::ProcessGroup> join_process_group(EvalEnv& env) {
 
 // What --adapter / --workflow ask for.
 struct Serving {
-  std::vector<train::WorkflowSpec> specs;  // --adapter NAME=DIR, DIR resolved
+  std::vector<runtime::WorkflowSpec> specs;  // --adapter NAME=DIR, DIR resolved
   std::string workflow;                    // "" = the model's default
-  std::function<config::RunConfig(const train::WorkflowSpec&)> config_for;
+  std::function<config::RunConfig(const runtime::WorkflowSpec&)> config_for;
 };
 
 // Base + adapter in eval mode, the tokenizer and the sequence layout, into env.
-void load_model(EvalEnv& env, const Serving& sv, train::BuiltModel& built, std::shared_ptr<const model::Tokenizer>& tok) {
+void load_model(EvalEnv& env, const Serving& sv, runtime::BuiltModel& built, std::shared_ptr<const text::Tokenizer>& tok) {
   // a fresh adapter (no --checkpoint) is initialised alike on every rank
   torch::manual_seed(static_cast<uint64_t>(env.cfg.seed));
-  built = train::build_model(env.cfg, train::Weights::kLoad);
+  built = runtime::build_model(env.cfg, runtime::Weights::kLoad);
   if (!sv.specs.empty()) {
     for (const auto& spec : sv.specs) check_base_id(spec.dir, env.cfg);
-    train::load_workflows(sv.specs, sv.config_for, env.cfg, built);
+    runtime::load_workflows(sv.specs, sv.config_for, env.cfg, built);
     std::vector<std::string> names;
     for (const auto& spec : sv.specs) names.push_back(spec.name + "=" + spec.dir);
     log::info() << "IAA workflows on one base: " << join(names, ", ");
   } else if (!env.checkpoint.empty()) {
     check_base_id(env.checkpoint, env.cfg);
-    train::load_adapter(env.checkpoint, env.cfg, built);
+    runtime::load_adapter(env.checkpoint, env.cfg, built);
     log::info() << "adapter " << env.checkpoint << " (" << env.cfg.adapter.family << ")";
   } else {
     log::info() << "no --checkpoint: evaluating the base model with a freshly initialised " << env.cfg.adapter.family
@@ -140,10 +140,10 @@ void load_model(EvalEnv& env, const Serving& sv, train::BuiltModel& built, std::
     adapters::select_workflow(built.model->llm(), sv.workflow);
     log::info() << "workflow: " << sv.workflow;
   }
-  tok = model::load_tokenizer(env.cfg.model.tokenizer.empty() ? env.cfg.model.path : env.cfg.model.tokenizer);
+  tok = text::load_tokenizer(env.cfg.model.tokenizer.empty() ? env.cfg.model.path : env.cfg.model.tokenizer);
   env.built = &built;
   env.tok = tok;
-  env.layout = train::sequence_layout(env.cfg, built);
+  env.layout = runtime::sequence_layout(env.cfg, built);
 }
 
 // --output, else <adapter dir or output_dir>/eval-<task>-<split>/results.json ("" for a bare model).
@@ -167,23 +167,23 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
 
   EvalEnv env;
   Serving sv;
-  env.checkpoint = o.checkpoint.empty() ? std::string() : train::resolve_adapter_dir(o.checkpoint);
-  std::vector<std::string> arch = env.checkpoint.empty() ? std::vector<std::string>{} : train::adapter_overrides(env.checkpoint);
+  env.checkpoint = o.checkpoint.empty() ? std::string() : runtime::resolve_adapter_dir(o.checkpoint);
+  std::vector<std::string> arch = env.checkpoint.empty() ? std::vector<std::string>{} : runtime::adapter_overrides(env.checkpoint);
   // the directory whose adapter_config.json `arch` came from (named in config errors)
   std::string arch_dir = env.checkpoint;
   if (!o.adapters.empty()) {
-    sv.specs = train::parse_workflow_specs(o.adapters, !o.checkpoint.empty());
+    sv.specs = runtime::parse_workflow_specs(o.adapters, !o.checkpoint.empty());
     if (o.config_path.empty()) throw UsageError("--adapter needs --config", "the config names the base model");
-    for (auto& spec : sv.specs) spec.dir = train::resolve_adapter_dir(spec.dir);
+    for (auto& spec : sv.specs) spec.dir = runtime::resolve_adapter_dir(spec.dir);
     sv.workflow = o.workflow.empty() ? sv.specs.front().name : o.workflow;
     // results go next to the evaluated workflow's adapter (the first one for "text")
     env.checkpoint = sv.specs.front().dir;
     for (const auto& spec : sv.specs)
       if (spec.name == sv.workflow) env.checkpoint = spec.dir;
-    arch = train::workflow_overrides(sv.specs.front());
+    arch = runtime::workflow_overrides(sv.specs.front());
     arch_dir = sv.specs.front().dir;
-    sv.config_for = [&o](const train::WorkflowSpec& spec) {
-      return resolve_config(o, spec.dir, train::workflow_overrides(spec));
+    sv.config_for = [&o](const runtime::WorkflowSpec& spec) {
+      return resolve_config(o, spec.dir, runtime::workflow_overrides(spec));
     };
   } else {
     sv.workflow = o.workflow;
@@ -220,8 +220,8 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
     if (run_cfg.output_dir.empty()) run_cfg.output_dir = ".";
     config::prepare_run_dir(run_cfg, env.rank);
   }
-  train::BuiltModel built;
-  std::shared_ptr<const model::Tokenizer> tok;
+  runtime::BuiltModel built;
+  std::shared_ptr<const text::Tokenizer> tok;
   if (task->needs_model()) load_model(env, sv, built, tok);
 
   const auto t0 = std::chrono::steady_clock::now();

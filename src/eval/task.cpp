@@ -8,7 +8,7 @@
 #include <mmtune/data/prompt.h>
 #include <mmtune/data/templates.h>
 #include <mmtune/eval/task.h>
-#include <mmtune/train/lm_loss.h>
+#include <mmtune/runtime/lm_loss.h>
 #include <mmtune/core/terminal.h>
 
 #include <algorithm>
@@ -123,8 +123,8 @@ std::vector<std::string> gather_records(const EvalEnv& env, const std::vector<st
   return out;
 }
 
-generate::SamplingOptions sampling_options(const config::GenerationConfig& g, int64_t batch) {
-  generate::SamplingOptions o;
+runtime::SamplingOptions sampling_options(const config::GenerationConfig& g, int64_t batch) {
+  runtime::SamplingOptions o;
   o.max_new_tokens = g.max_new_tokens;
   o.temperature = g.temperature;
   o.top_p = g.top_p;
@@ -136,21 +136,21 @@ generate::SamplingOptions sampling_options(const config::GenerationConfig& g, in
   return o;
 }
 
-std::vector<generate::Generation> generate_answers(const EvalEnv& env, std::vector<data::Example> examples,
+std::vector<runtime::Generation> generate_answers(const EvalEnv& env, std::vector<data::Example> examples,
                                                    int64_t batch) {
   if (!env.built || !env.tok) throw Error("generate_answers: the task needs a model");
   for (auto& e : examples) e.answer.clear();
   std::vector<std::string> skipped;
   const auto b = data::collate(examples, *env.tok, env.layout, data::collate_options(env.cfg.data, env.cfg.vision),
                                &skipped);
-  std::vector<generate::Generation> gens;
+  std::vector<runtime::Generation> gens;
   if (b.size() > 0)
-    gens = generate::generate(*env.built->model, *env.tok, train::model_input(b, env.device),
+    gens = runtime::generate(*env.built->model, *env.tok, runtime::model_input(b, env.device),
                               sampling_options(env.cfg.eval.generation, batch));
   // rows collate dropped (data.on_bad_sample: skip) come back empty, marked "skipped"
   std::map<std::string, size_t> row;
   for (size_t i = 0; i < b.ids.size(); ++i) row[b.ids[i]] = i;
-  std::vector<generate::Generation> out(examples.size());
+  std::vector<runtime::Generation> out(examples.size());
   for (size_t i = 0; i < examples.size(); ++i) {
     auto it = row.find(examples[i].id);
     if (it != row.end()) out[i] = gens[it->second];

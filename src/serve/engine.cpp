@@ -2,7 +2,7 @@
 #include <mmtune/core/clock.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
-#include <mmtune/generate/stop_strings.h>
+#include <mmtune/runtime/stop_strings.h>
 #include <mmtune/serve/engine.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -61,9 +61,9 @@ torch::Tensor place(const torch::Tensor& old, int64_t start, int64_t old_len, co
 
 struct Engine::Row {
   std::shared_ptr<RequestStream> stream;
-  generate::SamplingOptions opt;
+  runtime::SamplingOptions opt;
   at::Generator gen;
-  model::StreamDecoder decoder;
+  text::StreamDecoder decoder;
   std::vector<int64_t> tokens;  // sampled ids, EOS excluded
   int64_t sampled = 0;          // ids sampled (EOS included)
   int64_t next = 0;             // the id the next decode step feeds
@@ -72,7 +72,7 @@ struct Engine::Row {
   size_t emitted = 0;
   bool done = false;
 
-  Row(const model::Tokenizer& tok, generate::SamplingOptions o)
+  Row(const text::Tokenizer& tok, runtime::SamplingOptions o)
       : opt(std::move(o)), gen(at::make_generator<at::CPUGeneratorImpl>(opt.seed)), decoder(tok) {}
 
   void emit(size_t end) {
@@ -85,7 +85,7 @@ struct Engine::Row {
   }
   void finish(std::string reason) {
     text += decoder.flush();
-    if (size_t cut = generate::find_stop(text, opt.stop); cut != std::string::npos) {
+    if (size_t cut = runtime::find_stop(text, opt.stop); cut != std::string::npos) {
       text.resize(cut);
       reason = "stop";
     }
@@ -108,7 +108,7 @@ struct Engine::Row {
     }
     tokens.push_back(id);
     text += decoder.push(id);
-    if (size_t cut = generate::find_stop(text, opt.stop); cut != std::string::npos) {
+    if (size_t cut = runtime::find_stop(text, opt.stop); cut != std::string::npos) {
       text.resize(cut);
       finish("stop");
       return true;
@@ -117,7 +117,7 @@ struct Engine::Row {
       finish("length");
       return true;
     }
-    emit(generate::stop_safe_end(text, opt.stop));
+    emit(runtime::stop_safe_end(text, opt.stop));
     return false;
   }
 };
@@ -202,7 +202,7 @@ struct Engine::Group {
   }
 };
 
-Engine::Engine(model::MultimodalLM model, const model::Tokenizer& tok, EngineOptions options)
+Engine::Engine(model::MultimodalLM model, const text::Tokenizer& tok, EngineOptions options)
     : model_(std::move(model)), tok_(tok), options_(options) {
   has_workflows_ = adapters::workflow_names(model_->llm()).size() > 1;
   thread_ = std::thread([this] { loop(); });
@@ -256,7 +256,7 @@ void Engine::admit(Pending& p) {
     row->stream = p.stream;
     row->prompt_tokens = solo.length;
     for (int64_t id : r.primes) row->decoder.push(id);
-    const int64_t id = generate::sample_next(logits, row->opt, row->gen, torch::Tensor()).item<int64_t>();
+    const int64_t id = runtime::sample_next(logits, row->opt, row->gen, torch::Tensor()).item<int64_t>();
     if (row->take(id, tok_.eos_id())) return;
     const int64_t prefix = solo.length - T;
     Group* g = nullptr;
@@ -313,7 +313,7 @@ void Engine::step(Group& g) {
     } else {
       const torch::Tensor seen =
           torch::tensor(r.tokens, torch::kLong).view({1, static_cast<int64_t>(r.tokens.size())}).to(dev);  // [1, N]
-      id = generate::sample_next(logits.narrow(0, b, 1), r.opt, r.gen, seen).item<int64_t>();
+      id = runtime::sample_next(logits.narrow(0, b, 1), r.opt, r.gen, seen).item<int64_t>();
     }
     if (r.take(id, tok_.eos_id())) --active_;
   }

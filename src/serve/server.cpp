@@ -4,12 +4,12 @@
 #include <mmtune/core/signals.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/data/collate.h>
-#include <mmtune/generate/chat.h>
-#include <mmtune/generate/generator.h>
+#include <mmtune/runtime/conversation.h>
+#include <mmtune/runtime/generator.h>
 #include <mmtune/serve/engine.h>
 #include <mmtune/serve/openai_api.h>
 #include <mmtune/serve/server.h>
-#include <mmtune/train/lm_loss.h>
+#include <mmtune/runtime/lm_loss.h>
 
 #include <httplib.h>
 #include <unistd.h>
@@ -53,7 +53,7 @@ class Api {
     templ_ = data::parse_template(served_.cfg.data.template_name);
     tmp_ = fs::temp_directory_path() / ("mmtune-serve-" + std::to_string(::getpid()));
     fs::create_directories(tmp_);
-    prefix_ = generate::prefix_positions(*served_.model, served_.tokenizer->bos_id());
+    prefix_ = runtime::prefix_positions(*served_.model, served_.tokenizer->bos_id());
   }
   ~Api() {
     std::error_code ec;
@@ -72,9 +72,9 @@ class Api {
     return served_.workflows ? id : "";
   }
 
-  generate::SamplingOptions sampling(const RequestSampling& r) const {
+  runtime::SamplingOptions sampling(const RequestSampling& r) const {
     const auto& g = served_.cfg.chat.generation;
-    generate::SamplingOptions s;
+    runtime::SamplingOptions s;
     s.max_new_tokens = r.max_tokens.value_or(g.max_new_tokens);
     s.temperature = r.temperature.value_or(g.temperature);
     s.top_p = r.top_p.value_or(g.top_p);
@@ -125,8 +125,8 @@ class Api {
     out.workflow = workflow_of(r.model);
     out.request.workflow = out.workflow;
     out.request.sampling = sampling(r.sampling);
-    for (auto& s : generate::template_stops(templ_)) out.request.sampling.stop.push_back(s);
-    generate::ChatOptions o;
+    for (auto& s : runtime::template_stops(templ_)) out.request.sampling.stop.push_back(s);
+    runtime::ChatOptions o;
     o.templ = templ_;
     o.system = served_.cfg.chat.system;
     o.layout = served_.layout;
@@ -157,7 +157,7 @@ class Api {
     if (has_image && !served_.model->has_vision()) throw ApiError(400, "this model has no vision tower: send text only", "messages");
     if (has_image && served_.workflows && out.workflow == "text")
       throw ApiError(400, "the 'text' workflow cannot see pictures: pick an image workflow", "model");
-    generate::ChatSession session(*served_.tokenizer, o);
+    runtime::ChatSession session(*served_.tokenizer, o);
     bool owned = false;
     std::string file;
     struct Cleanup {
@@ -175,7 +175,7 @@ class Api {
       session.commit(exchanges[i].first, exchanges[i].second);
     }
     if (has_image && image_turn == static_cast<int64_t>(exchanges.size())) session.set_image(file);
-    generate::ChatTurn turn;
+    runtime::ChatTurn turn;
     try {
       turn = session.prepare(user);
     } catch (const UsageError& e) {
@@ -194,8 +194,8 @@ class Api {
     } catch (const Error& e) {
       throw ApiError(400, std::string("the image cannot be used: ") + e.what(), "messages");
     }
-    out.request.input = train::model_input(batch, torch::kCPU);
-    out.request.primes = generate::prompt_text_ids(out.request.input).front();
+    out.request.input = runtime::model_input(batch, torch::kCPU);
+    out.request.primes = runtime::prompt_text_ids(out.request.input).front();
     return out;
   }
 
@@ -234,7 +234,7 @@ class Api {
 struct TextSink {
   explicit TextSink(bool chat) : chat(chat) {}
   bool chat;
-  generate::StreamFilter filter{{}};
+  runtime::StreamFilter filter{{}};
   std::string raw;
   std::string push(const std::string& piece) {
     if (chat) return filter.push(piece);

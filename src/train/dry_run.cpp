@@ -1,4 +1,4 @@
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/sizes.h>
@@ -57,10 +57,10 @@ void count(const torch::nn::Module& m, const std::string& prefix, std::map<std::
 
 DryRun dry_run(const config::RunConfig& cfg) {
   DryRun d;
-  d.llm = llm_shape(cfg.model).describe();
-  if (auto vc = vision_shape(cfg.vision))
+  d.llm = runtime::llm_shape(cfg.model).describe();
+  if (auto vc = runtime::vision_shape(cfg.vision))
     d.vision = cat("ViT L=", vc->num_layers, " W=", vc->hidden_size, " ", vc->image_size, "px/", vc->patch_size);
-  const BuiltModel built = build_model(cfg, Weights::kMeta);
+  const runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kMeta);
   std::map<std::string, ParamGroup> groups;
   std::map<std::string, std::set<std::string>> instances;
   count(*built.model, "", groups, instances, d);

@@ -5,7 +5,7 @@
 namespace mmtune::train {
 namespace {
 
-[[noreturn]] void rethrow_collective(const ProcessGroup& pg, const std::string& what,
+[[noreturn]] void rethrow_collective(const runtime::ProcessGroup& pg, const std::string& what,
                                      const std::exception& e) {
   std::string msg = e.what();
   if (auto* c = dynamic_cast<const c10::Error*>(&e)) msg = c->what_without_backtrace();
@@ -18,7 +18,7 @@ namespace {
 
 }  // namespace
 
-void all_reduce_sum_checked(ProcessGroup& pg, torch::Tensor& t, const std::string& what) {
+void all_reduce_sum_checked(runtime::ProcessGroup& pg, torch::Tensor& t, const std::string& what) {
   try {
     pg.all_reduce_sum_(t);
   } catch (const Error&) {
@@ -28,7 +28,7 @@ void all_reduce_sum_checked(ProcessGroup& pg, torch::Tensor& t, const std::strin
   }
 }
 
-void broadcast_checked(ProcessGroup& pg, torch::Tensor& t, int root, const std::string& what) {
+void broadcast_checked(runtime::ProcessGroup& pg, torch::Tensor& t, int root, const std::string& what) {
   try {
     pg.broadcast_(t, root);
   } catch (const Error&) {
@@ -38,7 +38,7 @@ void broadcast_checked(ProcessGroup& pg, torch::Tensor& t, int root, const std::
   }
 }
 
-GradSync::GradSync(ProcessGroup* pg, NamedTensors params, int64_t bucket_bytes)
+GradSync::GradSync(runtime::ProcessGroup* pg, runtime::NamedTensors params, int64_t bucket_bytes)
     : pg_(pg), params_(std::move(params)) {
   if (!active()) return;
   Bucket cur;

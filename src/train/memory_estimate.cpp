@@ -5,7 +5,7 @@
 #include <mmtune/model/clip_vit.h>
 #include <mmtune/model/llama.h>
 #include <mmtune/model/quantize.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 
 #include <algorithm>
 #include <iomanip>
@@ -89,7 +89,7 @@ MemoryEstimate estimate_one(const config::RunConfig& cfg, int64_t baseline) {
   MemoryEstimate e;
   e.dtype = cfg.dtype;
   e.quantize = cfg.model.quantize;
-  const BuiltModel built = build_model(cfg, Weights::kMeta);
+  const runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kMeta);
   const auto& m = *built.model;
   const int64_t act = bytes_of(cfg.dtype);  // the frozen weights' dtype is the activations'
   e.baseline = baseline;

@@ -23,7 +23,7 @@ bool exempt_from_weight_decay(const std::string& name, const torch::Tensor& t) {
   return bias || t.dim() <= 1;
 }
 
-AdamW::AdamW(NamedTensors params, AdamWOptions options) : params_(std::move(params)), o_(options) {
+AdamW::AdamW(runtime::NamedTensors params, AdamWOptions options) : params_(std::move(params)), o_(options) {
   std::set<std::string> seen;
   for (const auto& [name, p] : params_) {
     if (!seen.insert(name).second)
@@ -83,8 +83,8 @@ int64_t AdamW::steps_of(const std::string& name) const {
   throw Error("no trainable parameter named '" + name + "'");
 }
 
-NamedTensors AdamW::state_tensors() const {
-  NamedTensors out;
+runtime::NamedTensors AdamW::state_tensors() const {
+  runtime::NamedTensors out;
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::string& name = params_[i].first;
     out.emplace_back("exp_avg." + name, slots_[i].exp_avg.detach().to(torch::kCPU).clone());
@@ -147,7 +147,7 @@ void AdamW::load_state_tensors(const std::map<std::string, torch::Tensor>& state
   }
 }
 
-double clip_grad_norm(const NamedTensors& params, double max_norm) {
+double clip_grad_norm(const runtime::NamedTensors& params, double max_norm) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> norms;
   for (const auto& [name, p] : params) {

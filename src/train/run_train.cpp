@@ -6,13 +6,13 @@
 #include <mmtune/data/collate.h>
 #include <mmtune/data/dataset.h>
 #include <mmtune/data/loader.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 #include <mmtune/model/weights.h>
 #include <mmtune/train/checkpointing_fn.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
-#include <mmtune/train/distributed.h>
-#include <mmtune/train/multimodal_task.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
+#include <mmtune/runtime/distributed.h>
+#include <mmtune/runtime/multimodal_task.h>
 #include <mmtune/train/run_train.h>
 
 #include <chrono>
@@ -22,9 +22,9 @@ namespace mmtune::train {
 namespace {
 
 /// Passes batches through and counts what the data layer reports on them.
-class CountingSource : public BatchSource {
+class CountingSource : public runtime::BatchSource {
  public:
-  explicit CountingSource(LoaderSource& inner) : inner_(inner) {}
+  explicit CountingSource(runtime::LoaderSource& inner) : inner_(inner) {}
   std::optional<data::Batch> next() override {
     auto b = inner_.next();
     if (b && b->truncated > 0) {
@@ -45,7 +45,7 @@ class CountingSource : public BatchSource {
   int64_t skipped() const { return skipped_before_seek_ + inner_.skipped(); }
 
  private:
-  LoaderSource& inner_;
+  runtime::LoaderSource& inner_;
   int64_t truncated_ = 0, skipped_before_seek_ = 0;
 };
 
@@ -83,9 +83,9 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
     dir_lock.emplace(cfg.output_dir);
     config::claim_run_dir(cfg.output_dir, !options.resume.empty(), options.overwrite);
   }
-  std::unique_ptr<ProcessGroup> pg;
+  std::unique_ptr<runtime::ProcessGroup> pg;
   if (env.launched && env.world_size > 1)
-    pg = ProcessGroup::create(env, cfg.dist.backend, device.is_cuda(), std::chrono::seconds(cfg.dist.timeout_s));
+    pg = runtime::ProcessGroup::create(env, cfg.dist.backend, device.is_cuda(), std::chrono::seconds(cfg.dist.timeout_s));
   const int rank = pg ? pg->rank() : 0, world = pg ? pg->size() : 1;
   config::prepare_run_dir(cfg, rank);
 
@@ -95,16 +95,16 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
                         "not supported with adapter.family: mole (its balancing statistics flow across blocks)",
                         "set train.activation_checkpointing: false"}});
   // rows of data.max_length positions must fit the model's RoPE context (generation checks its own)
-  const int64_t context = llm_shape(cfg.model).max_position_embeddings;
+  const int64_t context = runtime::llm_shape(cfg.model).max_position_embeddings;
   if (cfg.data.max_length > context)
     throw ConfigError({{"", "data.max_length",
                         cat("is ", cfg.data.max_length, ", more than the model's context of ", context,
                             " positions (max_position_embeddings in ", cfg.model.path, "/config.json)"),
                         cat("set data.max_length <= ", context)}});
-  BuiltModel built = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
   if (cfg.train.activation_checkpointing) enable_activation_checkpointing(*built.model);
   const std::string tok_path = cfg.model.tokenizer.empty() ? cfg.model.path : cfg.model.tokenizer;
-  std::shared_ptr<const model::Tokenizer> tok = model::load_tokenizer(tok_path);
+  std::shared_ptr<const text::Tokenizer> tok = text::load_tokenizer(tok_path);
 
   const data::SequenceLayout layout = sequence_layout(cfg, built);
   auto split = data::read_split(cfg.data, layout, cfg.data.train_split);
@@ -116,30 +116,30 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
 
   const auto opts = loader_options(cfg, rank, world, /*training=*/true);
   auto examples = std::make_shared<const std::vector<data::Example>>(std::move(split.examples));
-  LoaderSource loader([examples, tok, layout, opts](data::LoaderPosition pos) {
+  runtime::LoaderSource loader([examples, tok, layout, opts](data::LoaderPosition pos) {
     return std::make_unique<data::DataLoader>(*examples, tok, layout, opts, pos);
   });
   CountingSource source(loader);
 
-  std::unique_ptr<LoaderSource> val;
+  std::unique_ptr<runtime::LoaderSource> val;
   std::shared_ptr<const std::vector<data::Example>> val_examples;
   if (cfg.train.eval_every > 0) {
     auto v = data::read_split(cfg.data, layout, cfg.data.val_split);
     if (v.examples.empty()) throw DataError(v.source, "no validation samples", "set train.eval_every: 0 or data.val_split");
     val_examples = std::make_shared<const std::vector<data::Example>>(std::move(v.examples));
     const auto vopts = loader_options(cfg, rank, world, /*training=*/false);
-    val = std::make_unique<LoaderSource>([val_examples, tok, layout, vopts](data::LoaderPosition pos) {
+    val = std::make_unique<runtime::LoaderSource>([val_examples, tok, layout, vopts](data::LoaderPosition pos) {
       return std::make_unique<data::DataLoader>(*val_examples, tok, layout, vopts, pos);
     });
   }
 
-  MultimodalTask task(built, device);
+  runtime::MultimodalTask task(built, device);
   TrainerHooks hooks;
-  hooks.adapter_config_json = [&cfg, &built] { return adapter_config_json(cfg, built); };
+  hooks.adapter_config_json = [&cfg, &built] { return runtime::adapter_config_json(cfg, built); };
   Trainer trainer(task, source, cfg, pg.get(), hooks);
   if (val) trainer.set_validation(val.get());
   if (!options.resume.empty()) {
-    const std::string dir = resolve_checkpoint(cfg.output_dir, options.resume);
+    const std::string dir = runtime::resolve_checkpoint(cfg.output_dir, options.resume);
     log::info() << "resuming from " << dir;
     trainer.resume(dir);
   }

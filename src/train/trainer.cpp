@@ -11,7 +11,7 @@
 #include <mmtune/core/logging.h>
 #include <mmtune/core/signals.h>
 #include <mmtune/core/strings.h>
-#include <mmtune/train/adapter_checkpoint.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
 #include <mmtune/train/autocast.h>
 #include <mmtune/train/trainer.h>
 
@@ -27,9 +27,9 @@ std::string rank_suffix(int r) {
   return cat(".rank", r);
 }
 
-/// Adds one micro-batch's StepLoss::stats to the flattened sums; the first one (`first`) fixes the
+/// Adds one micro-batch's runtime::StepLoss::stats to the flattened sums; the first one (`first`) fixes the
 /// names and lengths, the later ones must match them.
-void accumulate_stats(const NamedTensors& stats, bool first, std::vector<std::string>& names,
+void accumulate_stats(const runtime::NamedTensors& stats, bool first, std::vector<std::string>& names,
                       std::vector<size_t>& at, std::vector<double>& sum) {
   if (first) {
     for (const auto& [name, t] : stats) {
@@ -52,7 +52,7 @@ void accumulate_stats(const NamedTensors& stats, bool first, std::vector<std::st
 
 }  // namespace
 
-Trainer::Trainer(TrainTask& task, BatchSource& data, const config::RunConfig& cfg, ProcessGroup* pg,
+Trainer::Trainer(runtime::TrainTask& task, runtime::BatchSource& data, const config::RunConfig& cfg, runtime::ProcessGroup* pg,
                  TrainerHooks hooks)
     : task_(task), data_(data), cfg_(cfg), pg_(pg), hooks_(std::move(hooks)) {
   const auto& t = cfg.train;
@@ -79,7 +79,7 @@ Trainer::Trainer(TrainTask& task, BatchSource& data, const config::RunConfig& cf
   sync_ = std::make_unique<GradSync>(pg_, params_);
   const int64_t bpe = data_.batches_per_epoch();
   state_.schedule =
-      LrSchedule::from_config(t, bpe, accumulation_);  // throws when an epoch < one step
+      runtime::LrSchedule::from_config(t, bpe, accumulation_);  // throws when an epoch < one step
   steps_per_epoch_ = bpe / accumulation_;
   total_steps_ = t.epochs * steps_per_epoch_;
   if (t.max_steps > 0) total_steps_ = std::min(total_steps_, t.max_steps);
@@ -93,7 +93,7 @@ Trainer::Trainer(TrainTask& task, BatchSource& data, const config::RunConfig& cf
 }
 
 void Trainer::resume(const std::string& checkpoint_dir) {
-  Checkpoint c = load_checkpoint(checkpoint_dir);
+  runtime::Checkpoint c = runtime::load_checkpoint(checkpoint_dir);
   // Weights: exactly the trainable set, with the same shapes.
   std::map<std::string, torch::Tensor> saved(c.weights.begin(), c.weights.end());
   std::vector<std::string> problems;
@@ -111,7 +111,7 @@ void Trainer::resume(const std::string& checkpoint_dir) {
   }
   if (!problems.empty()) {
     throw CheckpointError(
-        checkpoint_dir + "/" + kAdapterWeightsFile,
+        checkpoint_dir + "/" + runtime::kAdapterWeightsFile,
         cat("the weights do not fit the trainable parameters (", problems.size(), " problems: ",
             join(std::vector<std::string>(problems.begin(),
                                           problems.begin() + std::min<size_t>(problems.size(), 8)),
@@ -123,8 +123,8 @@ void Trainer::resume(const std::string& checkpoint_dir) {
     torch::NoGradGuard no_grad;
     for (auto& [name, p] : params_) p.copy_(saved.at(name));
   }
-  optim_->load_state_tensors(c.tensors, checkpoint_dir + "/" + kTrainerStateTensorsFile);
-  const TrainerState& s = c.state;
+  optim_->load_state_tensors(c.tensors, checkpoint_dir + "/" + runtime::kTrainerStateTensorsFile);
+  const runtime::TrainerState& s = c.state;
   if (s.global_batch_size != cfg_.train.global_batch_size) {
     throw CheckpointError(
         checkpoint_dir,
@@ -138,15 +138,15 @@ void Trainer::resume(const std::string& checkpoint_dir) {
                 << ": the steps see the same samples, but the losses will not be bitwise those "
                    "of the original run";
   }
-  const LrSchedule& now = state_.schedule;
+  const runtime::LrSchedule& now = state_.schedule;
   if (s.schedule.lr != now.lr || s.schedule.min_lr != now.min_lr ||
       s.schedule.warmup_epochs != now.warmup_epochs ||
       s.schedule.total_epochs != now.total_epochs || s.schedule.cosine != now.cosine) {
     log::warn() << "the learning-rate schedule differs from the checkpoint's (the config "
                    "changed): continuing with the new one";
   }
-  if (auto latest = find_latest_checkpoint(cfg_.output_dir);
-      latest && checkpoint_step(*latest) > s.step) {
+  if (auto latest = runtime::find_latest_checkpoint(cfg_.output_dir);
+      latest && runtime::checkpoint_step(*latest) > s.step) {
     log::warn() << *latest << " is later than the checkpoint resumed from; the checkpoints "
                 << "this run writes will replace or prune it";
   }
@@ -156,7 +156,7 @@ void Trainer::resume(const std::string& checkpoint_dir) {
   state_.lr = s.lr;
   // The position in this run's micro-batches: whole steps of the saved run, times our accumulation.
   state_.position = {s.position.epoch, s.position.batch / s.accumulation * accumulation_};
-  if (!restore_rng_state(c.tensors, rank_suffix(rank_))) {
+  if (!runtime::restore_rng_state(c.tensors, rank_suffix(rank_))) {
     torch::manual_seed(static_cast<uint64_t>(cfg_.seed) + static_cast<uint64_t>(rank_) +
                        static_cast<uint64_t>(s.step));
     log::warn() << "checkpoint has no RNG state for rank " << rank_ << ": reseeded";
@@ -209,14 +209,14 @@ StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double
   double loss_sum = 0.0;
   std::vector<std::string> aux_names;
   std::vector<double> aux_sum;
-  // StepLoss::stats, flattened in order: name i covers stat_sum[stat_at[i], stat_at[i + 1])
+  // runtime::StepLoss::stats, flattened in order: name i covers stat_sum[stat_at[i], stat_at[i + 1])
   std::vector<std::string> stat_names;
   std::vector<size_t> stat_at{0};
   std::vector<double> stat_sum;
   double stat_micro = 0.0;  // micro-batches that reported their stats
   for (auto& b : micro) {
     if (b.size() == 0) continue;  // every sample of it was skipped by the loader
-    StepLoss sl;
+    runtime::StepLoss sl;
     {
       AutocastScope autocast(bf16, device_.type());
       sl = task_.forward(b);
@@ -305,7 +305,7 @@ double Trainer::validation_loss() {
 
 std::string Trainer::save() {
   // Every rank's RNG state goes into rank 0's file: gather by summing zero-padded rows.
-  NamedTensors rng = capture_rng_state();
+  runtime::NamedTensors rng = runtime::capture_rng_state();
   std::map<std::string, torch::Tensor> tensors;
   for (auto& [name, st] : rng) {
     torch::Tensor rows = torch::zeros({world_, st.numel()}, torch::kInt32);
@@ -322,13 +322,13 @@ std::string Trainer::save() {
     last_saved_step_ = state_.step;
     return {};
   }
-  Checkpoint c;
+  runtime::Checkpoint c;
   c.state = state_;
   for (const auto& [name, p] : params_) c.weights.emplace_back(name, p.detach());
   for (auto& [name, t] : optim_->state_tensors()) tensors[name] = t;
   c.tensors = std::move(tensors);
   if (hooks_.adapter_config_json) c.adapter_config_json = hooks_.adapter_config_json();
-  last_checkpoint_ = save_checkpoint(cfg_.output_dir, c, cfg_.train.keep_last);
+  last_checkpoint_ = runtime::save_checkpoint(cfg_.output_dir, c, cfg_.train.keep_last);
   last_saved_step_ = state_.step;
   log::info() << "saved " << last_checkpoint_;
   return last_checkpoint_;
@@ -344,7 +344,7 @@ TrainResult Trainer::train() {
   std::unique_ptr<MetricsLog> metrics;
   std::unique_ptr<Progress> progress;
   if (is_rank0()) {
-    remove_stale_checkpoint_temps(cfg_.output_dir);
+    runtime::remove_stale_checkpoint_temps(cfg_.output_dir);
     metrics = std::make_unique<MetricsLog>(
         (std::filesystem::path(cfg_.output_dir) / kMetricsFile).string(),
         resumed_ ? state_.step : -1);
@@ -362,7 +362,7 @@ TrainResult Trainer::train() {
     // The LR of a step comes from where its first micro-batch sits (LaVIN's
     // data_iter_step / len(data_loader) + epoch).
     const data::LoaderPosition first = take_step_batches(micro);
-    const double epoch = fractional_epoch(first.epoch, first.batch, data_.batches_per_epoch());
+    const double epoch = runtime::fractional_epoch(first.epoch, first.batch, data_.batches_per_epoch());
     const double lr = state_.schedule.at(epoch);
     int64_t supervised = 0, tokens = 0, samples = 0;
     for (const auto& b : micro)
@@ -387,7 +387,7 @@ TrainResult Trainer::train() {
     drain_epoch_if_short();
     state_.position = data_.position();
     state_.epoch =
-        fractional_epoch(state_.position.epoch, state_.position.batch, data_.batches_per_epoch());
+        runtime::fractional_epoch(state_.position.epoch, state_.position.batch, data_.batches_per_epoch());
     m.step = state_.step;
     m.epoch = state_.epoch;
     m.supervised_tokens = static_cast<int64_t>(counts[0]);

@@ -1,8 +1,8 @@
 // libFuzzer target: an mmtune adapter directory (adapter_config.json, then after the separator
 // adapter_model.safetensors) loaded as eval, chat and serve load --checkpoint: the architecture
-// overrides recorded in adapter_config.json go through the config checks (train::adapter_overrides
+// overrides recorded in adapter_config.json go through the config checks (runtime::adapter_overrides
 // -> config::load_config), the model is built from the tiny LaVIN checkpoints, then
-// train::load_adapter fills it. The recorded sizes are attacker-controlled: a config that passes
+// runtime::load_adapter fills it. The recorded sizes are attacker-controlled: a config that passes
 // must not allocate beyond -malloc_limit_mb. MMTUNE_FUZZ_TINY: the tiny checkpoints' directory.
 #include <cstdlib>
 #include <filesystem>
@@ -12,8 +12,8 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 
 #include "fuzz_base_config.h"
 
@@ -35,15 +35,15 @@ std::string read_all(const std::string& path) {
 }  // namespace
 
 // MMTUNE_FUZZ_SEED_OUT=FILE: write one valid input (the tiny LaVIN model's fresh adapter, as
-// train::save_adapter writes it) to FILE and exit; scripts/fuzz.sh seeds the corpus with it.
+// runtime::save_adapter writes it) to FILE and exit; scripts/fuzz.sh seeds the corpus with it.
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   using namespace mmtune;
   const char* out = std::getenv("MMTUNE_FUZZ_SEED_OUT");
   if (!out) return 0;
   const auto cfg = config::load_config(base_config(), {}, adapters::builtin_adapters());
-  const auto built = train::build_model(cfg, train::Weights::kLoad);
+  const auto built = runtime::build_model(cfg, runtime::Weights::kLoad);
   const std::string dir = fuzz::scratch_dir() + "/seed";
-  train::save_adapter(dir, cfg, built);
+  runtime::save_adapter(dir, cfg, built);
   std::ofstream f(out, std::ios::binary);
   f << read_all(dir + "/adapter_config.json") << fuzz::kSeparator << read_all(dir + "/adapter_model.safetensors");
   std::exit(f.good() ? 0 : 1);
@@ -58,8 +58,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::write_file("adapter/adapter_model.safetensors", parts[1]);
   const std::string dir = fuzz::scratch_dir() + "/adapter";
   try {
-    const auto cfg = config::load_config(config_path, train::adapter_overrides(dir), adapters::builtin_adapters());
-    train::load_adapter(dir, cfg, fuzz::built_model(cfg));
+    const auto cfg = config::load_config(config_path, runtime::adapter_overrides(dir), adapters::builtin_adapters());
+    runtime::load_adapter(dir, cfg, fuzz::built_model(cfg));
   } catch (const Error&) {
   }
   return 0;

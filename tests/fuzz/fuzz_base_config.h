@@ -13,7 +13,7 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 
 #include <torch/torch.h>
 
@@ -41,15 +41,15 @@ inline std::string base_config(std::string yaml) {
 /// (most do: building it from the tiny checkpoints dominated these targets, ~60 inputs/s) and reset
 /// to its freshly built values on every call, so what one input loaded never reaches the next and a
 /// finding reproduces from its input alone.
-inline train::BuiltModel& built_model(const config::RunConfig& cfg) {
+inline runtime::BuiltModel& built_model(const config::RunConfig& cfg) {
   static std::string key;
-  static std::optional<train::BuiltModel> built;
+  static std::optional<runtime::BuiltModel> built;
   static std::map<std::string, torch::Tensor> fresh;  // every parameter and buffer as built
   std::string k = config::to_yaml(cfg);
   if (!built || k != key) {
     built.reset();
     fresh.clear();
-    built.emplace(train::build_model(cfg, train::Weights::kLoad));
+    built.emplace(runtime::build_model(cfg, runtime::Weights::kLoad));
     key = std::move(k);
     for (const auto& p : built->model->named_parameters()) fresh[p.key()] = p.value().detach().clone();
     for (const auto& b : built->model->named_buffers()) fresh["buffer:" + b.key()] = b.value().detach().clone();

@@ -9,7 +9,7 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 
 #include "fuzz_base_config.h"
 

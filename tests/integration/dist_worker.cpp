@@ -22,7 +22,7 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
 #include <mmtune/io/safetensors.h>
-#include <mmtune/train/distributed.h>
+#include <mmtune/runtime/distributed.h>
 #include <mmtune/train/grad_sync.h>
 #include <mmtune/train/trainer.h>
 
@@ -36,7 +36,7 @@ std::chrono::milliseconds test_timeout() {
 
 int run_collectives() {
   const DistEnv env = DistEnv::from_env();
-  auto pg = train::ProcessGroup::create(env, "gloo", false, test_timeout());
+  auto pg = runtime::ProcessGroup::create(env, "gloo", false, test_timeout());
   const int r = pg->rank(), w = pg->size();
   // rank r contributes (r+1) * [1, 10, 100]: the sum is w(w+1)/2 * [1, 10, 100]
   torch::Tensor t = torch::tensor({1.0f, 10.0f, 100.0f}) * static_cast<float>(r + 1);
@@ -64,12 +64,12 @@ bool check(bool ok, int rank, const std::string& what) {
 
 int run_grad_sync() {
   const DistEnv env = DistEnv::from_env();
-  auto pg = train::ProcessGroup::create(env, "gloo", false, test_timeout());
+  auto pg = runtime::ProcessGroup::create(env, "gloo", false, test_timeout());
   const int r = pg->rank(), w = pg->size();
   auto ramp = [](int64_t n, double k) { return torch::arange(n, torch::kFloat32) * k + 1.0; };
   // 3 fp32 tensors, an fp64 one (its own bucket), one whose gradient exists on the last rank only,
   // one without any gradient; 32-byte buckets force one collective per tensor or two.
-  train::NamedTensors params{{"a", torch::full({5}, static_cast<float>(r))},
+  runtime::NamedTensors params{{"a", torch::full({5}, static_cast<float>(r))},
                              {"b", torch::full({2, 3}, static_cast<float>(r))},
                              {"c", torch::full({4}, static_cast<float>(r))},
                              {"d", torch::full({3}, static_cast<double>(r), torch::kFloat64)},
@@ -119,8 +119,8 @@ int run_grad_sync() {
 // tensors of 4096 x 8 / 8 x 4096 shapes and a few vectors; spec §1.7). Prints ms per step.
 int run_bench_grad_sync() {
   const DistEnv env = DistEnv::from_env();
-  auto pg = train::ProcessGroup::create(env, "gloo", false, test_timeout());
-  train::NamedTensors params;
+  auto pg = runtime::ProcessGroup::create(env, "gloo", false, test_timeout());
+  runtime::NamedTensors params;
   int64_t total = 0;
   for (int i = 0; total < 3781296; ++i) {
     const std::vector<int64_t> shape =
@@ -169,7 +169,7 @@ data::Batch toy_batch(const std::vector<int64_t>& idx) {
   return out;
 }
 
-class ToySource : public train::BatchSource {
+class ToySource : public runtime::BatchSource {
  public:
   ToySource(int64_t n, int64_t micro, int64_t rank, int64_t world)
       : sampler_(n, data::SamplerOptions{micro, 7, true, true, rank, world}) {}
@@ -192,7 +192,7 @@ class ToySource : public train::BatchSource {
   int64_t plan_epoch_ = -1;
 };
 
-class ToyTask : public train::TrainTask {
+class ToyTask : public runtime::TrainTask {
  public:
   // dtype kFloat64 runs the same task in float64 (the fp32 values cast: the numerical checks)
   ToyTask(double dropout, torch::Dtype dtype) : dropout_(dropout) {
@@ -206,15 +206,15 @@ class ToyTask : public train::TrainTask {
              .set_requires_grad(true);
     b_ = torch::zeros({kVocab}, dtype).set_requires_grad(true);
   }
-  train::NamedTensors trainable_parameters() override {
+  runtime::NamedTensors trainable_parameters() override {
     return {{"emb.weight", emb_}, {"head.weight", w_}, {"head.bias", b_}};
   }
-  train::StepLoss forward(const data::Batch& batch) override {
+  runtime::StepLoss forward(const data::Batch& batch) override {
     const int64_t b = batch.size(), t = batch.tokens.size(1);
     torch::Tensor h = emb_.index_select(0, batch.tokens.reshape(-1)).view({b, t, kDim});
     h = torch::dropout(h, dropout_, training_);
     const torch::Tensor logits = h.matmul(w_.t()) + b_;
-    train::StepLoss out;
+    runtime::StepLoss out;
     out.loss_sum = torch::nn::functional::cross_entropy(
         logits.slice(1, 0, t - 1).reshape({-1, kVocab}), batch.labels.slice(1, 1).reshape(-1),
         torch::nn::functional::CrossEntropyFuncOptions()
@@ -245,8 +245,8 @@ int run_train(const std::vector<std::string>& args) {
   }
   if (!kv.count("out")) throw UsageError("train mode needs out=<dir>");
   const DistEnv env = DistEnv::from_env();
-  std::unique_ptr<train::ProcessGroup> pg;
-  if (env.launched) pg = train::ProcessGroup::create(env, "gloo", false, test_timeout());
+  std::unique_ptr<runtime::ProcessGroup> pg;
+  if (env.launched) pg = runtime::ProcessGroup::create(env, "gloo", false, test_timeout());
   const int rank = pg ? pg->rank() : 0, world = pg ? pg->size() : 1;
   log::init(log::Level::kInfo, rank, world);
   config::RunConfig cfg;
@@ -272,7 +272,7 @@ int run_train(const std::vector<std::string>& args) {
   hooks.adapter_config_json = [] { return std::string("{\"family\": \"toy\"}\n"); };
   train::Trainer trainer(task, src, cfg, pg.get(), hooks);
   if (!kv["resume"].empty())
-    trainer.resume(train::resolve_checkpoint(cfg.output_dir, kv["resume"]));
+    trainer.resume(runtime::resolve_checkpoint(cfg.output_dir, kv["resume"]));
   const auto result = trainer.train();
   io::save_safetensors(cfg.output_dir + "/final.rank" + std::to_string(rank) + ".safetensors",
                        task.trainable_parameters());

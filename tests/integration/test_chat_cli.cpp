@@ -6,8 +6,8 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/strings.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 
 #include "test_utils.h"
 
@@ -55,14 +55,14 @@ std::string write_lavin_checkpoint(const TempDir& d) {
       config::load_config(config("lavin/tiny.yaml"),
                           {"model.path=" + tiny("llama-gqa"), "vision.path=" + tiny("clip-vit")},
                           adapters::builtin_adapters());
-  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+  runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
   torch::manual_seed(11);
   {
     torch::NoGradGuard ng;
     for (auto& [name, t] : built.trainable) t.normal_(0.0, 0.3);
   }
   const std::string dir = d.path() + "/lavin-ckpt";
-  train::save_adapter(dir, cfg, built);
+  runtime::save_adapter(dir, cfg, built);
   return dir;
 }
 

@@ -14,8 +14,8 @@
 #include <mmtune/config/load.h>
 #include <mmtune/io/safetensors.h>
 #include <mmtune/model/weights.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 
 #include "numerics.h"
 #include "test_utils.h"
@@ -66,13 +66,13 @@ class ConvertCli : public ::testing::Test {
   }
 
   // The base with `adapter` (an mmtune adapter directory) loaded, as the CLI builds it.
-  static train::BuiltModel with_adapter(const std::string& adapter, const std::vector<std::string>& extra = {}) {
+  static runtime::BuiltModel with_adapter(const std::string& adapter, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> o{"model.path=" + tiny("llama-gqa")};
-    for (auto& s : train::adapter_overrides(adapter)) o.push_back(s);
+    for (auto& s : runtime::adapter_overrides(adapter)) o.push_back(s);
     o.insert(o.end(), extra.begin(), extra.end());
     const auto cfg = config::load_config(source("configs/lora/tiny.yaml"), o, adapters::builtin_adapters());
-    train::BuiltModel m = train::build_model(cfg, train::Weights::kLoad);
-    train::load_adapter(adapter, cfg, m);
+    runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
+    runtime::load_adapter(adapter, cfg, m);
     m.model->eval();
     return m;
   }
@@ -95,7 +95,7 @@ TEST_F(ConvertCli, MergeWritesAHuggingFaceModelWithTheUnmergedLogits) {
   torch::manual_seed(3);
   const torch::Tensor ids = torch::randint(3, 400, {2, 14});
   const torch::Tensor mask = torch::ones({2, 14}, torch::kBool);
-  train::BuiltModel m = with_adapter(lora_ckpt());
+  runtime::BuiltModel m = with_adapter(lora_ckpt());
   const torch::Tensor unmerged = logits(m.model->llm(), ids, mask);
   auto merged = model::load_llama(out, torch::kFloat32);
   const torch::Tensor got = logits(*merged, ids, mask);
@@ -103,7 +103,7 @@ TEST_F(ConvertCli, MergeWritesAHuggingFaceModelWithTheUnmergedLogits) {
   // forward makes everywhere: the bound is 4x the fp32-vs-fp64 noise of the unmerged forward on
   // these inputs (tests/numerics.h); the unit test LoraPeft.MergedEqualsUnmerged... checks the
   // merge itself in float64 to 1e-12.
-  train::BuiltModel m64 = with_adapter(lora_ckpt(), {"dtype=fp64"});
+  runtime::BuiltModel m64 = with_adapter(lora_ckpt(), {"dtype=fp64"});
   const torch::Tensor unmerged64 = logits(m64.model->llm(), ids, mask);
   const double range = max_abs(unmerged64);
   const double bound = fp32_bound(max_abs_diff(unmerged, unmerged64), range);
@@ -139,10 +139,10 @@ TEST_F(ConvertCli, ToPeftLoadsInPeftWithTheSameLogitsAndFromPeftRoundTripsBitwis
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const auto ref = io::SafetensorsFile::open(path("peft-ref/ref.safetensors"));
   const torch::Tensor mask = ref->tensor("attention_mask").clone();
-  train::BuiltModel m = with_adapter(lora_ckpt());
+  runtime::BuiltModel m = with_adapter(lora_ckpt());
   const torch::Tensor ids = ref->tensor("input_ids").clone();
   const torch::Tensor got = logits(m.model->llm(), ids, mask);
-  train::BuiltModel m64 = with_adapter(lora_ckpt(), {"dtype=fp64"});  // the base and the LoRA masters
+  runtime::BuiltModel m64 = with_adapter(lora_ckpt(), {"dtype=fp64"});  // the base and the LoRA masters
   expect_oracle_parity("converted to PEFT: logits vs peft", got, logits(m64.model->llm(), ids, mask),
                        ref->tensor("logits"), ref->tensor("logits.fp64"), mask);
   // and back into mmtune's layout: the same tensors, bitwise

@@ -14,9 +14,9 @@
 #include <mmtune/config/load.h>
 #include <mmtune/io/safetensors.h>
 #include <mmtune/model/weights.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
-#include <mmtune/train/lm_loss.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
+#include <mmtune/runtime/lm_loss.h>
 
 #include "fixtures.h"
 #include "numerics.h"
@@ -67,24 +67,24 @@ class ConvertIaa : public ::testing::Test {
   }
 
   // The tiny IAA model on the converted base with the converted workflow `wf`, in `dtype`.
-  static train::BuiltModel load(const std::string& converted, const std::string& wf, const std::string& dtype) {
+  static runtime::BuiltModel load(const std::string& converted, const std::string& wf, const std::string& dtype) {
     const std::string adapter = converted + "/" + wf;
     std::vector<std::string> o{"model.path=" + converted + "/base", "vision.path=" + std::string(kTinyDir) + "/clip-vit",
                                "dtype=" + dtype};
-    for (auto& s : train::adapter_overrides(adapter)) o.push_back(s);
+    for (auto& s : runtime::adapter_overrides(adapter)) o.push_back(s);
     const auto cfg = config::load_config(std::string(kSourceDir) + "/configs/iaa/tiny.yaml", o, adapters::builtin_adapters());
-    train::BuiltModel m = train::build_model(cfg, train::Weights::kLoad);
-    train::load_adapter(adapter, cfg, m);
+    runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
+    runtime::load_adapter(adapter, cfg, m);
     m.model->eval();
     return m;
   }
 
-  static torch::Tensor logits(train::BuiltModel& m, bool fp64) {
+  static torch::Tensor logits(runtime::BuiltModel& m, bool fp64) {
     torch::NoGradGuard ng;
     data::Batch b = *batch_;
     if (fp64) b.images = b.images.to(torch::kFloat64);
     adapters::ForwardContext ctx;
-    return m.model->forward(train::model_input(b, torch::kCPU), nullptr, ctx);
+    return m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
   }
 
   static inline TempDir* dir_ = nullptr;
@@ -121,8 +121,8 @@ TEST_F(ConvertIaa, TheBaseIsTheTextWorkflowAndEachAdapterGivesItsWorkflowsLogits
   }
   // MM and G: each workflow adapter on the converted base
   for (const std::string wf : {"mm", "g"}) {
-    train::BuiltModel m = load(dest, wf, "fp32");
-    train::BuiltModel m64 = load(dest, wf, "fp64");
+    runtime::BuiltModel m = load(dest, wf, "fp32");
+    runtime::BuiltModel m64 = load(dest, wf, "fp64");
     const torch::Tensor got = logits(m, false), got64 = logits(m64, true);
     ASSERT_EQ(got.sizes(), ref->tensor("logits_" + wf).sizes()) << wf;
     expect_oracle_parity("converted IAA workflow " + wf, got, got64, ref->tensor("logits_" + wf),

@@ -13,8 +13,8 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/io/safetensors.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 
 #include "numerics.h"
 #include "test_utils.h"
@@ -55,14 +55,14 @@ class ConvertMole : public ::testing::Test {
   }
 
   // The tiny MoLE model with the converted adapter's architecture (plus `extra`) and its weights.
-  static train::BuiltModel load(const std::string& adapter, std::vector<std::string> extra = {}) {
+  static runtime::BuiltModel load(const std::string& adapter, std::vector<std::string> extra = {}) {
     const std::string tiny = kTinyDir;
     std::vector<std::string> o{"model.path=" + tiny + "/llama-gqa", "vision.path=" + tiny + "/clip-vit"};
-    for (auto& s : train::adapter_overrides(adapter)) o.push_back(s);
+    for (auto& s : runtime::adapter_overrides(adapter)) o.push_back(s);
     o.insert(o.end(), extra.begin(), extra.end());
     const auto cfg = config::load_config(std::string(kSourceDir) + "/configs/mole/tiny.yaml", o, adapters::builtin_adapters());
-    train::BuiltModel m = train::build_model(cfg, train::Weights::kLoad);
-    train::load_adapter(adapter, cfg, m);
+    runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
+    runtime::load_adapter(adapter, cfg, m);
     m.model->eval();
     return m;
   }
@@ -150,10 +150,10 @@ TEST_F(ConvertMole, ConvertedAdapterGivesThePythonReferenceLogitsDenseAndTopOne)
     // float32, then the same model in float64 (the experts compute in their masters' dtype); the
     // reference wrote both (tests/numerics.h). A token whose top-1 expert differs between the
     // precisions would fail the noise check.
-    train::BuiltModel m = load(dest, c.extra);
+    runtime::BuiltModel m = load(dest, c.extra);
     std::vector<std::string> extra64 = c.extra;
     extra64.push_back("dtype=fp64");  // the base and the experts' masters in float64
-    train::BuiltModel m64 = load(dest, extra64);
+    runtime::BuiltModel m64 = load(dest, extra64);
     adapters::ForwardContext ctx, ctx64;
     const torch::Tensor got = m.model->llm().forward({ids, {}, mask, {}}, nullptr, ctx);
     const torch::Tensor got64 = m64.model->llm().forward({ids, {}, mask, {}}, nullptr, ctx64);
@@ -178,7 +178,7 @@ TEST_F(ConvertMole, GateModeNoneTrainsTheRouterExactlyAsTheReleasedSparsePath) {
   auto router_grads = [&](const std::string& mode, bool fp64) {
     std::vector<std::string> extra{"adapter.mole.gate_mode=" + mode, "adapter.mole.balance_weight=0.5"};
     if (fp64) extra.push_back("dtype=fp64");
-    train::BuiltModel m = load(dest, extra);  // eval(): no dropout, as the reference
+    runtime::BuiltModel m = load(dest, extra);  // eval(): no dropout, as the reference
     adapters::ForwardContext ctx;
     const torch::Tensor logits = m.model->llm().forward({ids, {}, mask, {}}, nullptr, ctx);  // [B, T, V]
     // text loss over the shifted tokens whose input and target are both real

@@ -3,7 +3,7 @@
 // LlamaDecoderLayer holding the adapter file's weights) after frozen layers S, and the workflow's
 // embedding, final norm, LM head and LLaVA projector (spec §2.3, the final IAA without gates).
 // Both sides get the same trained-looking workflow (C++ moves every workflow tensor off its copy,
-// save_adapter writes them, the reference reads adapter_model.safetensors) and the same right-padded
+// runtime::save_adapter writes them, the reference reads adapter_model.safetensors) and the same right-padded
 // LLaVA batch (two image rows with 16 patch slots, one shorter text-only row).
 //
 // Tolerance (tests/numerics.h): the reference writes its outputs in float32 and float64; mmtune's
@@ -15,9 +15,9 @@
 #include <mmtune/adapters/workflows.h>
 #include <mmtune/config/load.h>
 #include <mmtune/io/safetensors.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
-#include <mmtune/train/lm_loss.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
+#include <mmtune/runtime/lm_loss.h>
 
 #include "fixtures.h"
 #include "numerics.h"
@@ -41,12 +41,12 @@ struct Outputs {
   torch::Tensor logits, visual_tokens;
 };
 
-Outputs run_model(BuiltModel& m, const data::Batch& b) {
+Outputs run_model(runtime::BuiltModel& m, const data::Batch& b) {
   torch::NoGradGuard ng;
   m.model->eval();
   adapters::ForwardContext ctx, vctx;
   Outputs o;
-  o.logits = m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  o.logits = m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
   const torch::Tensor images = b.images.index_select(0, torch::tensor({0, 2}));
   o.visual_tokens = m.model->llm().active_decoder_adapter()->project_visual(m.model->visual_features(images, vctx), vctx);
   return o;
@@ -55,7 +55,7 @@ Outputs run_model(BuiltModel& m, const data::Batch& b) {
 void run_case(const std::string& label, const std::vector<std::string>& overrides, const std::string& layers,
               uint64_t seed) {
   const auto cfg = tiny_config(overrides);
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   {
     // every workflow tensor moves off its copy of the base: inserted layers, embedding, norm, head
     torch::manual_seed(seed);
@@ -65,7 +65,7 @@ void run_case(const std::string& label, const std::vector<std::string>& override
   // rows 0 and 2: BOS, 2 tokens, 16 image slots, text; row 1 text-only, 4 positions shorter
   const data::Batch b = testing::mixed_image_batch(kPatches);
   testing::TempDir dir;
-  save_adapter(dir.path() + "/adapter", cfg, m);
+  runtime::save_adapter(dir.path() + "/adapter", cfg, m);
   const std::string batch = dir.path() + "/batch.safetensors", out = dir.path() + "/reference.safetensors";
   io::save_safetensors(batch, {{"tokens", b.tokens},
                                {"attention_mask", b.attention_mask.to(torch::kUInt8)},
@@ -74,7 +74,7 @@ void run_case(const std::string& label, const std::vector<std::string>& override
                                {"has_image", b.has_image}});
   const auto r = testing::run_process(
       {testing::kPython, std::string(testing::kSourceDir) + "/scripts/reference/iaa_reference.py", "--llama",
-       tiny("llama-gqa"), "--clip", tiny("clip-vit"), "--adapter", dir.path() + "/adapter/" + kAdapterWeightsFile,
+       tiny("llama-gqa"), "--clip", tiny("clip-vit"), "--adapter", dir.path() + "/adapter/" + runtime::kAdapterWeightsFile,
        "--batch", batch, "--out", out, "--workflow", cfg.adapter.selected<adapters::IaaConfig>().workflow,
        "--insert-layers", layers, "--vision-layer", std::to_string(cfg.vision.layer), "--projector",
        cfg.vision.projector},
@@ -83,7 +83,7 @@ void run_case(const std::string& label, const std::vector<std::string>& override
   const auto ref = io::SafetensorsFile::open(out);
 
   const Outputs o32 = run_model(m, b);
-  BuiltModel m64 = testing::fp64_twin(cfg, m);  // the frozen backbones and the workflow in float64
+  runtime::BuiltModel m64 = testing::fp64_twin(cfg, m);  // the frozen backbones and the workflow in float64
   data::Batch b64 = b;
   b64.images = b.images.to(torch::kFloat64);
   const Outputs o64 = run_model(m64, b64);

@@ -10,8 +10,8 @@
 
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 
 #include "test_utils.h"
 
@@ -36,14 +36,14 @@ std::string write_iaa_adapter(const TempDir& d, const std::string& name, const s
   std::vector<std::string> o = kBase;
   o.push_back("adapter.iaa.workflow=" + trained_as);
   const config::RunConfig cfg = config::load_config(iaa_config(), o, adapters::builtin_adapters());
-  train::BuiltModel built = train::build_model(cfg, train::Weights::kLoad);
+  runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
   torch::manual_seed(seed);
   {
     torch::NoGradGuard ng;
     for (auto& [n, t] : built.trainable) t.add_(torch::randn_like(t) * 0.05);
   }
   const std::string dir = d.path() + "/" + name;
-  train::save_adapter(dir, cfg, built);
+  runtime::save_adapter(dir, cfg, built);
   return dir;
 }
 
@@ -151,8 +151,8 @@ TEST(IaaServing, WrongUsesAreClearErrors) {
   const config::RunConfig lcfg = config::load_config(std::string(kSourceDir) + "/configs/lavin/tiny.yaml",
                                                      {"model.path=" + tiny("llama-gqa"), "vision.path=" + tiny("clip-vit")},
                                                      adapters::builtin_adapters());
-  train::BuiltModel lb = train::build_model(lcfg, train::Weights::kLoad);
-  train::save_adapter(d.path() + "/lavin", lcfg, lb);
+  runtime::BuiltModel lb = runtime::build_model(lcfg, runtime::Weights::kLoad);
+  runtime::save_adapter(d.path() + "/lavin", lcfg, lb);
   const auto r = eval({"--adapter", "x=" + a, "--adapter", "y=" + d.path() + "/lavin"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("holds a 'mma' adapter; --adapter y=... serves IAA workflows"), std::string::npos) << r.err;

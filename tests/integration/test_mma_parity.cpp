@@ -1,11 +1,11 @@
 // Issue 5 acceptance (e): mmtune's MMA (LaVIN) model against scripts/reference/mma_reference.py,
 // which runs transformers' own LlamaForCausalLM and CLIPVisionModel with LaVIN's MM-adapters,
 // neck, modality token and mask added by hooks. Both sides get the same non-zero adapter weights
-// (C++ draws them, save_adapter writes them, the reference reads adapter_model.safetensors) and
+// (C++ draws them, runtime::save_adapter writes them, the reference reads adapter_model.safetensors) and
 // the same mixed batch (two image rows, one shorter text-only row with its zero image, laid out by
 // data::encode_sample with the tiny tokenizer). Logits are compared on every real position.
 // Then the converter path: an official-format LaVIN .pth (scripts/reference/make_lavin_checkpoint.py)
-// -> scripts/convert_lavin_checkpoint.py -> adapter_overrides + load_adapter into a build_model'd
+// -> scripts/convert_lavin_checkpoint.py -> runtime::adapter_overrides + runtime::load_adapter into a runtime::build_model'd
 // tiny model -> the same logits as the reference run with the checkpoint's tensors and LaVIN's options.
 //
 // Tolerance (tests/numerics.h): mma_reference.py writes every output in float32 and float64 (same
@@ -25,11 +25,11 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/data/collate.h>
-#include <mmtune/generate/generator.h>
+#include <mmtune/runtime/generator.h>
 #include <mmtune/io/safetensors.h>
-#include <mmtune/model/tokenizer.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/text/tokenizer.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -58,10 +58,10 @@ config::RunConfig tiny_config(std::vector<std::string> extra = {}) {
 
 // Two image rows and a shorter text-only row (right padding), in the layout the model's family
 // asks for ("Image: " + slots / "Image: N/A"); images ~ N(0, 1), the text-only row's zero.
-model::MultimodalInput mixed_batch(const config::RunConfig& cfg, const BuiltModel& m,
+model::MultimodalInput mixed_batch(const config::RunConfig& cfg, const runtime::BuiltModel& m,
                                    const std::string& answer = " The answer is A.") {
-  const auto tok = model::load_tokenizer(tiny("llama-gqa"));
-  const data::SequenceLayout layout = sequence_layout(cfg, m);
+  const auto tok = text::load_tokenizer(tiny("llama-gqa"));
+  const data::SequenceLayout layout = runtime::sequence_layout(cfg, m);
   const std::vector<std::pair<std::string, bool>> rows{{"Question: which colour is the square?\nResponse:", true},
                                                        {"Context: N/A\nResponse:", false},
                                                        {"Options: (A) red (B) blue\nResponse:", true}};
@@ -106,7 +106,7 @@ void save_batch(const std::string& path, const model::MultimodalInput& in) {
 
 // Non-zero adapter weights as mma_reference.py's make_adapter draws them: routers large enough
 // that routing matters, the modality rows ~ N(0, 1).
-void randomise_adapters(BuiltModel& m, uint64_t seed) {
+void randomise_adapters(runtime::BuiltModel& m, uint64_t seed) {
   torch::manual_seed(seed);
   torch::NoGradGuard ng;
   for (auto& [name, t] : m.trainable) {
@@ -129,7 +129,7 @@ struct Outputs {
   torch::Tensor logits, clip_features, visual_tokens;
 };
 
-Outputs run_model(BuiltModel& m, const model::MultimodalInput& in) {
+Outputs run_model(runtime::BuiltModel& m, const model::MultimodalInput& in) {
   torch::NoGradGuard ng;
   m.model->eval();
   adapters::ForwardContext ctx;
@@ -149,7 +149,7 @@ model::MultimodalInput to_fp64(model::MultimodalInput in) {
 // Runs the reference on (adapter file, batch) in both precisions and compares with the C++ model
 // run in float32 and with its float64 twin (tests/numerics.h):
 // logits on the real positions, CLIP features and visual tokens.
-void expect_parity(const std::string& label, const config::RunConfig& cfg, BuiltModel& m,
+void expect_parity(const std::string& label, const config::RunConfig& cfg, runtime::BuiltModel& m,
                    const model::MultimodalInput& in, const std::string& adapter_file,
                    const std::vector<std::string>& flags, const std::string& dir) {
   const std::string batch = dir + "/batch.safetensors", out = dir + "/reference.safetensors";
@@ -162,7 +162,7 @@ void expect_parity(const std::string& label, const config::RunConfig& cfg, Built
   const auto ref = io::SafetensorsFile::open(out);
 
   const Outputs o32 = run_model(m, in);
-  BuiltModel m64 = testing::fp64_twin(cfg, m);  // frozen weights in float64, the adapters cast
+  runtime::BuiltModel m64 = testing::fp64_twin(cfg, m);  // frozen weights in float64, the adapters cast
   const Outputs o64 = run_model(m64, to_fp64(in));
   ASSERT_EQ(o32.logits.sizes(), ref->tensor("logits").sizes()) << label;
   testing::expect_oracle_parity(label + ": logits", o32.logits, o64.logits, ref->tensor("logits"),
@@ -175,19 +175,19 @@ void expect_parity(const std::string& label, const config::RunConfig& cfg, Built
   EXPECT_GT(testing::max_abs(ref->tensor("logits"), in.attention_mask), 1.0) << label;
 }
 
-// One configuration: C++ draws the adapter, writes it with save_adapter, both sides run it in
+// One configuration: C++ draws the adapter, writes it with runtime::save_adapter, both sides run it in
 // float32 and float64. mmtune's float64 path is dtype: fp64 with the adapters' master weights cast
 // (testing::fp64_twin; MMA computes in its master weights' dtype); transformers keeps RMSNorm and
 // the RoPE angles in fp32 even in a float64 model, and so does mmtune.
 void run_case(const std::string& label, const std::vector<std::string>& overrides, uint64_t seed) {
   const auto cfg = tiny_config(overrides);
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise_adapters(m, seed);
   const model::MultimodalInput in = mixed_batch(cfg, m);
   testing::TempDir dir;
-  save_adapter(dir.path() + "/adapter", cfg, m);
+  runtime::save_adapter(dir.path() + "/adapter", cfg, m);
   // the file holds exactly what the reference reads: it refuses unknown names and missing groups
-  expect_parity(label, cfg, m, in, dir.path() + "/adapter/" + kAdapterWeightsFile, reference_flags(cfg), dir.path());
+  expect_parity(label, cfg, m, in, dir.path() + "/adapter/" + runtime::kAdapterWeightsFile, reference_flags(cfg), dir.path());
 }
 
 TEST(MmaParity, PerSampleRoutingAttnPlacementMatchesTheTransformersReference) {
@@ -218,7 +218,7 @@ TEST(MmaParity, NoVisionAdaptersTwoVisualTokensScaleHalfMatchesTheTransformersRe
             "adapter.mma.scale=0.5"}, 45);
 }
 
-// Official LaVIN checkpoint -> converter -> C++ load_adapter vs the reference on the checkpoint's
+// Official LaVIN checkpoint -> converter -> C++ runtime::load_adapter vs the reference on the checkpoint's
 // own tensors (expected.safetensors: the .pth's tensors under mmtune's names, written by
 // make_lavin_checkpoint.py independently of the converter) with LaVIN's options spelled out here,
 // not read from the converted config, so the converter's options are checked too.
@@ -237,9 +237,9 @@ void converted_case(const std::string& label, const std::vector<std::string>& ma
   r = python(convert);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
 
-  const auto cfg = tiny_config(adapter_overrides(conv));
-  BuiltModel m = build_model(cfg, Weights::kLoad);
-  load_adapter(conv, cfg, m);
+  const auto cfg = tiny_config(runtime::adapter_overrides(conv));
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
+  runtime::load_adapter(conv, cfg, m);
   const model::MultimodalInput in = mixed_batch(cfg, m);
   expect_parity(label, cfg, m, in, lv + "/expected.safetensors", lavin_options, dir.path());
 }
@@ -283,18 +283,18 @@ model::MultimodalInput left_padded(model::MultimodalInput in) {
 // argmax is decided by gaps far above rounding) and, where the gaps allow it, in float32.
 TEST(MmaLavinCompat, OfficialBatchedLoopMatchesThePythonReimplementationOnAMixedLengthBatch) {
   const auto cfg = tiny_config({"adapter.mma.rope_decode_offset=0"});
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise_adapters(m, 44);
   const model::MultimodalInput in = mixed_batch(cfg, m, "");  // generation prompts, right-padded
   std::vector<int64_t> len;
   for (int64_t b = 0; b < in.tokens.size(0); ++b) len.push_back(in.attention_mask[b].sum().item<int64_t>());
   ASSERT_LT(*std::min_element(len.begin(), len.end()), *std::max_element(len.begin(), len.end()));
   testing::TempDir dir;
-  save_adapter(dir.path() + "/adapter", cfg, m);
+  runtime::save_adapter(dir.path() + "/adapter", cfg, m);
   save_batch(dir.path() + "/batch.safetensors", in);
   constexpr int64_t kNew = 6;
   std::vector<std::string> args{script("reference/mma_reference.py"), "--llama", tiny("llama-gqa"), "--clip",
-                                tiny("clip-vit"), "--adapter", dir.path() + "/adapter/" + kAdapterWeightsFile,
+                                tiny("clip-vit"), "--adapter", dir.path() + "/adapter/" + runtime::kAdapterWeightsFile,
                                 "--batch", dir.path() + "/batch.safetensors", "--out", dir.path() + "/gen.safetensors",
                                 "--generate-lavin", std::to_string(kNew)};
   for (const auto& f : reference_flags(cfg)) args.push_back(f);
@@ -304,8 +304,8 @@ TEST(MmaLavinCompat, OfficialBatchedLoopMatchesThePythonReimplementationOnAMixed
   const double gap = ref->tensor("gap").item<double>();
   EXPECT_GT(gap, 1e-9) << "a float64 argmax tie: the comparison would be meaningless";
 
-  const auto tok = model::load_tokenizer(tiny("llama-gqa"));
-  generate::SamplingOptions opt;
+  const auto tok = text::load_tokenizer(tiny("llama-gqa"));
+  runtime::SamplingOptions opt;
   opt.max_new_tokens = kNew;
   opt.compat = "lavin";
   // LaVIN's output: the tokens after the row's prompt, cut at EOS
@@ -319,10 +319,10 @@ TEST(MmaLavinCompat, OfficialBatchedLoopMatchesThePythonReimplementationOnAMixed
     return want;
   };
   m.model->eval();
-  BuiltModel m64 = testing::fp64_twin(cfg, m);
+  runtime::BuiltModel m64 = testing::fp64_twin(cfg, m);
   m64.model->eval();
-  const auto got64 = generate::generate(*m64.model, *tok, left_padded(to_fp64(in)), opt);
-  const auto got32 = generate::generate(*m.model, *tok, left_padded(in), opt);
+  const auto got64 = runtime::generate(*m64.model, *tok, left_padded(to_fp64(in)), opt);
+  const auto got32 = runtime::generate(*m.model, *tok, left_padded(in), opt);
   for (size_t b = 0; b < len.size(); ++b) {
     EXPECT_EQ(got64[b].tokens, expected(ref->tensor("tokens"), b)) << "row " << b << " (prompt " << len[b] << " tokens)";
     // float32 noise is ~1e-5 on these logits (MmaParity): a gap 100x that cannot flip an argmax

@@ -7,9 +7,9 @@
 // exactly SentencePiece's encoding of expected_greedy.txt; 199 tokens end at "so", not "so she".
 #include <gtest/gtest.h>
 
-#include <mmtune/generate/generator.h>
+#include <mmtune/runtime/generator.h>
 #include <mmtune/io/safetensors.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 #include <mmtune/model/weights.h>
 
 #include <cmath>
@@ -48,10 +48,10 @@ std::string Stories260K::expected_;
 
 TEST_F(Stories260K, GreedyFromBosReproducesLlama2cFp32) {
   auto model = model::load_llama(model_dir(), torch::kFloat32);
-  auto tok = model::load_tokenizer(model_dir());
-  generate::SamplingOptions opt;
+  auto tok = text::load_tokenizer(model_dir());
+  runtime::SamplingOptions opt;
   opt.max_new_tokens = 200;
-  const auto out = generate::generate(*model, *tok, {{tok->bos_id()}}, opt);
+  const auto out = runtime::generate(*model, *tok, {{tok->bos_id()}}, opt);
   EXPECT_EQ(out[0].tokens.size(), 200u) << out[0].finish_reason;
   EXPECT_EQ(out[0].text, expected_);
 }
@@ -64,17 +64,17 @@ TEST_F(Stories260K, MmtuneGenerateReproducesLlama2c) {
 
 TEST_F(Stories260K, StreamedTextEqualsTheFinalText) {
   auto model = model::load_llama(model_dir(), torch::kFloat32);
-  auto tok = model::load_tokenizer(model_dir());
-  generate::SamplingOptions opt;
+  auto tok = text::load_tokenizer(model_dir());
+  runtime::SamplingOptions opt;
   opt.max_new_tokens = 60;
   opt.temperature = 0.8;
   opt.top_p = 0.9;
   opt.seed = 42;
   std::string streamed;
-  const auto out = generate::generate(*model, *tok, {tok->encode("Once upon a time", true, false)}, opt,
+  const auto out = runtime::generate(*model, *tok, {tok->encode("Once upon a time", true, false)}, opt,
                                       [&](int64_t, const std::string& t) { streamed += t; });
   EXPECT_EQ(streamed, out[0].text);
-  const auto again = generate::generate(*model, *tok, {tok->encode("Once upon a time", true, false)}, opt);
+  const auto again = runtime::generate(*model, *tok, {tok->encode("Once upon a time", true, false)}, opt);
   EXPECT_EQ(again[0].tokens, out[0].tokens) << "same seed, same sample";
 }
 

@@ -12,7 +12,7 @@
 
 #include "test_utils.h"
 #include <mmtune/io/safetensors.h>
-#include <mmtune/train/checkpoint.h>
+#include <mmtune/runtime/checkpoint.h>
 
 namespace mmtune::testing {
 namespace {
@@ -113,7 +113,7 @@ void kill_and_resume(int world, int after) {
   for (int pid : pids) EXPECT_EQ(wait_process(pid, std::chrono::seconds(30)), 128 + SIGKILL);
   const auto killed_at = metrics(run).size();
   EXPECT_LT(killed_at, 24u) << "the kill came too late to test anything";
-  const auto latest = train::find_latest_checkpoint(run);
+  const auto latest = runtime::find_latest_checkpoint(run);
   ASSERT_TRUE(latest.has_value());
   run_ranks(worker(run, {"resume=latest"}), world, d.path() + "/resumed");
   EXPECT_NE(read_text(d.path() + "/resumed.err0").find("resumed from " + *latest),
@@ -137,7 +137,7 @@ TEST(TrainerResume, KillDuringACheckpointWriteLeavesThePreviousOneLoadable) {
   run_ranks(worker(d.path() + "/full"), 1, d.path() + "/full");
   const std::string run = d.path() + "/killed";
   const int pid =
-      spawn_process(worker(run), env_for(0, 1, "", {{train::kPauseCheckpointEnv, "60@6"}}),
+      spawn_process(worker(run), env_for(0, 1, "", {{runtime::kPauseCheckpointEnv, "60@6"}}),
                     d.path() + "/k.out", d.path() + "/k.err");
   // the write of checkpoint-6 pauses after its first file (and says so): kill it there
   std::string temp;
@@ -162,8 +162,8 @@ TEST(TrainerResume, KillDuringACheckpointWriteLeavesThePreviousOneLoadable) {
             std::string::npos);
   EXPECT_FALSE(fs::exists(run + "/checkpoint-6"));
   EXPECT_TRUE(fs::exists(temp));
-  ASSERT_EQ(train::find_latest_checkpoint(run).value_or(""), run + "/checkpoint-4");
-  const auto previous = train::load_checkpoint(run + "/checkpoint-4");
+  ASSERT_EQ(runtime::find_latest_checkpoint(run).value_or(""), run + "/checkpoint-4");
+  const auto previous = runtime::load_checkpoint(run + "/checkpoint-4");
   EXPECT_EQ(previous.state.step, 4);
   EXPECT_EQ(previous.weights.size(), 3u);
   run_ranks(worker(run, {"resume=latest"}), 1, d.path() + "/resumed");

@@ -52,7 +52,7 @@ struct ForwardContext {
   torch::Tensor valid_mask;  // [B, T] bool: non-padding positions of the current input; set by the model
   /// Adapter state keyed by the adapter ("mma.llm.3.router"): survives decode steps, reset per sequence.
   /// By convention "<key>.expert_tokens" ([K] valid tokens routed to each expert, no grad) is reported
-  /// by training as expert-usage fractions (train::MultimodalTask, StepLoss::stats).
+  /// by training as expert-usage fractions (runtime::MultimodalTask, StepLoss::stats).
   std::map<std::string, torch::Tensor> state;
   /// Auxiliary losses added during the forward ("mole.balance"); the trainer weights and sums them.
   std::vector<std::pair<std::string, torch::Tensor>> aux_losses;

@@ -18,7 +18,7 @@ struct GenerationConfig : Section {
   double repetition_penalty = 1.0;
   int64_t seed = 1;
   std::vector<std::string> stop;  // stop strings, in addition to EOS
-  std::string compat = "none";    // eval only: none | lavin (LaVIN's batched loop, generate/generator.h)
+  std::string compat = "none";    // eval only: none | lavin (LaVIN's batched loop, runtime/generator.h)
   void visit(Visitor& v) override;
   void validate(Problems& p, const std::string& path) const override;
 };

@@ -35,4 +35,7 @@ std::optional<std::string> closest_match(std::string_view word, const std::vecto
 /// Shortest decimal text that parses back to the same double; exponent without padding ("1e-4").
 std::string format_double(double v);
 
+/// `s` without leading and trailing whitespace (" \t\n\r\f\v").
+std::string trim(std::string_view s);
+
 }  // namespace mmtune

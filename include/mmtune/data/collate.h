@@ -23,7 +23,7 @@
 #include <mmtune/config/config.h>
 #include <mmtune/data/batch.h>
 #include <mmtune/data/image.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 
 namespace mmtune::data {
 
@@ -50,11 +50,11 @@ struct EncodedSample {
 /// with a non-empty image_path is an image sample. Throws mmtune::DataError naming the sample:
 /// more than one image placeholder in the prompt, a generation prompt longer than max_length, or
 /// max_length cutting into the image slots.
-EncodedSample encode_sample(const Example& example, const model::Tokenizer& tok,
+EncodedSample encode_sample(const Example& example, const text::Tokenizer& tok,
                             const SequenceLayout& layout, int64_t max_length);
 
 /// The row length of `example` before truncation (for length-grouped sampling).
-int64_t sequence_length(const Example& example, const model::Tokenizer& tok,
+int64_t sequence_length(const Example& example, const text::Tokenizer& tok,
                         const SequenceLayout& layout);
 
 /// Tokenises, pads and loads the images of `examples` (in order) into one Batch:
@@ -63,7 +63,7 @@ int64_t sequence_length(const Example& example, const model::Tokenizer& tok,
 /// (all with answers, or all without). With skip_bad_samples, a sample whose image cannot be
 /// decoded is left out (B shrinks, possibly to 0) and its id appended to `skipped_ids` when given;
 /// otherwise that is a DataError naming the sample and the path. Thread-safe.
-Batch collate(const std::vector<Example>& examples, const model::Tokenizer& tok,
+Batch collate(const std::vector<Example>& examples, const text::Tokenizer& tok,
               const SequenceLayout& layout, const CollateOptions& options,
               std::vector<std::string>* skipped_ids = nullptr);
 

@@ -31,7 +31,7 @@
 
 #include <mmtune/data/batch.h>
 #include <mmtune/data/collate.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 
 namespace mmtune::data {
 
@@ -92,7 +92,7 @@ class DataLoader {
   /// With group_by_length, tokenises every example once here for its length. Throws mmtune::Error
   /// when `start` is outside the data (batch > batches_per_epoch()) or the sampler options are
   /// invalid (see Sampler).
-  DataLoader(std::vector<Example> examples, std::shared_ptr<const model::Tokenizer> tokenizer,
+  DataLoader(std::vector<Example> examples, std::shared_ptr<const text::Tokenizer> tokenizer,
              SequenceLayout layout, LoaderOptions options, LoaderPosition start = {});
   ~DataLoader();
   DataLoader(const DataLoader&) = delete;
@@ -120,7 +120,7 @@ class DataLoader {
   void work();
 
   std::vector<Example> examples_;
-  std::shared_ptr<const model::Tokenizer> tok_;
+  std::shared_ptr<const text::Tokenizer> tok_;
   SequenceLayout layout_;
   LoaderOptions o_;
   Sampler sampler_;

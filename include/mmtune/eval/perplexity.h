@@ -8,7 +8,7 @@
 #include <string>
 
 #include <mmtune/model/llama.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 
 namespace mmtune::eval {
 
@@ -24,7 +24,7 @@ using TokenLogprob = std::function<void(int64_t index, int64_t token, double log
 
 /// Scores `text`; `window` 0 = the model's max_position_embeddings. Throws mmtune::DataError for an
 /// empty text.
-PerplexityResult perplexity(model::LlamaDecoderImpl& model, const model::Tokenizer& tokenizer, const std::string& text,
+PerplexityResult perplexity(model::LlamaDecoderImpl& model, const text::Tokenizer& tokenizer, const std::string& text,
                             int64_t window = 0, const TokenLogprob& on_token = {});
 
 }  // namespace mmtune::eval

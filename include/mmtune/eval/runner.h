@@ -25,7 +25,7 @@ struct EvalRunOptions {
   std::string config_path;             // --config; "" only for perplexity with --model
   std::vector<std::string> overrides;  // key.sub=value after the file
   std::string checkpoint;              // adapter directory, or a training output_dir (latest checkpoint-*)
-  // --adapter NAME=DIR, repeated: IAA workflows served together on one base (train/serve_workflows.h),
+  // --adapter NAME=DIR, repeated: IAA workflows served together on one base (runtime/workflows.h),
   // each DIR resolved like --checkpoint; excludes --checkpoint
   std::vector<std::string> adapters;
   std::string workflow;                // the workflow evaluated: "" = the first --adapter (or the

@@ -24,10 +24,10 @@
 
 #include <mmtune/config/config.h>
 #include <mmtune/data/batch.h>
-#include <mmtune/generate/generator.h>
-#include <mmtune/model/tokenizer.h>
-#include <mmtune/train/build_model.h>
-#include <mmtune/train/distributed.h>
+#include <mmtune/runtime/generator.h>
+#include <mmtune/text/tokenizer.h>
+#include <mmtune/runtime/build_model.h>
+#include <mmtune/runtime/distributed.h>
 
 namespace mmtune::eval {
 
@@ -35,11 +35,11 @@ namespace mmtune::eval {
 /// without --config).
 struct EvalEnv {
   config::RunConfig cfg;                            // resolved: file + checkpoint's adapter + flags
-  train::BuiltModel* built = nullptr;               // base + adapter, eval mode
-  std::shared_ptr<const model::Tokenizer> tok;      // null when built is null
+  runtime::BuiltModel* built = nullptr;               // base + adapter, eval mode
+  std::shared_ptr<const text::Tokenizer> tok;      // null when built is null
   data::SequenceLayout layout;                      // where the visual tokens go
   torch::Device device{torch::kCPU};
-  train::ProcessGroup* pg = nullptr;                // null: one process
+  runtime::ProcessGroup* pg = nullptr;                // null: one process
   int rank = 0;
   int world = 1;
   std::string split;                                // scienceqa / loss: the data split
@@ -102,11 +102,11 @@ std::vector<std::string> gather_records(const EvalEnv& env, const std::vector<st
 
 /// Sampling options from eval.generation; the seed is offset by `batch` so a sampled answer does
 /// not depend on which rank ran its batch.
-generate::SamplingOptions sampling_options(const config::GenerationConfig& g, int64_t batch);
+runtime::SamplingOptions sampling_options(const config::GenerationConfig& g, int64_t batch);
 
 /// Greedy / sampled answers for `examples` (answers cleared, so collate lays them out as left-padded
 /// prompts), in order. Throws DataError for an unreadable image (collate).
-std::vector<generate::Generation> generate_answers(const EvalEnv& env, std::vector<data::Example> examples,
+std::vector<runtime::Generation> generate_answers(const EvalEnv& env, std::vector<data::Example> examples,
                                                    int64_t batch);
 
 /// A generation Example for one question in the prompt style of the model's data config:

@@ -21,9 +21,9 @@
 #include <thread>
 #include <vector>
 
-#include <mmtune/generate/generator.h>
+#include <mmtune/runtime/generator.h>
 #include <mmtune/model/multimodal.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 
 namespace mmtune::serve {
 
@@ -58,7 +58,7 @@ struct GenerationRequest {
   std::string workflow;          // IAA workflow to select ("" = the model as built)
   model::MultimodalInput input;  // one row, no padding
   std::vector<int64_t> primes;   // the prompt's text ids (the stream decoder continues them)
-  generate::SamplingOptions sampling;
+  runtime::SamplingOptions sampling;
 };
 
 struct EngineOptions {
@@ -68,7 +68,7 @@ struct EngineOptions {
 
 class Engine {
  public:
-  Engine(model::MultimodalLM model, const model::Tokenizer& tok, EngineOptions options);
+  Engine(model::MultimodalLM model, const text::Tokenizer& tok, EngineOptions options);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -90,7 +90,7 @@ class Engine {
   void step(Group& g);
 
   model::MultimodalLM model_;
-  const model::Tokenizer& tok_;
+  const text::Tokenizer& tok_;
   EngineOptions options_;
   bool has_workflows_ = false;
   std::mutex mu_;

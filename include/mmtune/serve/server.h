@@ -16,7 +16,7 @@
 #include <mmtune/config/config.h>
 #include <mmtune/data/batch.h>
 #include <mmtune/model/multimodal.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 
 namespace mmtune::serve {
 
@@ -34,7 +34,7 @@ struct ServerOptions {
 /// What the server runs: the built model and how its prompts are made.
 struct ServedModel {
   model::MultimodalLM model{nullptr};
-  std::unique_ptr<model::Tokenizer> tokenizer;
+  std::unique_ptr<text::Tokenizer> tokenizer;
   config::RunConfig cfg;                // template, data layout, vision preprocessing, generation defaults
   std::vector<std::string> ids;         // model ids; IAA: the workflow names
   bool workflows = false;               // ids are IAA workflows (select one per request)

@@ -14,8 +14,8 @@
 
 #include <torch/torch.h>
 
-#include <mmtune/train/distributed.h>
-#include <mmtune/train/task.h>
+#include <mmtune/runtime/distributed.h>
+#include <mmtune/runtime/task.h>
 
 namespace mmtune::train {
 
@@ -23,16 +23,16 @@ inline constexpr int64_t kDefaultBucketBytes = 25LL << 20;
 
 /// pg->all_reduce_sum_(t), turning a c10d failure (a timeout, a peer that died) into a one-line
 /// mmtune::Error naming `what`, with a hint about the other ranks and dist.timeout_s.
-void all_reduce_sum_checked(ProcessGroup& pg, torch::Tensor& t, const std::string& what);
+void all_reduce_sum_checked(runtime::ProcessGroup& pg, torch::Tensor& t, const std::string& what);
 /// pg->broadcast_(t, root), failures as above.
-void broadcast_checked(ProcessGroup& pg, torch::Tensor& t, int root, const std::string& what);
+void broadcast_checked(runtime::ProcessGroup& pg, torch::Tensor& t, int root, const std::string& what);
 
 class GradSync {
  public:
   /// `params`: the trainable tensors, in the same order on every rank. `pg` may be null or of
   /// size 1: then every call is a no-op. Buckets hold consecutive tensors of one dtype and device,
   /// up to `bucket_bytes` (a larger tensor gets a bucket of its own).
-  GradSync(ProcessGroup* pg, NamedTensors params, int64_t bucket_bytes = kDefaultBucketBytes);
+  GradSync(runtime::ProcessGroup* pg, runtime::NamedTensors params, int64_t bucket_bytes = kDefaultBucketBytes);
 
   /// Copies rank 0's values into every rank's parameters, after checking that every rank has the
   /// same number of trainable tensors and elements (throws mmtune::Error otherwise).
@@ -51,8 +51,8 @@ class GradSync {
     std::vector<size_t> members;  // indices into params_
     torch::Tensor flat;           // [sum of numel], the members' dtype and device
   };
-  ProcessGroup* pg_;
-  NamedTensors params_;
+  runtime::ProcessGroup* pg_;
+  runtime::NamedTensors params_;
   std::vector<Bucket> buckets_;
 };
 

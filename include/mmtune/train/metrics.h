@@ -7,7 +7,7 @@
 //    "samples_per_s": 80, "tokens_per_s": 22500, "peak_rss_bytes": 1e9, "peak_cuda_bytes": 3e9,
 //    "val_loss": 1.9, "stats": {"mole.llm.0.usage": [0.3, 0.5, 0.2], ...}}
 // loss is the token mean over the global batch; tokens counts the real (non-padding) tokens of
-// all ranks. stats holds the task's StepLoss::stats (train/task.h), each averaged element-wise over
+// all ranks. stats holds the task's runtime::StepLoss::stats (runtime/task.h), each averaged element-wise over
 // the global batch's micro-batches; the progress line leaves them out.
 #pragma once
 

@@ -19,7 +19,7 @@
 #include <torch/torch.h>
 
 #include <mmtune/config/config.h>
-#include <mmtune/train/task.h>
+#include <mmtune/runtime/task.h>
 
 namespace mmtune::train {
 
@@ -39,14 +39,14 @@ class AdamW {
  public:
   /// Throws mmtune::Error with a hint for a parameter that is not a floating fp32 tensor, or a
   /// duplicate name. The tensors are shared (updated in place), not copied.
-  AdamW(NamedTensors params, AdamWOptions options);
+  AdamW(runtime::NamedTensors params, AdamWOptions options);
 
   /// One update at learning rate `lr` of every parameter that has a gradient.
   void step(double lr);
   /// Drops every gradient (set to undefined, as PyTorch's zero_grad(set_to_none=True)).
   void zero_grad();
 
-  const NamedTensors& parameters() const { return params_; }
+  const runtime::NamedTensors& parameters() const { return params_; }
   /// Names of the parameters that decay (the other group does not).
   std::vector<std::string> decayed_names() const;
   /// Updates parameter `name` has received (0 before its first).
@@ -55,7 +55,7 @@ class AdamW {
   /// The state as named tensors for trainer_state.safetensors: "exp_avg.<name>",
   /// "exp_avg_sq.<name>" (fp32, the parameter's shape) and "step.<name>" (int64 scalar) for every
   /// parameter, CPU copies.
-  NamedTensors state_tensors() const;
+  runtime::NamedTensors state_tensors() const;
   /// Restores state_tensors() output (from `path`, named in errors). Every parameter must have its
   /// three entries with the right shapes; every problem is listed in one CheckpointError.
   void load_state_tensors(const std::map<std::string, torch::Tensor>& state,
@@ -67,7 +67,7 @@ class AdamW {
     int64_t step = 0;
     double weight_decay = 0.0;
   };
-  NamedTensors params_;
+  runtime::NamedTensors params_;
   std::vector<Slot> slots_;
   AdamWOptions o_;
 };
@@ -76,6 +76,6 @@ class AdamW {
 /// per-tensor norms; undefined gradients count as zero). When max_norm > 0 the gradients are
 /// scaled by min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping (possibly
 /// non-finite: the caller decides to skip the step).
-double clip_grad_norm(const NamedTensors& params, double max_norm);
+double clip_grad_norm(const runtime::NamedTensors& params, double max_norm);
 
 }  // namespace mmtune::train

@@ -1,6 +1,6 @@
 // `mmtune train` without the command line: config -> process group -> frozen model + adapters ->
 // data of this rank -> Trainer -> checkpoints in output_dir. Every adapter family goes through
-// here (the task is train::MultimodalTask); the data set through data::read_split.
+// here (the task is runtime::MultimodalTask); the data set through data::read_split.
 #pragma once
 
 #include <cstdint>

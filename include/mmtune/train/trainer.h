@@ -1,4 +1,4 @@
-// The training loop, independent of the model (a TrainTask) and the data (a BatchSource).
+// The training loop, independent of the model (a runtime::TrainTask) and the data (a runtime::BatchSource).
 //
 // One optimiser step takes one global batch: train.global_batch_size samples, accumulation =
 // global / (micro_batch_size x world) micro-batches on each rank (an error when not divisible).
@@ -16,7 +16,7 @@
 // so output_dir must be visible to all ranks. Resume restores weights, optimiser moments and
 // steps, the sampler position, each rank's RNG states and the skip count: on CPU in fp32 the
 // losses after a resume are bitwise those of an uninterrupted run.
-// bf16: train.precision bf16 runs TrainTask::forward under autocast (cfg.device's type); master
+// bf16: train.precision bf16 runs runtime::TrainTask::forward under autocast (cfg.device's type); master
 // weights, gradients and moments stay fp32.
 // A fresh run seeds torch's generators with seed + rank (LaVIN) when train() starts.
 #pragma once
@@ -29,13 +29,13 @@
 #include <vector>
 
 #include <mmtune/config/config.h>
-#include <mmtune/train/checkpoint.h>
-#include <mmtune/train/distributed.h>
+#include <mmtune/runtime/checkpoint.h>
+#include <mmtune/runtime/distributed.h>
 #include <mmtune/train/grad_sync.h>
 #include <mmtune/train/metrics.h>
 #include <mmtune/train/optim.h>
-#include <mmtune/train/schedule.h>
-#include <mmtune/train/task.h>
+#include <mmtune/runtime/schedule.h>
+#include <mmtune/runtime/task.h>
 
 namespace mmtune::train {
 
@@ -59,17 +59,17 @@ class Trainer {
   /// Reads cfg.train, cfg.dist, cfg.output_dir, cfg.seed, cfg.device; `pg` null = one process.
   /// Throws mmtune::Error with a hint: global batch not divisible by micro x world, nothing
   /// trainable, an epoch shorter than one step, a non-fp32 trainable tensor.
-  Trainer(TrainTask& task, BatchSource& data, const config::RunConfig& cfg,
-          ProcessGroup* pg = nullptr, TrainerHooks hooks = {});
+  Trainer(runtime::TrainTask& task, runtime::BatchSource& data, const config::RunConfig& cfg,
+          runtime::ProcessGroup* pg = nullptr, TrainerHooks hooks = {});
 
-  /// Restores everything from a checkpoint directory (see resolve_checkpoint for "latest") before
+  /// Restores everything from a checkpoint directory (see runtime::resolve_checkpoint for "latest") before
   /// train(). The schedule comes from the current config (a warning when it differs from the
   /// checkpoint's); another world size or micro-batch is allowed (same samples per step, not
   /// bitwise the same losses). Throws CheckpointError when the weights or the optimiser state do
   /// not fit the task, or train.global_batch_size changed.
   void resume(const std::string& checkpoint_dir);
   /// Batches for the validation loss every train.eval_every steps (reported as val_loss).
-  void set_validation(BatchSource* val) { val_ = val; }
+  void set_validation(runtime::BatchSource* val) { val_ = val; }
 
   /// Runs until total_steps(). Throws Interrupted on Ctrl-C (after saving a checkpoint), and
   /// mmtune::Error when a collective fails (a dead rank) or the data source fails.
@@ -80,8 +80,8 @@ class Trainer {
   int64_t accumulation() const { return accumulation_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   int64_t total_steps() const { return total_steps_; }
-  const TrainerState& state() const { return state_; }
-  const LrSchedule& schedule() const { return state_.schedule; }
+  const runtime::TrainerState& state() const { return state_; }
+  const runtime::LrSchedule& schedule() const { return state_.schedule; }
 
  private:
   /// This rank's micro-batches of the next step; returns the position of the first.
@@ -92,18 +92,18 @@ class Trainer {
   void drain_epoch_if_short();
   bool is_rank0() const { return rank_ == 0; }
 
-  TrainTask& task_;
-  BatchSource& data_;
-  BatchSource* val_ = nullptr;
+  runtime::TrainTask& task_;
+  runtime::BatchSource& data_;
+  runtime::BatchSource* val_ = nullptr;
   const config::RunConfig cfg_;  // a copy: the caller's may go away
-  ProcessGroup* pg_;
+  runtime::ProcessGroup* pg_;
   TrainerHooks hooks_;
   int rank_ = 0, world_ = 1;
   int64_t accumulation_ = 1, steps_per_epoch_ = 0, total_steps_ = 0;
-  NamedTensors params_;
+  runtime::NamedTensors params_;
   std::unique_ptr<AdamW> optim_;
   std::unique_ptr<GradSync> sync_;
-  TrainerState state_;
+  runtime::TrainerState state_;
   bool resumed_ = false;
   int64_t last_saved_step_ = -1;
   std::string last_checkpoint_;

@@ -12,10 +12,10 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/io/safetensors.h>
 #include <mmtune/model/weights.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
 #include <mmtune/train/dry_run.h>
-#include <mmtune/train/lm_loss.h>
+#include <mmtune/runtime/lm_loss.h>
 
 #include <filesystem>
 #include <set>
@@ -40,7 +40,7 @@ config::RunConfig tiny_config(std::vector<std::string> extra = {}, const std::st
                              adapters::builtin_adapters());
 }
 
-IaaDecoderAdapterImpl& workflow(BuiltModel& m, const std::string& name = "mm") {
+IaaDecoderAdapterImpl& workflow(runtime::BuiltModel& m, const std::string& name = "mm") {
   auto* w = adapters::find_workflow(m.model->llm(), name);
   if (!w) throw Error("test: no workflow " + name);
   return *w;
@@ -50,10 +50,10 @@ IaaDecoderAdapterImpl& workflow(BuiltModel& m, const std::string& name = "mm") {
 // row 1 is text-only and 4 positions shorter (tests/fixtures.h).
 data::Batch llava_batch(uint64_t seed = 7) { return testing::mixed_image_batch(kPatches, 32, seed); }
 
-torch::Tensor logits_of(BuiltModel& m, const data::Batch& b) {
+torch::Tensor logits_of(runtime::BuiltModel& m, const data::Batch& b) {
   ForwardContext ctx;
   torch::NoGradGuard ng;
-  return m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  return m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
 }
 
 // Token ids only (no images): what every workflow, Text included, can run. [2, 12] with padding.
@@ -86,7 +86,7 @@ std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
   return out;
 }
 
-adapters::VisualPath visual_path(BuiltModel& m, const config::RunConfig& cfg) {
+adapters::VisualPath visual_path(runtime::BuiltModel& m, const config::RunConfig& cfg) {
   return {m.model->vision().config().hidden_size, cfg.vision.projector, cfg.vision.projector_hidden};
 }
 
@@ -104,18 +104,18 @@ TEST(Iaa, ProjectorNamesAndOptionsAreChecked) {
   EXPECT_THROW(tiny_config({"adapter.iaa.trainable=[projectr]"}), ConfigError);
   // IAA-14's default set does not fit a 3-layer model: a named error at build time
   try {
-    build_model(tiny_config({"adapter.iaa.insert_layers=[0, 1, 5]"}), Weights::kLoad);
+    runtime::build_model(tiny_config({"adapter.iaa.insert_layers=[0, 1, 5]"}), runtime::Weights::kLoad);
     ADD_FAILURE() << "no error for layer 5 of 3";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("names layer 5, but the model has 3 layers"), std::string::npos) << e.what();
     EXPECT_FALSE(e.hint().empty());
   }
   // LaVIN's neck is not an IAA projector
-  EXPECT_THROW(build_model(tiny_config({"vision.projector=mlp_silu"}), Weights::kLoad), Error);
+  EXPECT_THROW(runtime::build_model(tiny_config({"vision.projector=mlp_silu"}), runtime::Weights::kLoad), Error);
   // issue 20: vision.layer 99 was "torch: hidden state 99 out of range" in the first forward
   for (const std::string layer : {"99", "-6", "5"}) {
     try {
-      build_model(tiny_config({"vision.layer=" + layer}), Weights::kLoad);
+      runtime::build_model(tiny_config({"vision.layer=" + layer}), runtime::Weights::kLoad);
       ADD_FAILURE() << "no error for vision.layer " << layer << " of a 4-block ViT";
     } catch (const UsageError& e) {
       EXPECT_NE(std::string(e.what()).find("vision.layer " + layer + " is not a hidden state of this 4-block ViT"),
@@ -123,10 +123,10 @@ TEST(Iaa, ProjectorNamesAndOptionsAreChecked) {
       EXPECT_NE(e.hint().find("use 0..4 or -1..-5"), std::string::npos) << e.hint();
     }
   }
-  EXPECT_NO_THROW(build_model(tiny_config({"vision.layer=-5"}), Weights::kLoad));  // the embeddings
+  EXPECT_NO_THROW(runtime::build_model(tiny_config({"vision.layer=-5"}), runtime::Weights::kLoad));  // the embeddings
   // issue 20: vision.image_size 100000 ended in std::bad_alloc while preprocessing the first picture
   try {
-    build_model(tiny_config({"vision.image_size=100000"}), Weights::kLoad);
+    runtime::build_model(tiny_config({"vision.image_size=100000"}), runtime::Weights::kLoad);
     ADD_FAILURE() << "no error for vision.image_size 100000 with a 32 px ViT";
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("vision.image_size is 100000 but the ViT takes 32 px pictures"),
@@ -137,7 +137,7 @@ TEST(Iaa, ProjectorNamesAndOptionsAreChecked) {
 
 TEST(Iaa, InsertedLayersAndOverridesAreOwnedCopiesOfTheBase) {
   for (const std::string llm : {"llama-gqa", "llama-mha-tied"}) {
-    BuiltModel m = build_model(tiny_config({}, llm), Weights::kLoad);
+    runtime::BuiltModel m = runtime::build_model(tiny_config({}, llm), runtime::Weights::kLoad);
     auto& base = m.model->llm();
     auto& w = workflow(m);
     ASSERT_EQ(w.insert_layers(), (std::vector<int64_t>{0, 1}));
@@ -175,13 +175,13 @@ TEST(Iaa, InsertedLayersAndOverridesAreOwnedCopiesOfTheBase) {
 
 TEST(Iaa, TrainableDecidesWhatTrains) {
   // stage 1 trains the projector alone; everything the workflow copied stays frozen
-  BuiltModel s1 = build_model(tiny_config({"adapter.iaa.trainable=[projector]"}), Weights::kLoad);
+  runtime::BuiltModel s1 = runtime::build_model(tiny_config({"adapter.iaa.trainable=[projector]"}), runtime::Weights::kLoad);
   std::set<std::string> names;
   for (const auto& [n, t] : s1.trainable) names.insert(n);
   EXPECT_EQ(names, (std::set<std::string>{"llm.adapters.iaa_mm.mm_projector.0.weight", "llm.adapters.iaa_mm.mm_projector.0.bias",
                                           "llm.adapters.iaa_mm.mm_projector.2.weight", "llm.adapters.iaa_mm.mm_projector.2.bias"}));
   // fine-tune: everything of the workflow, nothing of the base
-  BuiltModel ft = build_model(tiny_config(), Weights::kLoad);
+  runtime::BuiltModel ft = runtime::build_model(tiny_config(), runtime::Weights::kLoad);
   int64_t n = 0;
   for (const auto& [name, t] : ft.trainable) {
     EXPECT_EQ(name.rfind("llm.adapters.iaa_mm.", 0), 0u) << name;
@@ -191,14 +191,14 @@ TEST(Iaa, TrainableDecidesWhatTrains) {
   const int64_t projector = 64 * 64 + 64 + 64 * 64 + 64;
   EXPECT_EQ(n, 2 * layer + 2 * 400 * 64 + 64 + projector);
   // a linear projector has LLaVA's single-Linear names
-  BuiltModel lin = build_model(tiny_config({"vision.projector=linear", "adapter.iaa.trainable=[projector]"}), Weights::kLoad);
+  runtime::BuiltModel lin = runtime::build_model(tiny_config({"vision.projector=linear", "adapter.iaa.trainable=[projector]"}), runtime::Weights::kLoad);
   ASSERT_EQ(lin.trainable.size(), 2u);
   EXPECT_EQ(lin.trainable[0].first, "llm.adapters.iaa_mm.mm_projector.weight");
 }
 
 TEST(Iaa, TextWorkflowIsTheBareLlmBitwiseAlsoAfterTheMmWorkflowTrained) {
   auto cfg = tiny_config();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   auto bare = model::load_llama(std::string(testing::kTinyDir) + "/llama-gqa", torch::kFloat32);
   const TextInput t = text_input();
   const torch::Tensor reference = llm_logits(*bare, t);
@@ -217,7 +217,7 @@ TEST(Iaa, TextWorkflowIsTheBareLlmBitwiseAlsoAfterTheMmWorkflowTrained) {
   for (int step = 0; step < 3; ++step) {
     ForwardContext ctx;
     opt.zero_grad();
-    lm_loss_sum(m.model->forward(model_input(b, torch::kCPU), nullptr, ctx), b.labels).backward();
+    runtime::lm_loss_sum(m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx), b.labels).backward();
     opt.step();
   }
   std::set<std::string> trainable;
@@ -243,7 +243,7 @@ TEST(Iaa, TextWorkflowIsTheBareLlmBitwiseAlsoAfterTheMmWorkflowTrained) {
 
 TEST(Iaa, FreshlyCopiedLayersAreNotTheIdentity) {
   // the copies run frozen layers 0 and 1 twice: not the base, however exactly they were copied
-  BuiltModel m = build_model(tiny_config(), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(tiny_config(), runtime::Weights::kLoad);
   auto& llm = m.model->llm();
   const TextInput t = text_input();
   const torch::Tensor mm = llm_logits(llm, t);
@@ -259,8 +259,8 @@ TEST(Iaa, ZeroGatesGiveTheBaseStreamBitwise) {
     for (const std::string gate : {"parallel", "gated"}) {
       for (const std::string type : {"scalar", "linear"}) {
         SCOPED_TRACE(llm_name + " " + gate + " " + type);
-        BuiltModel m = build_model(tiny_config({"adapter.iaa.gate=" + gate, "adapter.iaa.gate_type=" + type}, llm_name),
-                                   Weights::kLoad);
+        runtime::BuiltModel m = runtime::build_model(tiny_config({"adapter.iaa.gate=" + gate, "adapter.iaa.gate_type=" + type}, llm_name),
+                                   runtime::Weights::kLoad);
         auto& llm = m.model->llm();
         auto& w = workflow(m);
         const torch::Tensor fresh = llm_logits(llm, t);  // zero-initialised gates
@@ -292,8 +292,8 @@ TEST(Iaa, ZeroGatesGiveTheBaseStreamBitwise) {
   }
   // (b) with a scalar gate of 1 is the final IAA (c): h = y + 1 * (I(y) - y)
   const auto gated_cfg = tiny_config({"adapter.iaa.gate=gated"}), plain_cfg = tiny_config();
-  BuiltModel gated = build_model(gated_cfg, Weights::kLoad);
-  BuiltModel plain = build_model(plain_cfg, Weights::kLoad);
+  runtime::BuiltModel gated = runtime::build_model(gated_cfg, runtime::Weights::kLoad);
+  runtime::BuiltModel plain = runtime::build_model(plain_cfg, runtime::Weights::kLoad);
   {
     torch::NoGradGuard ng;
     for (const auto& p : workflow(gated).named_parameters(true)) {
@@ -303,7 +303,7 @@ TEST(Iaa, ZeroGatesGiveTheBaseStreamBitwise) {
   // y + 1 * (I(y) - y) rounds where I(y) does not: exact in float64, within 4x the fp32 noise in
   // float32 (tests/numerics.h)
   const torch::Tensor a = llm_logits(gated.model->llm(), t), c = llm_logits(plain.model->llm(), t);
-  BuiltModel gated64 = testing::fp64_twin(gated_cfg, gated), plain64 = testing::fp64_twin(plain_cfg, plain);
+  runtime::BuiltModel gated64 = testing::fp64_twin(gated_cfg, gated), plain64 = testing::fp64_twin(plain_cfg, plain);
   testing::expect_same_result("IAA gated with gate 1 vs ungated", a, c, llm_logits(gated64.model->llm(), t),
                               llm_logits(plain64.model->llm(), t));
 }
@@ -350,7 +350,7 @@ int64_t tensor_bytes(torch::nn::Module& m) {
 
 TEST(Iaa, TwoWorkflowsShareOneBaseAndEachGivesWhatItGivesAlone) {
   auto cfg = tiny_config();
-  BuiltModel both = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel both = runtime::build_model(cfg, runtime::Weights::kLoad);
   auto& llm = both.model->llm();
   const adapters::AdapterMemory one = adapters::adapter_memory(*both.model, llm);
   adapters::IaaConfig g;
@@ -399,7 +399,7 @@ TEST(Iaa, TwoWorkflowsShareOneBaseAndEachGivesWhatItGivesAlone) {
   // each workflow alone, with the same weights, gives the same logits bitwise
   for (const auto& [name, expected] : {std::pair{std::string("mm"), mm}, {std::string("g"), gl}}) {
     auto alone_cfg = tiny_config({"adapter.iaa.workflow=" + name, name == "g" ? "adapter.iaa.insert_layers=[1, 2]" : "adapter.iaa.insert_layers=[0, 1]"});
-    BuiltModel alone = build_model(alone_cfg, Weights::kLoad);
+    runtime::BuiltModel alone = runtime::build_model(alone_cfg, runtime::Weights::kLoad);
     const auto src = workflow(both, name).named_parameters(true);
     {
       torch::NoGradGuard ng;
@@ -414,7 +414,7 @@ TEST(Iaa, TwoWorkflowsShareOneBaseAndEachGivesWhatItGivesAlone) {
     model::KVCache cache;
     ForwardContext ctx;
     torch::NoGradGuard ng;
-    both.model->prefill(model_input(b, torch::kCPU), 2, cache, ctx);
+    both.model->prefill(runtime::model_input(b, torch::kCPU), 2, cache, ctx);
     std::vector<std::string> keys;
     for (const auto& [k, v] : cache.extra) keys.push_back(k);
     EXPECT_EQ(keys, (std::vector<std::string>{"iaa." + name + ".0", "iaa." + name + ".1"}));
@@ -422,12 +422,12 @@ TEST(Iaa, TwoWorkflowsShareOneBaseAndEachGivesWhatItGivesAlone) {
 }
 
 // Prefill the first k tokens, then feed the rest one by one through the KV cache.
-torch::Tensor decode_logits(BuiltModel& m, const data::Batch& b, int64_t k) {
+torch::Tensor decode_logits(runtime::BuiltModel& m, const data::Batch& b, int64_t k) {
   torch::NoGradGuard ng;
   ForwardContext ctx;
   const int64_t B = b.tokens.size(0), T = b.tokens.size(1);
   auto cache = m.model->llm().new_cache(B, T + 1);
-  model::MultimodalInput first = model_input(b, torch::kCPU);
+  model::MultimodalInput first = runtime::model_input(b, torch::kCPU);
   first.tokens = first.tokens.narrow(1, 0, k);
   first.attention_mask = first.attention_mask.narrow(1, 0, k);
   first.image_slots = first.image_slots.narrow(1, 0, k);
@@ -447,11 +447,11 @@ TEST(Iaa, CachedDecodingEqualsTheFullForward) {
   const int64_t k = 1 + 2 + kPatches + 2;  // prompt: BOS, 2 tokens, slots, 2 text tokens
   for (const std::string gate : {"none", "parallel", "gated"}) {
     const auto cfg = tiny_config({"adapter.iaa.gate=" + gate});
-    BuiltModel m = build_model(cfg, Weights::kLoad);
+    runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
     perturb(workflow(m), 19);  // open gates too
     const torch::Tensor full = logits_of(m, b);
     const torch::Tensor stepped = decode_logits(m, b, k);
-    BuiltModel m64 = testing::fp64_twin(cfg, m);  // the frozen LLM and ViT, the workflow in float64
+    runtime::BuiltModel m64 = testing::fp64_twin(cfg, m);  // the frozen LLM and ViT, the workflow in float64
     data::Batch b64 = b;
     b64.images = b.images.to(torch::kFloat64);
     // the cached path runs attention over other shapes: exact in float64, fp32 within 4x the noise
@@ -461,12 +461,12 @@ TEST(Iaa, CachedDecodingEqualsTheFullForward) {
 }
 
 TEST(Iaa, VisualTokensAreTheProjectedPatchFeaturesAtTheSlots) {
-  BuiltModel m = build_model(tiny_config(), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(tiny_config(), runtime::Weights::kLoad);
   perturb(workflow(m), 29);  // the workflow's embedding is no longer the base's
   EXPECT_EQ(m.model->visual_tokens(), kPatches);
   EXPECT_EQ(m.model->spec().feature, "patch_layer");
   const data::Batch b = llava_batch();
-  const auto in = model_input(b, torch::kCPU);
+  const auto in = runtime::model_input(b, torch::kCPU);
   torch::NoGradGuard ng;
   ForwardContext c1, c2;
   const auto seq = m.model->assemble(in, c1);
@@ -502,11 +502,11 @@ TEST(Iaa, VisualTokensAreTheProjectedPatchFeaturesAtTheSlots) {
 
 TEST(Iaa, SaveThenLoadGivesTheSameLogits) {
   auto cfg = tiny_config({"adapter.iaa.gate=gated", "adapter.iaa.gate_type=linear"});
-  BuiltModel a = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel a = runtime::build_model(cfg, runtime::Weights::kLoad);
   perturb(workflow(a), 23);
   testing::TempDir dir;
   const std::string out = dir.path() + "/adapter";
-  save_adapter(out, cfg, a);
+  runtime::save_adapter(out, cfg, a);
   const auto file = io::SafetensorsFile::open(out + "/adapter_model.safetensors");
   const std::vector<std::string> listed = file->names();
   const std::set<std::string> names(listed.begin(), listed.end());
@@ -517,22 +517,22 @@ TEST(Iaa, SaveThenLoadGivesTheSameLogits) {
                         "llm.adapters.iaa_mm.mm_projector.2.bias"}) {
     EXPECT_TRUE(names.count(n)) << n;
   }
-  const auto overrides = adapter_overrides(out);
+  const auto overrides = runtime::adapter_overrides(out);
   for (const char* o : {"adapter.family=iaa", "adapter.iaa.workflow=\"mm\"", "adapter.iaa.gate=\"gated\"",
                         "vision.projector=\"mlp2x_gelu\""}) {
     EXPECT_NE(std::find(overrides.begin(), overrides.end(), o), overrides.end()) << o;
   }
   auto cfg2 = tiny_config(overrides);
-  BuiltModel b = build_model(cfg2, Weights::kLoad);
+  runtime::BuiltModel b = runtime::build_model(cfg2, runtime::Weights::kLoad);
   const data::Batch batch = llava_batch();
   EXPECT_FALSE(torch::equal(logits_of(a, batch), logits_of(b, batch)));
-  load_adapter(out, cfg2, b);
+  runtime::load_adapter(out, cfg2, b);
   EXPECT_TRUE(torch::equal(logits_of(a, batch), logits_of(b, batch)));
   // another workflow's insertion set does not fit: one named error
-  BuiltModel c = build_model(tiny_config({"adapter.iaa.gate=gated", "adapter.iaa.gate_type=linear",
-                                          "adapter.iaa.insert_layers=[0]"}), Weights::kLoad);
+  runtime::BuiltModel c = runtime::build_model(tiny_config({"adapter.iaa.gate=gated", "adapter.iaa.gate_type=linear",
+                                          "adapter.iaa.insert_layers=[0]"}), runtime::Weights::kLoad);
   try {
-    load_adapter(out, cfg2, c);
+    runtime::load_adapter(out, cfg2, c);
     ADD_FAILURE() << "no error";
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("unexpected llm.adapters.iaa_mm.layers.1"), std::string::npos) << e.what();
@@ -540,17 +540,17 @@ TEST(Iaa, SaveThenLoadGivesTheSameLogits) {
 }
 
 TEST(Iaa, StageOneTrainsTheProjectorAndTheLossFalls) {
-  BuiltModel m = build_model(tiny_config({"adapter.iaa.trainable=[projector]"}), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(tiny_config({"adapter.iaa.trainable=[projector]"}), runtime::Weights::kLoad);
   const data::Batch b = llava_batch();
   std::vector<torch::Tensor> params;
   for (auto& [n, p] : m.trainable) params.push_back(p);
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2).weight_decay(0.0));
-  const auto in = model_input(b, torch::kCPU);
+  const auto in = runtime::model_input(b, torch::kCPU);
   double first = 0, last = 0;
   for (int step = 0; step < 40; ++step) {
     ForwardContext ctx;
     opt.zero_grad();
-    const torch::Tensor loss = lm_loss_sum(m.model->forward(in, nullptr, ctx), b.labels);
+    const torch::Tensor loss = runtime::lm_loss_sum(m.model->forward(in, nullptr, ctx), b.labels);
     loss.backward();
     opt.step();
     (step == 0 ? first : last) = loss.item<double>();
@@ -561,7 +561,7 @@ TEST(Iaa, StageOneTrainsTheProjectorAndTheLossFalls) {
 TEST(Iaa, ABf16ModelRunsItsWorkflowInTheModelDtype) {
   // the copies run inside the frozen bf16 stack, so they are bf16; the projector keeps fp32
   // master weights and its output is cast at the slots; an open gate computes in bf16 as well
-  BuiltModel m = build_model(tiny_config({"dtype=bf16", "adapter.iaa.gate=parallel"}), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(tiny_config({"dtype=bf16", "adapter.iaa.gate=parallel"}), runtime::Weights::kLoad);
   auto& w = workflow(m);
   for (const auto& p : w.named_parameters(true)) {
     const bool projector = p.key().rfind("mm_projector.", 0) == 0;
@@ -570,9 +570,9 @@ TEST(Iaa, ABf16ModelRunsItsWorkflowInTheModelDtype) {
   perturb(w, 31);
   const data::Batch b = llava_batch();
   ForwardContext ctx;
-  const torch::Tensor logits = m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  const torch::Tensor logits = m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
   EXPECT_EQ(logits.scalar_type(), torch::kBFloat16);
-  lm_loss_sum(logits, b.labels).backward();
+  runtime::lm_loss_sum(logits, b.labels).backward();
   for (const auto& [name, p] : m.trainable) EXPECT_TRUE(p.grad().defined()) << name;
 }
 

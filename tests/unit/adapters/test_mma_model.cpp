@@ -7,11 +7,11 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
-#include <mmtune/generate/generator.h>
+#include <mmtune/runtime/generator.h>
 #include <mmtune/model/weights.h>
-#include <mmtune/train/adapter_checkpoint.h>
-#include <mmtune/train/build_model.h>
-#include <mmtune/train/lm_loss.h>
+#include <mmtune/runtime/adapter_checkpoint.h>
+#include <mmtune/runtime/build_model.h>
+#include <mmtune/runtime/lm_loss.h>
 
 #include <filesystem>
 #include <fstream>
@@ -46,13 +46,13 @@ TinyBatch mixed_batch(int64_t n, int64_t image_size, uint64_t seed = 7) {
   return {testing::mixed_image_batch(n, image_size, seed), n};  // tests/fixtures.h
 }
 
-torch::Tensor logits_of(BuiltModel& m, const data::Batch& b) {
+torch::Tensor logits_of(runtime::BuiltModel& m, const data::Batch& b) {
   ForwardContext ctx;
   torch::NoGradGuard ng;
-  return m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  return m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
 }
 
-void randomise_adapters(BuiltModel& m, uint64_t seed) {
+void randomise_adapters(runtime::BuiltModel& m, uint64_t seed) {
   torch::manual_seed(seed);
   torch::NoGradGuard ng;
   for (auto& [name, t] : m.trainable) t.copy_(torch::randn_like(t) * 0.2);
@@ -64,7 +64,7 @@ std::map<std::string, torch::Tensor> snapshot(torch::nn::Module& m) {
   return out;
 }
 
-void set_block_adapters(BuiltModel& m, bool on) {
+void set_block_adapters(runtime::BuiltModel& m, bool on) {
   adapters::set_adapters_enabled(m.model->llm(), on);
   auto& vit = m.model->vision();
   for (int64_t i = 0; i < vit.config().num_layers; ++i) {
@@ -77,7 +77,7 @@ TEST(MmaModel, FreshAdaptersAreTheIdentityOnTheAssembledSequence) {
   // mask) run with every block adapter switched off, bitwise, for image and text samples alike
   for (const std::string placement : {"attn", "block"}) {
     auto cfg = tiny_config({"adapter.mma.llm_placement=" + placement, "adapter.mma.vision_placement=router_block"});
-    BuiltModel m = build_model(cfg, Weights::kLoad);
+    runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
     EXPECT_EQ(m.model->visual_tokens(), 4);  // tiny ViT: 4 blocks, CLS after each
     const TinyBatch b = mixed_batch(4, 32);
     const torch::Tensor with = logits_of(m, b.batch);
@@ -94,7 +94,7 @@ TEST(MmaModel, FreshAdaptersAreTheIdentityOnTheAssembledSequence) {
 
 TEST(MmaModel, TheModalityTokenIsSeenByNobodyAndSeesOnlyItself) {
   auto cfg = tiny_config();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise_adapters(m, 5);
   const TinyBatch b = mixed_batch(4, 32);
   const torch::Tensor base = logits_of(m, b.batch);
@@ -116,14 +116,14 @@ TEST(MmaModel, TheModalityTokenIsSeenByNobodyAndSeesOnlyItself) {
 TEST(MmaModel, AnOptimiserStepChangesOnlyAdapterParameters) {
   // (b)
   auto cfg = tiny_config();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   const auto before = snapshot(*m.model);
   std::vector<torch::Tensor> params;
   for (auto& [n, t] : m.trainable) params.push_back(t);
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2).weight_decay(0.02));
   const TinyBatch b = mixed_batch(4, 32);
   ForwardContext ctx;
-  const torch::Tensor loss = lm_loss_sum(m.model->forward(model_input(b.batch, torch::kCPU), nullptr, ctx), b.batch.labels);
+  const torch::Tensor loss = runtime::lm_loss_sum(m.model->forward(runtime::model_input(b.batch, torch::kCPU), nullptr, ctx), b.batch.labels);
   loss.backward();
   opt.step();
   std::set<std::string> trainable;
@@ -148,34 +148,34 @@ TEST(MmaModel, AnOptimiserStepChangesOnlyAdapterParameters) {
 TEST(MmaModel, SaveThenLoadGivesTheSameLogits) {
   // (c)
   auto cfg = tiny_config();
-  BuiltModel a = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel a = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise_adapters(a, 11);
   testing::TempDir dir;
   const std::string out = dir.path() + "/adapter";
-  save_adapter(out, cfg, a);
+  runtime::save_adapter(out, cfg, a);
   EXPECT_TRUE(std::filesystem::exists(out + "/adapter_model.safetensors"));
   // the recorded options rebuild the same architecture
-  auto overrides = adapter_overrides(out);
+  auto overrides = runtime::adapter_overrides(out);
   EXPECT_NE(std::find(overrides.begin(), overrides.end(), "adapter.family=mma"), overrides.end());
   auto cfg2 = tiny_config(overrides);
   torch::manual_seed(99);
-  BuiltModel b = build_model(cfg2, Weights::kLoad);
+  runtime::BuiltModel b = runtime::build_model(cfg2, runtime::Weights::kLoad);
   const TinyBatch batch = mixed_batch(4, 32);
   EXPECT_FALSE(torch::equal(logits_of(a, batch.batch), logits_of(b, batch.batch)));
-  load_adapter(out, cfg2, b);
+  runtime::load_adapter(out, cfg2, b);
   EXPECT_TRUE(torch::equal(logits_of(a, batch.batch), logits_of(b, batch.batch)));
 }
 
 TEST(MmaModel, BadAdapterCheckpointsAreNamedErrors) {
   auto cfg = tiny_config({"adapter.mma.llm_placement=attn"});  // no adapter_mlp tensors in the file
-  BuiltModel a = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel a = runtime::build_model(cfg, runtime::Weights::kLoad);
   testing::TempDir dir;
   const std::string out = dir.path() + "/adapter";
-  save_adapter(out, cfg, a);
+  runtime::save_adapter(out, cfg, a);
   auto expect_error = [&](const config::RunConfig& c, const std::string& needle) {
-    BuiltModel b = build_model(c, Weights::kLoad);
+    runtime::BuiltModel b = runtime::build_model(c, runtime::Weights::kLoad);
     try {
-      load_adapter(out, c, b);
+      runtime::load_adapter(out, c, b);
       ADD_FAILURE() << "no error for " << needle;
     } catch (const CheckpointError& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
@@ -189,11 +189,11 @@ TEST(MmaModel, BadAdapterCheckpointsAreNamedErrors) {
   // block placement expects adapter_mlp tensors the file lacks
   expect_error(tiny_config({"adapter.mma.llm_placement=block"}), "missing llm.model.layers.0.adapters.mma.adapter_mlp");
   // a missing directory and a corrupt config
-  BuiltModel b = build_model(cfg, Weights::kLoad);
-  EXPECT_THROW(load_adapter(dir.path() + "/nope", cfg, b), CheckpointError);
+  runtime::BuiltModel b = runtime::build_model(cfg, runtime::Weights::kLoad);
+  EXPECT_THROW(runtime::load_adapter(dir.path() + "/nope", cfg, b), CheckpointError);
   std::ofstream(out + "/adapter_config.json") << "{not json";
-  EXPECT_THROW(load_adapter(out, cfg, b), CheckpointError);
-  EXPECT_THROW(adapter_overrides(out), CheckpointError);
+  EXPECT_THROW(runtime::load_adapter(out, cfg, b), CheckpointError);
+  EXPECT_THROW(runtime::adapter_overrides(out), CheckpointError);
   // fields of the wrong type (found by fuzz_adapter_checkpoint: nlohmann's type_error escaped)
   for (const std::string text :
        {R"({"format": "mmtune.adapter", "family": {"x": 1}, "adapter": {}})",
@@ -201,15 +201,15 @@ TEST(MmaModel, BadAdapterCheckpointsAreNamedErrors) {
         R"({"format": "mmtune.adapter", "family": "mma", "adapter": [], "base_model": 3})",
         R"({"format": "mmtune.adapter", "family": "mma", "adapter": {}, "base_model": {"id": 5}})"}) {
     std::ofstream(out + "/adapter_config.json") << text;
-    EXPECT_THROW(adapter_overrides(out), CheckpointError) << text;
-    EXPECT_THROW(load_adapter(out, cfg, b), CheckpointError) << text;
+    EXPECT_THROW(runtime::adapter_overrides(out), CheckpointError) << text;
+    EXPECT_THROW(runtime::load_adapter(out, cfg, b), CheckpointError) << text;
   }
 }
 
 TEST(MmaModel, DisabledAdaptersGiveTheBaseModelBitwise) {
   // (d) trained adapters switched off: the text tokens run through the bare LLM
   auto cfg = tiny_config();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise_adapters(m, 13);
   const torch::Tensor ids = torch::randint(3, 400, {2, 12});
   model::MultimodalInput in;
@@ -232,7 +232,7 @@ TEST(MmaModel, MixedBatchRowsEqualEachSampleAlone) {
   // whose kernels round differently, so the bound is 4x the fp32-vs-fp64 noise of either
   // (tests/numerics.h).
   auto cfg = tiny_config();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise_adapters(m, 17);
   const TinyBatch b = mixed_batch(4, 32);
   auto row = [&](const data::Batch& batch, int64_t r, int64_t len) {
@@ -245,7 +245,7 @@ TEST(MmaModel, MixedBatchRowsEqualEachSampleAlone) {
     return one;
   };
   // [B, T, V] in the model's dtype: the batch, and each row alone (padded back to T)
-  auto run = [&](BuiltModel& m, const data::Batch& batch) {
+  auto run = [&](runtime::BuiltModel& m, const data::Batch& batch) {
     const torch::Tensor together = logits_of(m, batch);
     torch::Tensor alone = torch::zeros_like(together);
     for (int64_t r = 0; r < 3; ++r) {
@@ -255,7 +255,7 @@ TEST(MmaModel, MixedBatchRowsEqualEachSampleAlone) {
     return std::make_pair(together, alone);
   };
   const auto [together32, alone32] = run(m, b.batch);
-  BuiltModel m64 = testing::fp64_twin(cfg, m);
+  runtime::BuiltModel m64 = testing::fp64_twin(cfg, m);
   data::Batch b64 = b.batch;
   b64.images = b.batch.images.to(torch::kFloat64);
   const auto [together64, alone64] = run(m64, b64);
@@ -264,14 +264,14 @@ TEST(MmaModel, MixedBatchRowsEqualEachSampleAlone) {
   // LaVIN's quirk routes the whole batch's ViT from row 0: the text-only row's zero image then
   // changes nothing for it, but row 2 depends on row 0 (its visual tokens do)
   auto qcfg = tiny_config({"adapter.mma.clip_router_mode=official_lnd_quirk"});
-  BuiltModel q = build_model(qcfg, Weights::kLoad);
+  runtime::BuiltModel q = runtime::build_model(qcfg, runtime::Weights::kLoad);
   EXPECT_TRUE(q.model->spec().whole_batch);
 }
 
 TEST(MmaModel, OverfitsSixteenSamplesWithAPlainLoop) {
   // (g) 16 samples, each with its own image and a 3-token answer that only the sample decides
   auto cfg = tiny_config();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   torch::manual_seed(21);
   const int64_t n = 4, B = 16, T = 1 + 2 + n + 6 + 4;
   data::Batch b;
@@ -296,11 +296,11 @@ TEST(MmaModel, OverfitsSixteenSamplesWithAPlainLoop) {
   for (auto& [name, t] : m.trainable) params.push_back(t);
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2).weight_decay(0.0));
   double first = 0, loss_v = 0;
-  const auto in = model_input(b, torch::kCPU);
+  const auto in = runtime::model_input(b, torch::kCPU);
   for (int step = 0; step < 600; ++step) {
     ForwardContext ctx;
     opt.zero_grad();
-    const torch::Tensor loss = lm_loss_sum(m.model->forward(in, nullptr, ctx), b.labels) / tokens;
+    const torch::Tensor loss = runtime::lm_loss_sum(m.model->forward(in, nullptr, ctx), b.labels) / tokens;
     loss.backward();
     opt.step();
     loss_v = loss.item<double>();
@@ -317,12 +317,12 @@ namespace mmtune::train {
 namespace {
 
 // Prefill the first k tokens, then feed the rest one by one through the KV cache.
-torch::Tensor decode_logits(BuiltModel& m, const data::Batch& b, int64_t k) {
+torch::Tensor decode_logits(runtime::BuiltModel& m, const data::Batch& b, int64_t k) {
   torch::NoGradGuard ng;
   adapters::ForwardContext ctx;
   const int64_t B = b.tokens.size(0), T = b.tokens.size(1);
   auto cache = m.model->llm().new_cache(B, T + 1);
-  model::MultimodalInput first = model_input(b, torch::kCPU);
+  model::MultimodalInput first = runtime::model_input(b, torch::kCPU);
   first.tokens = first.tokens.narrow(1, 0, k);
   first.attention_mask = first.attention_mask.narrow(1, 0, k);
   first.image_slots = first.image_slots.narrow(1, 0, k);
@@ -341,18 +341,18 @@ TEST(MmaModel, DecodingWithTheCacheMatchesTheFullForwardAndTheLavinOffsetShiftsI
   b.batch.attention_mask.fill_(true);  // no padding: every row decodes every position
   const int64_t k = 1 + 2 + 4 + 2;     // prompt: BOS, prefix, slots, 2 text tokens
   auto clean_cfg = tiny_config({"adapter.mma.rope_decode_offset=1"});
-  BuiltModel clean = build_model(clean_cfg, Weights::kLoad);
+  runtime::BuiltModel clean = runtime::build_model(clean_cfg, runtime::Weights::kLoad);
   randomise_adapters(clean, 23);
   // the cached path runs attention over other shapes: exact in float64, fp32 within 4x the noise
   const torch::Tensor full = logits_of(clean, b.batch);
   const torch::Tensor stepped = decode_logits(clean, b.batch, k);
-  BuiltModel clean64 = testing::fp64_twin(clean_cfg, clean);
+  runtime::BuiltModel clean64 = testing::fp64_twin(clean_cfg, clean);
   const torch::Tensor full64 = logits_of(clean64, b.batch), stepped64 = decode_logits(clean64, b.batch, k);
   const double bound = testing::expect_same_result("MMA cached decoding vs the full forward", stepped, full,
                                                    stepped64, full64);
   // LaVIN's off-by-one (spec §1.11): the prefill is the same, the decode steps see other positions
   auto lavin_cfg = tiny_config({"adapter.mma.rope_decode_offset=0"});
-  BuiltModel lavin = build_model(lavin_cfg, Weights::kLoad);
+  runtime::BuiltModel lavin = runtime::build_model(lavin_cfg, runtime::Weights::kLoad);
   randomise_adapters(lavin, 23);
   const torch::Tensor shifted = decode_logits(lavin, b.batch, k);
   EXPECT_LE(testing::max_abs_diff(shifted.narrow(1, 0, k), full.narrow(1, 0, k)), bound);
@@ -369,10 +369,10 @@ namespace {
 
 TEST(MmaModel, LeftPaddedBatchedGenerationEqualsEachPromptAlone) {
   auto cfg = tiny_config();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise_adapters(m, 29);
   m.model->eval();
-  auto tok = model::load_tokenizer(std::string(testing::kTinyDir) + "/llama-gqa");
+  auto tok = text::load_tokenizer(std::string(testing::kTinyDir) + "/llama-gqa");
   // prompts of different lengths, left padded: rows 0 and 2 with images (4 slots after BOS + 2 tokens)
   torch::manual_seed(31);
   const std::vector<int64_t> lens{12, 7, 10};
@@ -393,10 +393,10 @@ TEST(MmaModel, LeftPaddedBatchedGenerationEqualsEachPromptAlone) {
       in.tokens[b].narrow(0, start + 3, 4).fill_(0);
     }
   }
-  generate::SamplingOptions opt;
+  runtime::SamplingOptions opt;
   opt.max_new_tokens = 8;
   opt.stop_at_eos = false;
-  const auto together = generate::generate(*m.model, *tok, in, opt);
+  const auto together = runtime::generate(*m.model, *tok, in, opt);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = lens[b], start = T - n;
     model::MultimodalInput one;
@@ -405,13 +405,13 @@ TEST(MmaModel, LeftPaddedBatchedGenerationEqualsEachPromptAlone) {
     one.image_slots = in.image_slots.narrow(0, b, 1).narrow(1, start, n);
     one.has_image = in.has_image.narrow(0, b, 1);
     one.images = in.images.narrow(0, b, 1);
-    const auto alone = generate::generate(*m.model, *tok, one, opt);
+    const auto alone = runtime::generate(*m.model, *tok, one, opt);
     EXPECT_EQ(alone[0].tokens, together[b].tokens) << "row " << b;
     EXPECT_EQ(alone[0].tokens.size(), 8u);
   }
   // a prompt longer than the context is a usage error
   opt.max_new_tokens = 600;
-  EXPECT_THROW(generate::generate(*m.model, *tok, in, opt), UsageError);
+  EXPECT_THROW(runtime::generate(*m.model, *tok, in, opt), UsageError);
 }
 
 }  // namespace

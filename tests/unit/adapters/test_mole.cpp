@@ -10,10 +10,10 @@
 #include <mmtune/config/load.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/model/weights.h>
-#include <mmtune/train/build_model.h>
+#include <mmtune/runtime/build_model.h>
 #include <mmtune/train/dry_run.h>
-#include <mmtune/train/lm_loss.h>
-#include <mmtune/train/multimodal_task.h>
+#include <mmtune/runtime/lm_loss.h>
+#include <mmtune/runtime/multimodal_task.h>
 
 #include <algorithm>
 #include <chrono>
@@ -403,7 +403,7 @@ config::RunConfig mole_tiny(std::vector<std::string> extra = {}) {
 // padding positions at the end (tests/fixtures.h).
 data::Batch mixed_batch(int64_t n, uint64_t seed = 7) { return testing::mixed_image_batch(n, 32, seed); }
 
-void randomise(BuiltModel& m, uint64_t seed, double scale = 0.2) {
+void randomise(runtime::BuiltModel& m, uint64_t seed, double scale = 0.2) {
   torch::manual_seed(seed);
   torch::NoGradGuard ng;
   for (auto& [name, t] : m.trainable) t.copy_(torch::randn_like(t) * scale);
@@ -420,15 +420,15 @@ TEST(MoleModel, ConfigRefusesLoraOnTheFfnOutsideTheExperts) {
 }
 
 TEST(MoleModel, FreshModelEqualsTheBaseBitwise) {
-  BuiltModel m = build_model(mole_tiny(), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(mole_tiny(), runtime::Weights::kLoad);
   EXPECT_EQ(m.model->visual_tokens(), 16 + 2);  // 4x4 patches + start/end
   const data::Batch b = mixed_batch(18);
   ForwardContext ctx;
   torch::NoGradGuard ng;
-  const torch::Tensor with = m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  const torch::Tensor with = m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
   adapters::set_adapters_enabled(m.model->llm(), false);
   ForwardContext ctx_off;
-  const torch::Tensor without = m.model->forward(model_input(b, torch::kCPU), nullptr, ctx_off);
+  const torch::Tensor without = m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx_off);
   EXPECT_TRUE(torch::equal(with, without)) << (with - without).abs().max().item<double>();
   // text-only rows through the frozen LLM alone (no MultimodalLM, no adapters at all)
   auto base = model::load_llama(std::string(testing::kTinyDir) + "/llama-gqa", torch::kFloat32);
@@ -439,16 +439,16 @@ TEST(MoleModel, FreshModelEqualsTheBaseBitwise) {
   // once trained the adapters do change the output
   randomise(m, 3);
   ForwardContext c3;
-  EXPECT_FALSE(torch::allclose(m.model->forward(model_input(b, torch::kCPU), nullptr, c3), without));
+  EXPECT_FALSE(torch::allclose(m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, c3), without));
 }
 
 TEST(MoleModel, VisualSpanIsStartPatchesEnd) {
-  BuiltModel m = build_model(mole_tiny(), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(mole_tiny(), runtime::Weights::kLoad);
   randomise(m, 5);
   const data::Batch b = mixed_batch(18);
   ForwardContext ctx;
   torch::NoGradGuard ng;
-  const auto seq = m.model->assemble(model_input(b, torch::kCPU), ctx);
+  const auto seq = m.model->assemble(runtime::model_input(b, torch::kCPU), ctx);
   const torch::Tensor start = m.model->llm().named_parameters()["adapters.mole.visual_start_token"].view({-1});
   const torch::Tensor end = m.model->llm().named_parameters()["adapters.mole.visual_end_token"].view({-1});
   for (int64_t r : {0, 2}) {
@@ -469,11 +469,11 @@ TEST(MoleModel, VisualSpanIsStartPatchesEnd) {
 }
 
 TEST(MoleModel, OneForwardPushesOneBalancingLossAndUsageOverValidTokens) {
-  BuiltModel m = build_model(mole_tiny({"adapter.mole.balance_weight=0.5"}), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(mole_tiny({"adapter.mole.balance_weight=0.5"}), runtime::Weights::kLoad);
   randomise(m, 9);
   const data::Batch b = mixed_batch(18);
   ForwardContext ctx;
-  const torch::Tensor logits = m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  const torch::Tensor logits = m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
   ASSERT_EQ(ctx.aux_losses.size(), 1u);
   EXPECT_EQ(ctx.aux_losses[0].first, adapters::kMoleBalanceLoss);
   const torch::Tensor usage = adapters::mole_expert_tokens(ctx);  // [L, K]
@@ -482,7 +482,7 @@ TEST(MoleModel, OneForwardPushesOneBalancingLossAndUsageOverValidTokens) {
   const double valid = b.attention_mask.sum().item<double>();
   EXPECT_TRUE(torch::equal(usage.sum(1), torch::full({3}, valid)));
   // the loss reaches the routers; the LM loss plus it trains only adapter parameters
-  const torch::Tensor loss = lm_loss_sum(logits, b.labels) + ctx.aux_losses[0].second;
+  const torch::Tensor loss = runtime::lm_loss_sum(logits, b.labels) + ctx.aux_losses[0].second;
   loss.backward();
   for (const auto& [name, t] : m.trainable) {
     if (name.find("router") != std::string::npos) {
@@ -498,17 +498,17 @@ TEST(MoleModel, OneForwardPushesOneBalancingLossAndUsageOverValidTokens) {
 }
 
 TEST(MoleModel, TheTrainTaskReportsPerLayerUsageFractionsOutsideTheObjective) {
-  BuiltModel m = build_model(mole_tiny(), Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(mole_tiny(), runtime::Weights::kLoad);
   randomise(m, 11);
   const data::Batch b = mixed_batch(18);
-  MultimodalTask task(m, torch::kCPU);
-  const StepLoss sl = task.forward(b);
+  runtime::MultimodalTask task(m, torch::kCPU);
+  const runtime::StepLoss sl = task.forward(b);
   ASSERT_EQ(sl.aux.size(), 1u);  // the balancing loss is the only aux loss
   ASSERT_EQ(sl.stats.size(), 3u);
   // the same forward's counts, row-normalised: one [K] fraction vector per layer, in state order
   ForwardContext ctx;
   torch::NoGradGuard ng;
-  m.model->forward(model_input(b, torch::kCPU), nullptr, ctx);
+  m.model->forward(runtime::model_input(b, torch::kCPU), nullptr, ctx);
   const torch::Tensor usage = adapters::mole_expert_tokens(ctx).to(torch::kFloat64);  // [L, K]
   for (int64_t l = 0; l < 3; ++l) {
     EXPECT_EQ(sl.stats[l].first, "mole.llm." + std::to_string(l) + ".usage");
@@ -521,13 +521,13 @@ TEST(MoleModel, TheTrainTaskReportsPerLayerUsageFractionsOutsideTheObjective) {
 TEST(MoleModel, CachedDecodingEqualsTheFullForward) {
   // routing is per token and kept nowhere across steps: prefill + one token at a time = one pass
   const auto cfg = mole_tiny();
-  BuiltModel m = build_model(cfg, Weights::kLoad);
+  runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise(m, 13);
-  BuiltModel m64 = testing::fp64_twin(cfg, m);
+  runtime::BuiltModel m64 = testing::fp64_twin(cfg, m);
   torch::manual_seed(1);
   const torch::Tensor ids = torch::randint(3, 400, {2, 10});
   torch::NoGradGuard ng;
-  auto run = [&](BuiltModel& bm, ForwardContext& ctx) {
+  auto run = [&](runtime::BuiltModel& bm, ForwardContext& ctx) {
     auto& llm = bm.model->llm();
     ForwardContext full_ctx;
     const torch::Tensor full = llm.forward({ids, {}, {}, {}}, nullptr, full_ctx);
@@ -554,7 +554,7 @@ TEST(MoleModel, DryRunCountsVicuna7bR32K3Exactly) {
   EXPECT_EQ(d.trainable, 194'134'112);
   EXPECT_NE(format_dry_run(d).find("194,134,112"), std::string::npos) << format_dry_run(d);
   // and by part, from the named parameters of the same meta model
-  const BuiltModel b = build_model(cfg, Weights::kMeta);
+  const runtime::BuiltModel b = runtime::build_model(cfg, runtime::Weights::kMeta);
   std::map<std::string, int64_t> parts;
   for (const auto& [name, t] : b.trainable) {
     std::string part = name.find(".moe_") != std::string::npos     ? "experts"
@@ -581,8 +581,8 @@ namespace {
 TEST(MoleModel, StartEndVectorsFollowVisionStartEndTokens) {
   std::map<bool, int64_t> span;
   for (const bool on : {true, false}) {
-    BuiltModel m = build_model(mole_tiny({std::string("vision.start_end_tokens=") + (on ? "true" : "false")}),
-                               Weights::kLoad);
+    runtime::BuiltModel m = runtime::build_model(mole_tiny({std::string("vision.start_end_tokens=") + (on ? "true" : "false")}),
+                               runtime::Weights::kLoad);
     int64_t vectors = 0;
     for (const auto& [name, t] : m.trainable)
       if (name.find("visual_start_token") != std::string::npos || name.find("visual_end_token") != std::string::npos)

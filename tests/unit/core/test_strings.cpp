@@ -45,5 +45,13 @@ TEST(Strings, SplitKeepsEmptyPartsAndJoinInverts) {
   EXPECT_EQ(cat("step ", 3, " loss ", 0.5), "step 3 loss 0.5");
 }
 
+TEST(Strings, TrimDropsAsciiWhitespaceAtBothEnds) {
+  EXPECT_EQ(trim(" \t\n a b \r\f\v"), "a b");
+  EXPECT_EQ(trim(" \n "), "");
+  EXPECT_EQ(trim(""), "");
+  EXPECT_EQ(trim("x"), "x");
+  EXPECT_EQ(trim("\xc2\xa0x"), "\xc2\xa0x");  // non-ASCII spaces stay (Python's str.strip on bytes)
+}
+
 }  // namespace
 }  // namespace mmtune

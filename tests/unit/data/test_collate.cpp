@@ -16,9 +16,9 @@ namespace {
 
 using Ids = std::vector<int64_t>;
 
-const model::Tokenizer& tok() {
+const text::Tokenizer& tok() {
   static const auto t =
-      model::load_tokenizer(std::string(testing::kSharedDir) + "/models/stories260K/tok512.model");
+      text::load_tokenizer(std::string(testing::kSharedDir) + "/models/stories260K/tok512.model");
   return *t;
 }
 

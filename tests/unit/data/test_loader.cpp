@@ -16,9 +16,9 @@
 namespace mmtune::data {
 namespace {
 
-std::shared_ptr<const model::Tokenizer> tokenizer() {
-  static const std::shared_ptr<const model::Tokenizer> t =
-      model::load_tokenizer(std::string(testing::kSharedDir) + "/models/stories260K/tok512.model");
+std::shared_ptr<const text::Tokenizer> tokenizer() {
+  static const std::shared_ptr<const text::Tokenizer> t =
+      text::load_tokenizer(std::string(testing::kSharedDir) + "/models/stories260K/tok512.model");
   return t;
 }
 

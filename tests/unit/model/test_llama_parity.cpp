@@ -4,9 +4,9 @@
 // 4x the reference's own fp32-vs-fp64 difference (tests/numerics.h).
 #include <gtest/gtest.h>
 
-#include <mmtune/generate/generator.h>
+#include <mmtune/runtime/generator.h>
 #include <mmtune/io/safetensors.h>
-#include <mmtune/model/tokenizer.h>
+#include <mmtune/text/tokenizer.h>
 #include <mmtune/model/weights.h>
 
 #include <cstdio>
@@ -65,17 +65,17 @@ TEST_P(LlamaParity, GreedyGenerationIsTokenIdenticalToTransformersGenerate) {
   const double bound = testing::fp32_bound(noise, testing::max_abs(ref.get("logits.fp64"), real));
   ASSERT_GT(margins.min().item<double>(), 10 * bound) << "top-1 margins too small: a tie could decide";
   auto model = load_llama(dir(), torch::kFloat32);
-  auto tok = load_tokenizer(dir());
+  auto tok = text::load_tokenizer(dir());
   const torch::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask"), expected = ref.get("generated");
   std::vector<std::vector<int64_t>> prompts;
   for (int64_t b = 0; b < ids.size(0); ++b) {
     const torch::Tensor row = ids[b].masked_select(mask[b].to(torch::kBool));
     prompts.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
   }
-  generate::SamplingOptions opt;
+  runtime::SamplingOptions opt;
   opt.max_new_tokens = expected.size(1);
   opt.stop_at_eos = false;
-  const auto out = generate::generate(*model, *tok, prompts, opt);
+  const auto out = runtime::generate(*model, *tok, prompts, opt);
   for (int64_t b = 0; b < ids.size(0); ++b) {
     const auto& e = expected[b];
     EXPECT_EQ(out[b].tokens, std::vector<int64_t>(e.data_ptr<int64_t>(), e.data_ptr<int64_t>() + e.numel()))

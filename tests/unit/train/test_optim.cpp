@@ -43,7 +43,7 @@ for dtype, suffix in ((torch.float32, ""), (torch.float64, ".fp64")):
 save_file(out, sys.argv[2])
 )PY";
 
-NamedTensors make_params() {
+runtime::NamedTensors make_params() {
   auto ramp = [](std::vector<int64_t> shape, double phase) {
     const int64_t n = c10::multiply_integers(shape);
     return torch::sin(torch::arange(n, torch::kFloat32) * 0.7 + phase)
@@ -90,7 +90,7 @@ TEST(Optim, TimmWeightDecayGroups) {
 TEST(Optim, FiveStepsEqualPyTorchAdamWWithClipping) {
   testing::TempDir d;
   auto params = make_params();
-  NamedTensors in;
+  runtime::NamedTensors in;
   for (const auto& [n, p] : params) in.emplace_back("init." + n, p.detach().clone());
   for (int s = 0; s < static_cast<int>(kLrs.size()); ++s) {
     int k = 0;
@@ -113,7 +113,7 @@ TEST(Optim, FiveStepsEqualPyTorchAdamWWithClipping) {
     torch::Tensor norms, params, state;
   };
   auto ours = [&](torch::Dtype dtype) {
-    NamedTensors p;
+    runtime::NamedTensors p;
     for (const auto& [n, t] : make_params()) p.emplace_back(n, t.detach().to(dtype).set_requires_grad(true));
     AdamW opt(p, options());
     std::vector<double> norms;
@@ -231,9 +231,9 @@ TEST(Optim, StateThatDoesNotFitIsOneCheckpointErrorListingEveryProblem) {
 }
 
 TEST(Optim, NonFp32TrainableTensorIsRefused) {
-  NamedTensors p{{"w", torch::zeros({2, 2}, torch::kBFloat16).set_requires_grad(true)}};
+  runtime::NamedTensors p{{"w", torch::zeros({2, 2}, torch::kBFloat16).set_requires_grad(true)}};
   EXPECT_THROW(AdamW(p, options()), Error);
-  NamedTensors dup{{"w", torch::zeros({2})}, {"w", torch::zeros({2})}};
+  runtime::NamedTensors dup{{"w", torch::zeros({2})}, {"w", torch::zeros({2})}};
   EXPECT_THROW(AdamW(dup, options()), Error);
 }
 

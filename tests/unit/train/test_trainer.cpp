@@ -1,5 +1,5 @@
 // The trainer on a toy task (a bigram LM over 13 tokens with a dropout and an aux loss) and a toy
-// BatchSource over data::Sampler: one process here; two-process runs and kills are in
+// runtime::BatchSource over data::Sampler: one process here; two-process runs and kills are in
 // tests/integration/test_trainer_*.cpp.
 #include <cmath>
 #include <csignal>
@@ -46,7 +46,7 @@ data::Batch toy_batch(const std::vector<int64_t>& idx) {
   return out;
 }
 
-class ToySource : public BatchSource {
+class ToySource : public runtime::BatchSource {
  public:
   ToySource(int64_t n, int64_t micro)
       : sampler_(n, data::SamplerOptions{micro, 7, true, true, 0, 1}) {}
@@ -69,7 +69,7 @@ class ToySource : public BatchSource {
   int64_t plan_epoch_ = -1;
 };
 
-class ToyTask : public TrainTask {
+class ToyTask : public runtime::TrainTask {
  public:
   explicit ToyTask(double dropout = 0.0, bool aux = true) : dropout_(dropout), aux_(aux) {
     emb_ = (torch::sin(torch::arange(kVocab * kDim, torch::kFloat32) * 0.31) * 0.5)
@@ -80,15 +80,15 @@ class ToyTask : public TrainTask {
              .set_requires_grad(true);
     b_ = torch::zeros({kVocab}).set_requires_grad(true);
   }
-  NamedTensors trainable_parameters() override {
+  runtime::NamedTensors trainable_parameters() override {
     return {{"emb.weight", emb_}, {"head.weight", w_}, {"head.bias", b_}};
   }
-  StepLoss forward(const data::Batch& batch) override {
+  runtime::StepLoss forward(const data::Batch& batch) override {
     const int64_t b = batch.size(), t = batch.tokens.size(1);
     torch::Tensor h = emb_.index_select(0, batch.tokens.reshape(-1)).view({b, t, kDim});
     h = torch::dropout(h, dropout_, training_);
     const torch::Tensor logits = h.matmul(w_.t()) + b_;
-    StepLoss out;
+    runtime::StepLoss out;
     out.loss_sum = torch::nn::functional::cross_entropy(
         logits.slice(1, 0, t - 1).reshape({-1, kVocab}), batch.labels.slice(1, 1).reshape(-1),
         torch::nn::functional::CrossEntropyFuncOptions()
@@ -263,7 +263,7 @@ TEST(Trainer, ResumeGivesBitwiseTheLossesAndWeightsOfAnUninterruptedRun) {
   ToyTask task_b(0.2);
   ToySource src_b(64, 4);
   Trainer t(task_b, src_b, cfg_b);
-  t.resume(resolve_checkpoint(b.path(), "latest"));
+  t.resume(runtime::resolve_checkpoint(b.path(), "latest"));
   EXPECT_EQ(t.state().step, 9);
   const auto rest = t.train();
   ASSERT_EQ(rest.losses.size(), 15u);
@@ -305,7 +305,7 @@ TEST(Trainer, NonFiniteLossSkipsTheStepAndTrainingGoesOn) {
     EXPECT_TRUE(torch::equal(after[0][i], after[1][i])) << "step 2 changed weights";
   EXPECT_FALSE(torch::equal(after[1][0], after[2][0]));
   EXPECT_EQ(metrics_lines(d.path())[1]["skipped"], true);
-  EXPECT_EQ(load_checkpoint(r.last_checkpoint).state.skipped_steps, 1);
+  EXPECT_EQ(runtime::load_checkpoint(r.last_checkpoint).state.skipped_steps, 1);
 }
 
 TEST(Trainer, LeftoverMicroBatchesOfAnEpochAreDropped) {
@@ -332,10 +332,10 @@ TEST(Trainer, ResumeFromACheckpointOfAnotherModelIsACheckpointError) {
   ToySource src(64, 4);
   const auto r = Trainer(task, src, cfg).train();
   // drop a tensor from the saved weights
-  auto c = load_checkpoint(r.last_checkpoint);
+  auto c = runtime::load_checkpoint(r.last_checkpoint);
   c.weights.pop_back();
   c.state.step = 3;
-  const std::string broken = save_checkpoint(d.path(), c, 5);
+  const std::string broken = runtime::save_checkpoint(d.path(), c, 5);
   ToyTask other;
   ToySource src2(64, 4);
   Trainer t(other, src2, cfg);
@@ -364,7 +364,7 @@ TEST(Trainer, CtrlCSavesACheckpointAndUnwindsAndTheRunResumesFromIt) {
   EXPECT_THROW(t.train(), Interrupted);
   clear_interrupt();
   EXPECT_EQ(t.state().step, 3);
-  EXPECT_EQ(find_latest_checkpoint(d.path()).value_or(""), d.path() + "/checkpoint-3");
+  EXPECT_EQ(runtime::find_latest_checkpoint(d.path()).value_or(""), d.path() + "/checkpoint-3");
   ToyTask again;
   ToySource src2(64, 4);
   Trainer t2(again, src2, cfg);
