@@ -182,6 +182,7 @@ FamilyEntry iaa_family() {
   e.prompt_layout = [](const config::FamilyConfig& o) {
     return PromptLayout{"", "", dynamic_cast<const IaaConfig&>(o).image_token};
   };
+  e.serves_workflows = true;  // one frozen LLM, one inserted-layer set per workflow
   return e;
 }
 

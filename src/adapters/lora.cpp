@@ -150,6 +150,7 @@ FamilyEntry lora_family() {
     if (!c.layers.empty() && std::find(c.layers.begin(), c.layers.end(), layer) == c.layers.end()) return nullptr;
     return std::make_shared<LoraBlockImpl>(c.rank, c.alpha, c.dropout, c.targets, shape, device);
   };
+  e.peft_form = true;  // adapters/peft.h: PEFT import / export, merged weights
   return e;
 }
 

@@ -191,6 +191,10 @@ FamilyEntry mma_family() {
     const auto& c = dynamic_cast<const MmaConfig&>(o);
     return PromptLayout{c.image_prefix, c.text_prefix, "<image>"};
   };
+  // LaVIN's CLIP routing quirk routes every row by row 0 of the whole batch (zero images included)
+  e.vision_whole_batch = [](const config::FamilyConfig& o) {
+    return dynamic_cast<const MmaConfig&>(o).clip_router_mode == "official_lnd_quirk";
+  };
   return e;
 }
 

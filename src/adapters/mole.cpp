@@ -213,6 +213,7 @@ FamilyEntry mole_family() {
     return std::make_shared<MoleDecoderAdapterImpl>(llm.config().hidden_size, v.width, v.start_end_tokens,
                                                     llm.options().device());
   };
+  e.activation_checkpointing_unsupported = "its balancing statistics flow across blocks";
   return e;
 }
 

@@ -157,7 +157,7 @@ std::string bench_json(const BenchReport& r) {
   return j.dump(2);
 }
 
-namespace bench_detail {
+namespace detail {
 
 // The name of CUDA device `index` from nvidia-smi (this file must build without CUDA headers).
 std::string cuda_device_name(int index) {
@@ -209,7 +209,7 @@ BenchReport common_report(const std::string& mode, const config::RunConfig& cfg,
 void finish_report(BenchReport& r, const config::RunConfig& cfg, const BenchOptions& o) {
   const torch::Device device(cfg.device);
   r.peak_rss_mb = static_cast<double>(peak_rss_bytes()) / (1 << 20);
-  if (const int64_t cuda = peak_cuda_allocated_bytes(device); cuda >= 0) r.peak_cuda_mb = static_cast<double>(cuda) / (1 << 20);
+  if (const int64_t cuda = train::peak_cuda_allocated_bytes(device); cuda >= 0) r.peak_cuda_mb = static_cast<double>(cuda) / (1 << 20);
   if (o.peak_tflops > 0) {
     r.peak_tflops = o.peak_tflops;
   } else if (device.is_cuda()) {
@@ -276,7 +276,7 @@ runtime::BuiltModel prepare(const config::RunConfig& cfg, const BenchOptions& o,
   return built;
 }
 
-}  // namespace bench_detail
+}  // namespace detail
 
 namespace {
 
@@ -300,20 +300,20 @@ std::vector<data::Batch> data_set_batches(const config::RunConfig& cfg, const ru
 
 // One optimiser step as the Trainer takes it with one micro-batch per step (trainer.cpp run_step):
 // the token-mean loss (+ aux losses), backward, the gradient norm (clipped when train.clip_grad >
-// 0), AdamW. Returns the loss.
-double train_step(runtime::MultimodalTask& task, AdamW& optim, const data::Batch& b, const config::RunConfig& cfg,
+// 0), train::AdamW. Returns the loss.
+double train_step(runtime::MultimodalTask& task, train::AdamW& optim, const data::Batch& b, const config::RunConfig& cfg,
                   const torch::Device& device) {
   optim.zero_grad();
   runtime::StepLoss sl;
   {
-    AutocastScope autocast(cfg.train.precision == "bf16", device.type());
+    train::AutocastScope autocast(cfg.train.precision == "bf16", device.type());
     sl = task.forward(b);
   }
   torch::Tensor objective = sl.loss_sum.to(torch::kFloat32) / static_cast<double>(std::max<int64_t>(b.supervised_tokens, 1));
   for (const auto& [name, aux] : sl.aux) objective = objective + aux.to(torch::kFloat32);
   objective.backward();
   const double loss = objective.detach().item<double>();
-  clip_grad_norm(optim.parameters(), cfg.train.clip_grad);
+  train::clip_grad_norm(optim.parameters(), cfg.train.clip_grad);
   optim.step(cfg.train.resolved_lr());
   sync(device);
   return loss;
@@ -334,17 +334,18 @@ std::vector<data::Batch> train_batches(const config::RunConfig& cfg, const Bench
 }  // namespace
 
 BenchReport bench_train(const config::RunConfig& cfg, const BenchOptions& o) {
+  runtime::check_training_support(cfg);
   double load_s = 0;
   runtime::BuiltModel built = prepare(cfg, o, load_s);
   if (built.trainable.empty())
     throw Error("the model has no trainable parameters", "set adapter.family, or train.trainable: all");
-  if (cfg.train.activation_checkpointing) enable_activation_checkpointing(*built.model);
+  if (cfg.train.activation_checkpointing) train::enable_activation_checkpointing(*built.model);
   const torch::Device device(cfg.device);
   const int64_t B = o.batch > 0 ? o.batch : cfg.train.micro_batch_size;
   const std::vector<data::Batch> batches = train_batches(cfg, o, built, B);
   runtime::MultimodalTask task(built, device);
   task.set_training(true);
-  AdamW optim(built.trainable, AdamWOptions::from_config(cfg.train));
+  train::AdamW optim(built.trainable, train::AdamWOptions::from_config(cfg.train));
   const double n_llm = llm_matmul_params(built.model->llm().config());
   const double n_vit = vit_params_per_image(built);
   std::vector<double> times, losses;

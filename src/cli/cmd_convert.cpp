@@ -58,9 +58,15 @@ runtime::BuiltModel load_lora_checkpoint(const ConvertArgs& a, config::RunConfig
     throw UsageError(a.checkpoint + " is a PEFT adapter; " + mode + " reads mmtune adapters",
                      "convert it with --from-peft first" + std::string(mode == "--to-peft" ? " (or use it as it is)" : ""));
   cfg = load_with(a.config, runtime::adapter_overrides(a.checkpoint));
-  if (cfg.adapter.family != "lora")
-    throw UsageError(a.checkpoint + " holds a '" + cfg.adapter.family + "' adapter; " + mode + " converts plain LoRA only",
-                     "MoLE's routed experts and the other families have no single-weight or PEFT form");
+  const adapters::FamilyEntry* entry = adapters::builtin_adapters().find(cfg.adapter.family);
+  if (!entry || !entry->peft_form) {
+    std::vector<std::string> with;  // the families with a PEFT / merged-weight form
+    for (const auto& e : adapters::builtin_adapters().entries())
+      if (e.peft_form) with.push_back(e.name);
+    throw UsageError(a.checkpoint + " holds a '" + cfg.adapter.family + "' adapter; " + mode + " converts " +
+                         join(with, ", ") + " adapters only",
+                     "routed experts (MoLE) and the other families have no single-weight or PEFT form");
+  }
   runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
   runtime::load_adapter(a.checkpoint, cfg, built);
   return built;

@@ -1,5 +1,4 @@
 #include <mmtune/adapters/attach.h>
-#include <mmtune/adapters/mma.h>
 #include <mmtune/adapters/registry.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/memory.h>
@@ -150,9 +149,9 @@ BuiltModel build_allocated(const config::RunConfig& cfg, Weights weights) {
   spec.feature = cfg.vision.feature;
   spec.cls_every = cfg.vision.cls_every;
   spec.layer = cfg.vision.layer;
-  // LaVIN's CLIP routing quirk makes each row depend on row 0 of the whole (zero images included) batch
-  if (cfg.adapter.family == "mma")
-    spec.whole_batch = cfg.adapter.selected<adapters::MmaConfig>().clip_router_mode == "official_lnd_quirk";
+  // a family may make each row's visual features depend on the whole batch (LaVIN's CLIP routing quirk)
+  if (const auto* entry = adapters::builtin_adapters().find(cfg.adapter.family); entry && entry->vision_whole_batch)
+    spec.whole_batch = entry->vision_whole_batch(*cfg.adapter.options.at(cfg.adapter.family));
 
   BuiltModel b;
   b.model = model::MultimodalLM(llm, vit, spec);
@@ -183,6 +182,16 @@ data::SequenceLayout sequence_layout(const config::RunConfig& cfg, const BuiltMo
   layout.text_prefix = p.text_prefix;
   layout.image_placeholder = p.image_placeholder;
   return layout;
+}
+
+void check_training_support(const config::RunConfig& cfg) {
+  const adapters::FamilyEntry* entry = adapters::builtin_adapters().find(cfg.adapter.family);
+  if (!entry) return;  // the config's validation names an unknown family
+  if (cfg.train.activation_checkpointing && !entry->activation_checkpointing_unsupported.empty())
+    throw ConfigError({{"", "train.activation_checkpointing",
+                        cat("not supported with adapter.family: ", entry->name, " (",
+                            entry->activation_checkpointing_unsupported, ")"),
+                        "set train.activation_checkpointing: false"}});
 }
 
 }  // namespace mmtune::runtime

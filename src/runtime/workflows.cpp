@@ -1,3 +1,4 @@
+#include <mmtune/adapters/registry.h>
 #include <mmtune/adapters/workflows.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
@@ -67,9 +68,14 @@ std::vector<WorkflowSpec> parse_workflow_specs(const std::vector<std::string>& a
 std::vector<std::string> workflow_overrides(const WorkflowSpec& spec) {
   std::vector<std::string> out = adapter_overrides(spec.dir);  // throws for a missing / malformed config
   const std::string family = out.front().substr(kFamilyKey.size());
-  if (family != "iaa") {
+  const adapters::FamilyEntry* entry = adapters::builtin_adapters().find(family);
+  if (!entry || !entry->serves_workflows) {
+    std::vector<std::string> with;  // the families whose adapters are workflows on one base
+    for (const auto& e : adapters::builtin_adapters().entries())
+      if (e.serves_workflows) with.push_back(e.name);
     throw CheckpointError((fs::path(spec.dir) / kAdapterConfigFile).string(),
-                          "holds a '" + family + "' adapter; --adapter " + spec.name + "=... serves IAA workflows",
+                          "holds a '" + family + "' adapter; --adapter " + spec.name + "=... serves workflows of " +
+                              join(with, ", ") + " adapters",
                           "load a single " + family + " adapter with --checkpoint DIR");
   }
   out.push_back(kWorkflowKey + spec.name);

@@ -60,6 +60,7 @@ DryRun dry_run(const config::RunConfig& cfg) {
   d.llm = runtime::llm_shape(cfg.model).describe();
   if (auto vc = runtime::vision_shape(cfg.vision))
     d.vision = cat("ViT L=", vc->num_layers, " W=", vc->hidden_size, " ", vc->image_size, "px/", vc->patch_size);
+  runtime::check_training_support(cfg);  // --dry-run refuses what the run would refuse
   const runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kMeta);
   std::map<std::string, ParamGroup> groups;
   std::map<std::string, std::set<std::string>> instances;

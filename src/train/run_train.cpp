@@ -90,10 +90,7 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
   config::prepare_run_dir(cfg, rank);
 
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));  // adapter init; rank 0's is broadcast at start
-  if (cfg.train.activation_checkpointing && cfg.adapter.family == "mole")
-    throw ConfigError({{"", "train.activation_checkpointing",
-                        "not supported with adapter.family: mole (its balancing statistics flow across blocks)",
-                        "set train.activation_checkpointing: false"}});
+  runtime::check_training_support(cfg);
   // rows of data.max_length positions must fit the model's RoPE context (generation checks its own)
   const int64_t context = runtime::llm_shape(cfg.model).max_position_embeddings;
   if (cfg.data.max_length > context)
@@ -106,7 +103,7 @@ TrainRunSummary run_training(const config::RunConfig& cfg_in, const TrainRunOpti
   const std::string tok_path = cfg.model.tokenizer.empty() ? cfg.model.path : cfg.model.tokenizer;
   std::shared_ptr<const text::Tokenizer> tok = text::load_tokenizer(tok_path);
 
-  const data::SequenceLayout layout = sequence_layout(cfg, built);
+  const data::SequenceLayout layout = runtime::sequence_layout(cfg, built);
   auto split = data::read_split(cfg.data, layout, cfg.data.train_split);
   if (split.skipped > 0)
     log::warn() << split.skipped << " samples skipped (data.on_bad_sample: skip), first: " << split.skipped_ids.front();

@@ -159,11 +159,11 @@ TEST_F(ConvertCli, ToPeftLoadsInPeftWithTheSameLogitsAndFromPeftRoundTripsBitwis
 TEST_F(ConvertCli, RefusesMoleCheckpointsPeftDirectoriesAndConflictingModes) {
   auto r = convert(path("mole/checkpoint-1"), "--merge", path("x1"));
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("holds a 'mole' adapter; --merge converts plain LoRA only"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("holds a 'mole' adapter; --merge converts lora adapters only"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("x1")));
   r = convert(path("mole/checkpoint-1"), "--to-peft", path("x2"));
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("--to-peft converts plain LoRA only"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--to-peft converts lora adapters only"), std::string::npos) << r.err;
   // a PEFT directory needs --from-peft first
   ASSERT_EQ(convert(lora_ckpt(), "--to-peft", path("peft2")).exit_code, 0);
   r = convert(path("peft2"), "--merge", path("x3"));

@@ -155,7 +155,7 @@ TEST(IaaServing, WrongUsesAreClearErrors) {
   runtime::save_adapter(d.path() + "/lavin", lcfg, lb);
   const auto r = eval({"--adapter", "x=" + a, "--adapter", "y=" + d.path() + "/lavin"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("holds a 'mma' adapter; --adapter y=... serves IAA workflows"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("holds a 'mma' adapter; --adapter y=... serves workflows of iaa adapters"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -66,6 +66,22 @@ struct FamilyEntry {
   std::function<std::string(const config::FamilyConfig& options)> decoder_name{};
   /// The family's prompt layout; unset: no prefixes, slots at "<image>" (LLaVA style).
   std::function<PromptLayout(const config::FamilyConfig& options)> prompt_layout{};
+
+  // ---- Capabilities: what code outside adapters/ asks of a family instead of testing its name ----
+
+  /// Why the family's LLM blocks cannot run under activation checkpointing (train.
+  /// activation_checkpointing), e.g. state with gradients flowing from block to block; empty: they
+  /// can. Asked by runtime::check_training_support (train, --dry-run, bench train).
+  std::string activation_checkpointing_unsupported{};
+  /// True when the visual path makes each row's features depend on the whole batch, so the vision
+  /// tower must see every row of it (LaVIN's CLIP routing quirk); unset: never.
+  std::function<bool(const config::FamilyConfig& options)> vision_whole_batch{};
+  /// Adapters of this family load side by side on one frozen base as named workflows
+  /// (`--adapter NAME=DIR` in eval, chat and serve; runtime/workflows.h).
+  bool serves_workflows = false;
+  /// The adapter has a PEFT / merged-weight form: `mmtune convert --to-peft`, `--merge` and
+  /// `--from-peft` (adapters/peft.h).
+  bool peft_form = false;
 };
 
 class AdapterRegistry final : public config::FamilyCatalog {

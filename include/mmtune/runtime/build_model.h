@@ -33,6 +33,11 @@ enum class Weights {
 /// for norm weights and other 1-D scales, zeros for biases.
 BuiltModel build_model(const config::RunConfig& cfg, Weights weights);
 
+/// Refuses, as a ConfigError naming the key, a training setting the configured family cannot run
+/// (its FamilyEntry's capabilities): train.activation_checkpointing for a family whose blocks
+/// cannot be recomputed. Every path that trains calls it: mmtune train, its --dry-run, bench train.
+void check_training_support(const config::RunConfig& cfg);
+
 /// Where the built model's visual tokens go in the text: the family's prompt layout
 /// (adapters/registry.h: LaVIN's "Image: " / "Image: N/A" prefixes, IAA's image token, else
 /// "<image>") and built.model->visual_tokens() slots per image (0 for a text-only model).
