@@ -116,4 +116,8 @@ void set_adapters_enabled(model::LlamaDecoderImpl& model, bool enabled) {
   }
 }
 
+void set_decoder_adapters_enabled(model::LlamaDecoderImpl& model, bool enabled) {
+  for (auto& [name, a] : decoder_adapters(model)) a->set_enabled(enabled);
+}
+
 }  // namespace mmtune::adapters

@@ -43,7 +43,12 @@ std::vector<torch::Tensor> attach_decoder(model::LlamaDecoderImpl& model, const 
 /// order (the first enabled one is the active one: LlamaDecoderImpl::active_decoder_adapter).
 std::vector<std::pair<std::string, std::shared_ptr<DecoderAdapterImpl>>> decoder_adapters(model::LlamaDecoderImpl& model);
 
-/// Enables or disables every attached adapter (disabled = the frozen model's output exactly).
+/// Enables or disables every block adapter of the LLM. The decoder adapter (sequence assembly: LaVIN's
+/// modality token, IAA's inserted layers) stays as it is: see set_decoder_adapters_enabled.
 void set_adapters_enabled(model::LlamaDecoderImpl& model, bool enabled);
+
+/// Enables or disables the decoder adapters; with these and the block adapters off, the LLM is the
+/// frozen model exactly.
+void set_decoder_adapters_enabled(model::LlamaDecoderImpl& model, bool enabled);
 
 }  // namespace mmtune::adapters
