@@ -322,23 +322,10 @@ std::vector<std::string_view> llama3_pre_tokenize(std::string_view text) {
 
 // ---------------------------------------------------------------------------------------------
 
-// A function-try-block: a field of the wrong type or a missing key anywhere below (json's .at() /
-// .get<>()) is a CheckpointError naming the file, never nlohmann's exception (found by
-// fuzz_tokenizer_json: an added token without "id").
-BpeTokenizer::BpeTokenizer(const std::string& path) try {
-  namespace fs = std::filesystem;
-  json j;
-  {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw CheckpointError(path, "cannot open tokenizer.json", "check model.tokenizer");
-    try {
-      j = json::parse(f);
-    } catch (const json::exception& e) {
-      throw CheckpointError(path, std::string("not valid JSON: ") + e.what(),
-                            "tokenizer.json must be the Hugging Face tokenizers file");
-    }
-  }
-  const json& model = require(path, j, "model");
+namespace {
+
+// The parts of tokenizer.json this reader does not implement are refused by name, never ignored.
+void check_supported(const std::string& path, const json& j, const json& model) {
   if (model.value("type", "") != "BPE") refuse(path, "model.type must be BPE");
   if (model.value("byte_fallback", false)) refuse(path, "model.byte_fallback=true");
   if (!model.value("dropout", json()).is_null()) refuse(path, "model.dropout");
@@ -351,21 +338,56 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
   const json decoder = j.value("decoder", json());
   if (!decoder.is_object() || decoder.value("type", "") != "ByteLevel")
     refuse(path, "decoder must be ByteLevel");
-  ignore_merges_ = model.value("ignore_merges", false);
+}
 
-  // Vocabulary and added tokens -> pieces_ by id.
-  const json& vocab = require(path, model, "vocab");
+// A token id from the file, checked before anything is sized by it: an id of 1e9 must not
+// allocate 1e9 pieces.
+int32_t checked_id(const std::string& path, const json& id, const std::string& what) {
+  if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocab)
+    throw CheckpointError(path, cat("id ", id.dump(), " of ", what, " is not in [0, ", kMaxVocab, ")"),
+                          "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
+  return static_cast<int32_t>(id.get<int64_t>());
+}
+
+json read_tokenizer_json(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw CheckpointError(path, "cannot open tokenizer.json", "check model.tokenizer");
+  try {
+    return json::parse(f);
+  } catch (const json::exception& e) {
+    throw CheckpointError(path, std::string("not valid JSON: ") + e.what(),
+                          "tokenizer.json must be the Hugging Face tokenizers file");
+  }
+}
+
+}  // namespace
+
+// A function-try-block: a field of the wrong type or a missing key anywhere below (json's .at() /
+// .get<>()) is a CheckpointError naming the file, never nlohmann's exception (found by
+// fuzz_tokenizer_json: an added token without "id").
+BpeTokenizer::BpeTokenizer(const std::string& path) try {
+  const json j = read_tokenizer_json(path);
+  const json& model = require(path, j, "model");
+  check_supported(path, j, model);
+  ignore_merges_ = model.value("ignore_merges", false);
   const json added = j.value("added_tokens", json::array());
-  // ids are checked before anything is sized by them: an id of 1e9 must not allocate 1e9 pieces
-  const auto checked_id = [&](const json& id, const std::string& what) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocab)
-      throw CheckpointError(path, cat("id ", id.dump(), " of ", what, " is not in [0, ", kMaxVocab, ")"),
-                            "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
-    return static_cast<int32_t>(id.get<int64_t>());
-  };
+  const auto model_ids = read_vocabulary(path, model, added);
+  read_merges(path, model, model_ids);
+  read_added_tokens(path, added);
+  read_special_ids(path, j);
+} catch (const json::exception& e) {
+  throw CheckpointError(path, std::string("unexpected structure: ") + e.what(),
+                        "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
+}
+
+// Vocabulary and added tokens -> pieces_ by id (the tables sized by the largest id of either);
+// returns the model vocabulary's piece -> id, which the merges refer to.
+std::unordered_map<std::string, int32_t> BpeTokenizer::read_vocabulary(const std::string& path, const json& model,
+                                                                       const json& added) {
+  const json& vocab = require(path, model, "vocab");
   int64_t size = 0;
-  for (const auto& [piece, id] : vocab.items()) size = std::max<int64_t>(size, checked_id(id, "token " + piece) + 1);
-  for (const auto& t : added) size = std::max<int64_t>(size, checked_id(t.at("id"), "an added token") + 1);
+  for (const auto& [piece, id] : vocab.items()) size = std::max<int64_t>(size, checked_id(path, id, "token " + piece) + 1);
+  for (const auto& t : added) size = std::max<int64_t>(size, checked_id(path, t.at("id"), "an added token") + 1);
   pieces_.resize(size);
   bytes_.resize(size);
   special_.assign(size, 0);
@@ -373,7 +395,7 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
   std::unordered_map<std::string, int32_t> model_ids;
   std::string raw;
   for (const auto& [piece, id_json] : vocab.items()) {
-    const int32_t id = checked_id(id_json, "token " + piece);
+    const int32_t id = checked_id(path, id_json, "token " + piece);
     pieces_[id] = piece;
     model_ids[piece] = id;
     piece_ids_[piece] = id;
@@ -386,11 +408,13 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
     }
   }
   const json unk = model.value("unk_token", json());
-  unk_id_ = unk.is_string() && model_ids.count(unk.get<std::string>())
-                ? model_ids[unk.get<std::string>()]
-                : -1;
+  unk_id_ = unk.is_string() && model_ids.count(unk.get<std::string>()) ? model_ids[unk.get<std::string>()] : -1;
+  return model_ids;
+}
 
-  // Merges: "a b" strings (tokenizers < 0.20) or ["a", "b"] pairs; rank = position.
+// Merges: "a b" strings (tokenizers < 0.20) or ["a", "b"] pairs; rank = position.
+void BpeTokenizer::read_merges(const std::string& path, const json& model,
+                               const std::unordered_map<std::string, int32_t>& model_ids) {
   const json& merges = require(path, model, "merges");
   merges_.reserve(merges.size());
   for (size_t rank = 0; rank < merges.size(); ++rank) {
@@ -418,9 +442,13 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
         (static_cast<uint64_t>(ia->second) << 32) | static_cast<uint32_t>(ib->second);
     merges_.insert_or_assign(key, Merge{static_cast<int32_t>(rank), iab->second});
   }
+}
 
+// Added tokens: matched whole before the pre-tokenizer, longest first within a first byte.
+void BpeTokenizer::read_added_tokens(const std::string& path, const json& added) {
+  std::string raw;
   for (const auto& t : added) {
-    const int32_t id = checked_id(t.at("id"), "an added token");
+    const int32_t id = checked_id(path, t.at("id"), "an added token");
     const std::string content = t.at("content").get<std::string>();
     for (const char* k : {"single_word", "lstrip", "rstrip"}) {
       if (t.value(k, false)) refuse(path, std::string("added token ") + content + " with " + k);
@@ -441,39 +469,37 @@ BpeTokenizer::BpeTokenizer(const std::string& path) try {
       });
     }
   }
+}
 
-  // BOS / EOS / pad: tokenizer_config.json beside the file, else the template's BOS and
-  // <|end_of_text|>.
+// BOS / EOS / pad: tokenizer_config.json beside the file, else the template's BOS and
+// <|end_of_text|>.
+void BpeTokenizer::read_special_ids(const std::string& path, const json& j) {
+  namespace fs = std::filesystem;
   bos_id_ = template_bos(path, j.value("post_processor", json()));
   if (bos_id_ < -1 || bos_id_ >= vocab_size())  // found by fuzz_tokenizer_json: encode prepended an id of no token
     throw CheckpointError(path, cat("post_processor's BOS id ", bos_id_, " is outside the vocabulary of ", vocab_size()),
                           "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
   eos_id_ = piece_to_id("<|end_of_text|>");
   const fs::path cfg_path = fs::path(path).parent_path() / "tokenizer_config.json";
-  if (fs::exists(cfg_path)) {
-    json cfg;
-    try {
-      std::ifstream f(cfg_path);
-      cfg = json::parse(f);
-    } catch (const json::exception& e) {
-      throw CheckpointError(cfg_path.string(), std::string("not valid JSON: ") + e.what());
-    }
-    const auto set = [&](const char* key, int64_t& out) {
-      const std::string name = config_token(cfg, key);
-      if (name.empty()) return;
-      const int64_t id = piece_to_id(name);
-      if (id < 0)
-        throw CheckpointError(cfg_path.string(),
-                              std::string(key) + " \"" + name + "\" is not a token of " + path);
-      out = id;
-    };
-    set("bos_token", bos_id_);
-    set("eos_token", eos_id_);
-    set("pad_token", pad_id_);
+  if (!fs::exists(cfg_path)) return;
+  json cfg;
+  try {
+    std::ifstream f(cfg_path);
+    cfg = json::parse(f);
+  } catch (const json::exception& e) {
+    throw CheckpointError(cfg_path.string(), std::string("not valid JSON: ") + e.what());
   }
-} catch (const json::exception& e) {
-  throw CheckpointError(path, std::string("unexpected structure: ") + e.what(),
-                        "tokenizer.json must be the Hugging Face tokenizers file of a Llama-3-style BPE model");
+  const auto set = [&](const char* key, int64_t& out) {
+    const std::string name = config_token(cfg, key);
+    if (name.empty()) return;
+    const int64_t id = piece_to_id(name);
+    if (id < 0)
+      throw CheckpointError(cfg_path.string(), std::string(key) + " \"" + name + "\" is not a token of " + path);
+    out = id;
+  };
+  set("bos_token", bos_id_);
+  set("eos_token", eos_id_);
+  set("pad_token", pad_id_);
 }
 
 int64_t BpeTokenizer::piece_to_id(std::string_view piece) const {

@@ -25,6 +25,8 @@
 
 #include <mmtune/text/tokenizer.h>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace mmtune::text {
 
 /// Llama-3's pre-tokenizer split: the pieces of `text` (views into it) that the regex
@@ -73,6 +75,14 @@ class BpeTokenizer final : public Tokenizer {
   void encode_word(std::string_view word, std::vector<int64_t>& out) const;
   // BPE merges over the bytes of `word`.
   std::vector<int32_t> bpe(std::string_view word) const;
+
+  // The constructor's steps, in order (each throws CheckpointError naming the file).
+  std::unordered_map<std::string, int32_t> read_vocabulary(const std::string& path, const nlohmann::json& model,
+                                                           const nlohmann::json& added);
+  void read_merges(const std::string& path, const nlohmann::json& model,
+                   const std::unordered_map<std::string, int32_t>& model_ids);
+  void read_added_tokens(const std::string& path, const nlohmann::json& added);
+  void read_special_ids(const std::string& path, const nlohmann::json& j);
 
   std::vector<std::string> pieces_;  // by id: the token string from tokenizer.json
   std::vector<std::string> bytes_;   // by id: what the ByteLevel decoder makes of it
