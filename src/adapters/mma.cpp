@@ -156,17 +156,14 @@ torch::Tensor MmaDecoderAdapterImpl::prefix_embeddings(ForwardContext& ctx) {
   return modality_embedding(ctx.modality.to(modality_.device()));  // [B, 1, D]
 }
 
-void MmaDecoderAdapterImpl::edit_attention_mask(torch::Tensor& mask, ForwardContext& ctx) {
+void MmaDecoderAdapterImpl::edit_attention(torch::Tensor& mask, torch::Tensor& positions, ForwardContext& ctx) {
   if (!modality_token_) return;
   // key column 0 (the modality token) is visible only from query position 0 (itself)
   const int64_t T = mask.size(2);
   const int64_t first = ctx.past == 0 ? 1 : 0;  // the query row that is position 0, if present
   if (T > first) mask.narrow(2, first, T - first).select(3, 0).fill_(false);
-}
-
-void MmaDecoderAdapterImpl::edit_positions(torch::Tensor& positions, ForwardContext& ctx) {
   // LaVIN feeds decode step p at RoPE position p where the prompt had p + 1 (spec §1.11)
-  if (modality_token_ && rope_decode_offset_ == 0 && !ctx.prefill) positions = positions - 1;
+  if (rope_decode_offset_ == 0 && !ctx.prefill) positions = positions - 1;
 }
 
 FamilyEntry mma_family() {

@@ -106,12 +106,12 @@ adapters::DecoderAdapterImpl* LlamaDecoderImpl::active_decoder_adapter() const {
 
 torch::Tensor LlamaDecoderImpl::embed(const torch::Tensor& ids) {
   auto* da = active_decoder_adapter();
-  return embed_tokens_->forward(ids, da ? da->embedding_weight() : torch::Tensor());
+  return embed_tokens_->forward(ids, da ? da->token_weights().embedding : torch::Tensor());
 }
 
 torch::Tensor LlamaDecoderImpl::logits(const torch::Tensor& hidden) {
   auto* da = active_decoder_adapter();
-  if (torch::Tensor w = da ? da->head_weight() : torch::Tensor(); w.defined()) return torch::nn::functional::linear(hidden, w);
+  if (torch::Tensor w = da ? da->token_weights().head : torch::Tensor(); w.defined()) return torch::nn::functional::linear(hidden, w);
   if (lm_head_) return lm_head_->forward(hidden);
   return torch::nn::functional::linear(hidden, embed_tokens_->weight);
 }
@@ -145,8 +145,13 @@ BlockInputs LlamaDecoderImpl::block_inputs(const DecoderInput& in, int64_t B, in
   torch::Tensor mask = (key_valid.unsqueeze(1) & causal.unsqueeze(0)).unsqueeze(1);  // [B, 1, T, S]
   ctx.past = past;
   ctx.prefill = past == 0;
-  auto* da = active_decoder_adapter();
-  if (da) da->edit_attention_mask(mask, ctx);
+  torch::Tensor positions = in.positions;  // [B, T]
+  if (!positions.defined()) {
+    // count of real tokens before each one (left padding: the first real token gets 0)
+    const torch::Tensor before = cache ? cache->key_valid.narrow(1, 0, past).sum(-1, true) : torch::zeros({B, 1}, torch::kLong).to(dev);
+    positions = (before + valid.to(torch::kLong).cumsum(-1) - 1).clamp_min(0);
+  }
+  if (auto* da = active_decoder_adapter()) da->edit_attention(mask, positions, ctx);
   // A query that may see nothing (a left-padding position) would give NaN in softmax: let it see
   // every key instead. Its output is never used, but must stay finite.
   mask = mask | ~mask.any(-1, /*keepdim=*/true);
@@ -154,14 +159,6 @@ BlockInputs LlamaDecoderImpl::block_inputs(const DecoderInput& in, int64_t B, in
   // is enough (the same values, so the same results)
   mask = torch::zeros(mask.sizes(), torch::TensorOptions().dtype(options_.dtype()).device(dev))
              .masked_fill_(mask.logical_not(), -std::numeric_limits<double>::infinity());
-
-  torch::Tensor positions = in.positions;
-  if (!positions.defined()) {
-    // count of real tokens before each one (left padding: the first real token gets 0)
-    const torch::Tensor before = cache ? cache->key_valid.narrow(1, 0, past).sum(-1, true) : torch::zeros({B, 1}, torch::kLong).to(dev);
-    positions = (before + valid.to(torch::kLong).cumsum(-1) - 1).clamp_min(0);
-  }
-  if (da) da->edit_positions(positions, ctx);
   ctx.valid_mask = valid;
   return {rope_.tables(positions, options_.dtype().toScalarType()), mask, past};
 }
@@ -213,7 +210,7 @@ torch::Tensor LlamaDecoderImpl::hidden_states(const DecoderInput& in, KVCache* c
     }
   }
   if (cache) cache->length += T;
-  return norm_->forward(h, da ? da->final_norm_weight() : torch::Tensor());
+  return norm_->forward(h, da ? da->token_weights().final_norm : torch::Tensor());
 }
 
 torch::Tensor LlamaDecoderImpl::forward(const DecoderInput& in, KVCache* cache, ForwardContext& ctx) {

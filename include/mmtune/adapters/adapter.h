@@ -91,32 +91,46 @@ struct ScheduledBlock {
   std::string cache_key;                     // its KV-cache slot ("iaa.mm.0")
 };
 
-/// A trainable module attached to a whole decoder (LLaMA).
+/// The frozen model's own tensors at the two ends of the token path; a decoder adapter returns its
+/// copies of those it replaces (IAA's workflows carry their own), undefined for "the frozen model's".
+struct TokenWeights {
+  torch::Tensor embedding;   // [V, D]: token ids -> the first hidden state
+  torch::Tensor final_norm;  // [D]: RMSNorm weight after the last block
+  torch::Tensor head;        // [V, D]: last hidden state -> logits
+};
+
+/// A trainable module attached to a whole decoder (LLaMA). Its hooks, in the order a forward meets
+/// them; every one has a default that leaves the frozen model as it is.
 class DecoderAdapterImpl : public torch::nn::Module {
  public:
   ~DecoderAdapterImpl() override = default;
-  /// Edits the boolean attention mask [B, 1, T, S] (true = may attend) before the blocks run;
-  /// query row i is absolute position ctx.past + i.
-  virtual void edit_attention_mask(torch::Tensor& mask, ForwardContext& ctx) {}
-  /// Edits the RoPE positions [B, T] of the current input (LaVIN's decode off-by-one).
-  virtual void edit_positions(torch::Tensor& positions, ForwardContext& ctx) {}
-  /// Input-sequence assembly, used by model::MultimodalLM:
-  /// visual tokens [B, n, D] from the vision tower's features [B, n, W] (a projector, LaVIN's
-  /// neck), or undefined when this adapter has no visual path;
+
+  // ---- sequence assembly (model::MultimodalLM, before the decoder runs) ----
+
+  /// Visual tokens [B, n', D] from the vision tower's features [B, n, W] (a projector: LaVIN's neck,
+  /// IAA's and MoLE's MLPs), or undefined when the adapter has no visual path.
   virtual torch::Tensor project_visual(const torch::Tensor& features, ForwardContext& ctx) { return {}; }
-  /// how many visual tokens project_visual makes from `features` feature vectors (LLaVA-MoLE adds
-  /// learnable start/end vectors around the span);
+  /// n' for n feature vectors, known before any forward (sequence layouts, the dry run): n, or n + 2
+  /// where learnt start / end vectors frame the span (MoLE).
   virtual int64_t visual_token_count(int64_t features) const { return features; }
-  /// embeddings [B, P, D] put before the whole sequence (LaVIN's modality token, from
-  /// ctx.modality), or undefined for none.
+  /// Embeddings [B, P, D] put before the whole sequence, or undefined for none (LaVIN's modality
+  /// token, chosen by ctx.modality [B]).
   virtual torch::Tensor prefix_embeddings(ForwardContext& ctx) { return {}; }
-  /// Blocks to run right after frozen layer `layer`, in order (empty: none).
+
+  // ---- the decoder (model::LlamaDecoder) ----
+
+  /// The token embedding, final norm and LM head to use (undefined members: the frozen model's).
+  virtual TokenWeights token_weights() { return {}; }
+  /// The attention layout of the current input, edited in place before the blocks run: `mask`
+  /// [B, 1, T, S] bool (true = query i may attend key j; query i is absolute position ctx.past + i)
+  /// and `positions` [B, T] int64 (the RoPE position of each query). LaVIN hides its modality token
+  /// from later queries and shifts decode steps one position back.
+  virtual void edit_attention(torch::Tensor& mask, torch::Tensor& positions, ForwardContext& ctx) {}
+  /// Blocks of the adapter's own to run right after frozen layer `layer` ([B, T, D] -> [B, T, D]),
+  /// in order; empty for none (IAA's inserted layers).
   virtual std::vector<ScheduledBlock> after_layer(int64_t layer, ForwardContext& ctx) { return {}; }
-  /// Overrides of the token embedding [V, D], final norm weight [D] and LM head [V, D]; undefined
-  /// tensors mean "use the frozen model's".
-  virtual torch::Tensor embedding_weight() { return {}; }
-  virtual torch::Tensor final_norm_weight() { return {}; }
-  virtual torch::Tensor head_weight() { return {}; }
+
+  /// The tensors training updates (default: every parameter; IAA leaves frozen copies out).
   virtual std::vector<torch::Tensor> adapter_parameters() { return parameters(); }
   void set_enabled(bool on) { enabled_ = on; }
   bool enabled() const { return enabled_; }

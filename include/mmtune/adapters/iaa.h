@@ -109,9 +109,7 @@ class IaaDecoderAdapterImpl : public DecoderAdapterImpl {
 
   torch::Tensor project_visual(const torch::Tensor& features, ForwardContext& ctx) override;
   std::vector<ScheduledBlock> after_layer(int64_t layer, ForwardContext& ctx) override;
-  torch::Tensor embedding_weight() override { return embed_tokens_->weight; }
-  torch::Tensor final_norm_weight() override { return norm_->weight; }
-  torch::Tensor head_weight() override { return lm_head_->weight; }
+  TokenWeights token_weights() override { return {embed_tokens_->weight, norm_->weight, lm_head_->weight}; }
   std::vector<torch::Tensor> adapter_parameters() override { return trainable_; }
 
   const std::string& workflow() const { return workflow_; }

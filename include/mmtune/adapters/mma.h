@@ -85,8 +85,7 @@ class MmaDecoderAdapterImpl : public DecoderAdapterImpl {
 
   torch::Tensor project_visual(const torch::Tensor& features, ForwardContext& ctx) override { return neck(features); }
   torch::Tensor prefix_embeddings(ForwardContext& ctx) override;
-  void edit_attention_mask(torch::Tensor& mask, ForwardContext& ctx) override;
-  void edit_positions(torch::Tensor& positions, ForwardContext& ctx) override;
+  void edit_attention(torch::Tensor& mask, torch::Tensor& positions, ForwardContext& ctx) override;
 
  private:
   bool modality_token_;

@@ -159,12 +159,12 @@ TEST(Iaa, InsertedLayersAndOverridesAreOwnedCopiesOfTheBase) {
     const auto bp = base.named_parameters(true);
     const torch::Tensor embed = bp["model.embed_tokens.weight"];
     const torch::Tensor head = bp.contains("lm_head.weight") ? bp["lm_head.weight"] : embed;  // tied: the embedding
-    for (const auto& [mine, theirs] : {std::pair{w.embedding_weight(), embed}, {w.head_weight(), head},
-                                       {w.final_norm_weight(), bp["model.norm.weight"]}}) {
+    for (const auto& [mine, theirs] : {std::pair{w.token_weights().embedding, embed}, {w.token_weights().head, head},
+                                       {w.token_weights().final_norm, bp["model.norm.weight"]}}) {
       EXPECT_TRUE(torch::equal(mine, theirs)) << llm;
       EXPECT_NE(mine.data_ptr(), theirs.data_ptr()) << llm;
     }
-    EXPECT_NE(w.embedding_weight().data_ptr(), w.head_weight().data_ptr()) << llm << ": the head is its own tensor";
+    EXPECT_NE(w.token_weights().embedding.data_ptr(), w.token_weights().head.data_ptr()) << llm << ": the head is its own tensor";
     // frozen layer 2 gets nothing inserted after it
     ForwardContext ctx;
     EXPECT_TRUE(w.after_layer(2, ctx).empty());
@@ -489,7 +489,7 @@ TEST(Iaa, VisualTokensAreTheProjectedPatchFeaturesAtTheSlots) {
     EXPECT_TRUE(torch::equal(seq.embeds[r].narrow(0, 3, kPatches), visual[j])) << "row " << r;
   }
   // the text rows around the slots come from the workflow's own embedding table
-  EXPECT_TRUE(torch::equal(seq.embeds[1], torch::embedding(workflow(m).embedding_weight(), b.tokens[1])));
+  EXPECT_TRUE(torch::equal(seq.embeds[1], torch::embedding(workflow(m).token_weights().embedding, b.tokens[1])));
   // a different image changes only the positions from the slots on (causal)
   data::Batch other = b;
   other.images = b.images.clone();
