@@ -155,8 +155,10 @@ std::string results_path_for(const EvalRunOptions& o, const EvalTask& task, cons
 
 }  // namespace
 
-EvalRunSummary run_eval(const EvalRunOptions& o) {
-  // the task name is checked before anything is loaded (the config's eval.task when no --task)
+namespace {
+
+// The task of --task, checked before anything is loaded (null: the config's eval.task, later).
+std::unique_ptr<EvalTask> task_from_options(const EvalRunOptions& o) {
   std::unique_ptr<EvalTask> task;
   if (!o.task.empty()) task = make_eval_task(o.task);
   if (o.config_path.empty() && (!task || task->name() != "perplexity"))
@@ -164,9 +166,29 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
                      "only --task perplexity runs on a bare --model");
   if (!o.config_path.empty() && !o.model.empty())
     throw UsageError("--model is for --task perplexity without --config", "set model.path=DIR instead");
+  return task;
+}
 
-  EvalEnv env;
-  Serving sv;
+// The config of a bare model directory (--task perplexity --model DIR).
+config::RunConfig bare_model_config(const EvalRunOptions& o) {
+  if (!o.overrides.empty())
+    throw UsageError("key=value overrides need --config (got " + o.overrides.front() + ")",
+                     "a bare --model takes --device, --dtype, --quantize, --quant-group and --quant-fallback");
+  config::RunConfig cfg;
+  cfg.model.path = o.model;
+  cfg.model.quantize = o.quantize.empty() ? "none" : o.quantize;
+  if (o.quant_group > 0) cfg.model.quant_group = o.quant_group;
+  if (!o.quant_fallback.empty()) cfg.model.quant_fallback = o.quant_fallback;
+  cfg.device = o.device;
+  cfg.dtype = o.dtype;
+  cfg.eval.task = "perplexity";
+  cfg.eval.data = o.data;
+  return cfg;
+}
+
+// The adapter(s) to evaluate (--checkpoint, or --adapter NAME=DIR workflows) into env.checkpoint and
+// sv, and the run config: the --config with the adapter's architecture keys on top.
+void resolve_adapters_and_config(const EvalRunOptions& o, EvalEnv& env, Serving& sv) {
   env.checkpoint = o.checkpoint.empty() ? std::string() : runtime::resolve_adapter_dir(o.checkpoint);
   std::vector<std::string> arch = env.checkpoint.empty() ? std::vector<std::string>{} : runtime::adapter_overrides(env.checkpoint);
   // the directory whose adapter_config.json `arch` came from (named in config errors)
@@ -188,21 +210,29 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
   } else {
     sv.workflow = o.workflow;
   }
-  if (o.config_path.empty()) {  // perplexity of a bare model directory
-    if (!o.overrides.empty())
-      throw UsageError("key=value overrides need --config (got " + o.overrides.front() + ")",
-                       "a bare --model takes --device, --dtype, --quantize, --quant-group and --quant-fallback");
-    env.cfg.model.path = o.model;
-    env.cfg.model.quantize = o.quantize.empty() ? "none" : o.quantize;
-    if (o.quant_group > 0) env.cfg.model.quant_group = o.quant_group;
-    if (!o.quant_fallback.empty()) env.cfg.model.quant_fallback = o.quant_fallback;
-    env.cfg.device = o.device;
-    env.cfg.dtype = o.dtype;
-    env.cfg.eval.task = "perplexity";
-    env.cfg.eval.data = o.data;
-  } else {
-    env.cfg = resolve_config(o, arch_dir, arch);
-  }
+  env.cfg = o.config_path.empty() ? bare_model_config(o) : resolve_config(o, arch_dir, arch);
+}
+
+// results.json with the run's timing, written atomically by rank 0.
+void write_results(const std::string& path, const EvalRunSummary& s, const EvalEnv& env) {
+  json j = json::parse(s.report.results_json);
+  j["timing"] = {{"seconds", s.seconds},
+                 {"items", s.report.items},
+                 {"unit", s.report.unit},
+                 {"items_per_s", s.seconds > 0 ? static_cast<double>(s.report.items) / s.seconds : 0.0},
+                 {"batch_size", s.batch_size},
+                 {"world_size", s.world},
+                 {"device", env.cfg.device}};
+  write_file_atomically(path, j.dump(2) + "\n", "check the directory, free space and permissions (--output)");
+}
+
+}  // namespace
+
+EvalRunSummary run_eval(const EvalRunOptions& o) {
+  std::unique_ptr<EvalTask> task = task_from_options(o);
+  EvalEnv env;
+  Serving sv;
+  resolve_adapters_and_config(o, env, sv);
   if (!task) task = make_eval_task(env.cfg.eval.task);
   if (!o.split.empty() && !task->uses_split())
     throw UsageError("--split does not apply to --task " + task->name(), "it reads eval.data (--data FILE)");
@@ -233,15 +263,7 @@ EvalRunSummary run_eval(const EvalRunOptions& o) {
   s.adapter_dir = env.checkpoint;
   s.workflow = sv.workflow;
   if (env.rank == 0 && !results_path.empty() && !s.report.results_json.empty()) {
-    json j = json::parse(s.report.results_json);
-    j["timing"] = {{"seconds", s.seconds},
-                   {"items", s.report.items},
-                   {"unit", s.report.unit},
-                   {"items_per_s", s.seconds > 0 ? static_cast<double>(s.report.items) / s.seconds : 0.0},
-                   {"batch_size", s.batch_size},
-                   {"world_size", s.world},
-                   {"device", env.cfg.device}};
-    write_file_atomically(results_path, j.dump(2) + "\n", "check the directory, free space and permissions (--output)");
+    write_results(results_path, s, env);
     s.results_path = results_path;
   }
   if (pg) pg->barrier();  // no rank exits (and tears down the store) while rank 0 still writes

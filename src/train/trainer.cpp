@@ -94,7 +94,29 @@ Trainer::Trainer(runtime::TrainTask& task, runtime::BatchSource& data, const con
 
 void Trainer::resume(const std::string& checkpoint_dir) {
   runtime::Checkpoint c = runtime::load_checkpoint(checkpoint_dir);
-  // Weights: exactly the trainable set, with the same shapes.
+  restore_weights(c, checkpoint_dir);
+  optim_->load_state_tensors(c.tensors, checkpoint_dir + "/" + runtime::kTrainerStateTensorsFile);
+  const runtime::TrainerState& s = c.state;
+  check_resumable(s, checkpoint_dir);
+  state_.step = s.step;
+  state_.epoch = s.epoch;
+  state_.skipped_steps = s.skipped_steps;
+  state_.lr = s.lr;
+  // The position in this run's micro-batches: whole steps of the saved run, times our accumulation.
+  state_.position = {s.position.epoch, s.position.batch / s.accumulation * accumulation_};
+  if (!runtime::restore_rng_state(c.tensors, rank_suffix(rank_))) {
+    torch::manual_seed(static_cast<uint64_t>(cfg_.seed) + static_cast<uint64_t>(rank_) +
+                       static_cast<uint64_t>(s.step));
+    log::warn() << "checkpoint has no RNG state for rank " << rank_ << ": reseeded";
+  }
+  resumed_ = true;
+  last_saved_step_ = s.step;
+  log::info() << "resumed from " << checkpoint_dir << " at step " << s.step << " (epoch " << s.epoch
+              << ")";
+}
+
+void Trainer::restore_weights(const runtime::Checkpoint& c, const std::string& checkpoint_dir) {
+  // exactly the trainable set, with the same shapes
   std::map<std::string, torch::Tensor> saved(c.weights.begin(), c.weights.end());
   std::vector<std::string> problems;
   for (const auto& [name, p] : params_) {
@@ -119,12 +141,11 @@ void Trainer::resume(const std::string& checkpoint_dir) {
             ")"),
         "resume with the config the checkpoint was trained with (its trainer_state.json holds it)");
   }
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& [name, p] : params_) p.copy_(saved.at(name));
-  }
-  optim_->load_state_tensors(c.tensors, checkpoint_dir + "/" + runtime::kTrainerStateTensorsFile);
-  const runtime::TrainerState& s = c.state;
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : params_) p.copy_(saved.at(name));
+}
+
+void Trainer::check_resumable(const runtime::TrainerState& s, const std::string& checkpoint_dir) const {
   if (s.global_batch_size != cfg_.train.global_batch_size) {
     throw CheckpointError(
         checkpoint_dir,
@@ -150,21 +171,6 @@ void Trainer::resume(const std::string& checkpoint_dir) {
     log::warn() << *latest << " is later than the checkpoint resumed from; the checkpoints "
                 << "this run writes will replace or prune it";
   }
-  state_.step = s.step;
-  state_.epoch = s.epoch;
-  state_.skipped_steps = s.skipped_steps;
-  state_.lr = s.lr;
-  // The position in this run's micro-batches: whole steps of the saved run, times our accumulation.
-  state_.position = {s.position.epoch, s.position.batch / s.accumulation * accumulation_};
-  if (!runtime::restore_rng_state(c.tensors, rank_suffix(rank_))) {
-    torch::manual_seed(static_cast<uint64_t>(cfg_.seed) + static_cast<uint64_t>(rank_) +
-                       static_cast<uint64_t>(s.step));
-    log::warn() << "checkpoint has no RNG state for rank " << rank_ << ": reseeded";
-  }
-  resumed_ = true;
-  last_saved_step_ = s.step;
-  log::info() << "resumed from " << checkpoint_dir << " at step " << s.step << " (epoch " << s.epoch
-              << ")";
 }
 
 std::vector<double> Trainer::all_reduce(std::vector<double> values, const std::string& what) {
@@ -200,20 +206,32 @@ data::LoaderPosition Trainer::take_step_batches(std::vector<data::Batch>& out) {
   return start;
 }
 
+// runtime::StepLoss::stats are flattened in order: name i covers stat_sum[stat_at[i], stat_at[i + 1]).
+struct Trainer::StepSums {
+  double loss = 0.0;
+  std::vector<std::string> aux_names;
+  std::vector<double> aux;
+  std::vector<std::string> stat_names;
+  std::vector<size_t> stat_at{0};
+  std::vector<double> stat_sum;
+  double stat_micro = 0.0;  // micro-batches that reported their stats
+};
+
 StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double global_tokens) {
   StepMetrics m;
   m.lr = lr;
   optim_->zero_grad();
   const double n_micro = static_cast<double>(accumulation_ * world_);
+  const StepSums sums = accumulate(micro, global_tokens, n_micro);
+  const bool finite = reduce_sums(sums, global_tokens, n_micro, m);
+  update(finite, lr, m);
+  optim_->zero_grad();
+  return m;
+}
+
+Trainer::StepSums Trainer::accumulate(std::vector<data::Batch>& micro, double global_tokens, double n_micro) {
+  StepSums s;
   const bool bf16 = cfg_.train.precision == "bf16";
-  double loss_sum = 0.0;
-  std::vector<std::string> aux_names;
-  std::vector<double> aux_sum;
-  // runtime::StepLoss::stats, flattened in order: name i covers stat_sum[stat_at[i], stat_at[i + 1])
-  std::vector<std::string> stat_names;
-  std::vector<size_t> stat_at{0};
-  std::vector<double> stat_sum;
-  double stat_micro = 0.0;  // micro-batches that reported their stats
   for (auto& b : micro) {
     if (b.size() == 0) continue;  // every sample of it was skipped by the loader
     runtime::StepLoss sl;
@@ -226,54 +244,62 @@ StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double
     // the objective in fp32 (fp64 when the model is: the numerical checks)
     const auto fdt = torch::promote_types(sl.loss_sum.scalar_type(), torch::kFloat32);
     torch::Tensor objective = sl.loss_sum.to(fdt) / global_tokens;
-    if (aux_names.empty()) {
-      for (const auto& [name, t] : sl.aux) aux_names.push_back(name), aux_sum.push_back(0.0);
+    if (s.aux_names.empty()) {
+      for (const auto& [name, t] : sl.aux) s.aux_names.push_back(name), s.aux.push_back(0.0);
     }
-    TORCH_CHECK(sl.aux.size() == aux_names.size(), "TrainTask::forward returned ", sl.aux.size(),
-                " aux losses after ", aux_names.size(), " earlier in the step");
+    TORCH_CHECK(sl.aux.size() == s.aux_names.size(), "TrainTask::forward returned ", sl.aux.size(),
+                " aux losses after ", s.aux_names.size(), " earlier in the step");
     for (size_t i = 0; i < sl.aux.size(); ++i) {
       objective = objective + sl.aux[i].second.to(fdt) / n_micro;
-      aux_sum[i] += sl.aux[i].second.detach().item<double>();
+      s.aux[i] += sl.aux[i].second.detach().item<double>();
     }
     objective.backward();
-    loss_sum += sl.loss_sum.detach().item<double>();
-    accumulate_stats(sl.stats, stat_micro == 0.0, stat_names, stat_at, stat_sum);
-    stat_micro += 1.0;
+    s.loss += sl.loss_sum.detach().item<double>();
+    accumulate_stats(sl.stats, s.stat_micro == 0.0, s.stat_names, s.stat_at, s.stat_sum);
+    s.stat_micro += 1.0;
   }
+  return s;
+}
+
+bool Trainer::reduce_sums(const StepSums& s, double global_tokens, double n_micro, StepMetrics& m) {
   // Every rank must agree on the number of aux losses and stat values before summing them.
-  const auto stats = all_reduce(
-      {loss_sum, static_cast<double>(aux_names.size()), static_cast<double>(stat_sum.size())},
+  const auto counts = all_reduce(
+      {s.loss, static_cast<double>(s.aux_names.size()), static_cast<double>(s.stat_sum.size())},
       "all-reducing the loss");
-  if (stats[1] != static_cast<double>(aux_names.size() * static_cast<size_t>(world_))) {
-    throw Error(cat("rank ", rank_, " has ", aux_names.size(), " aux losses, the ranks disagree"),
+  if (counts[1] != static_cast<double>(s.aux_names.size() * static_cast<size_t>(world_))) {
+    throw Error(cat("rank ", rank_, " has ", s.aux_names.size(), " aux losses, the ranks disagree"),
                 "every TrainTask::forward must return the same aux losses");
   }
-  if (stats[2] != static_cast<double>(stat_sum.size() * static_cast<size_t>(world_))) {
-    throw Error(cat("rank ", rank_, " has ", stat_sum.size(), " stat values, the ranks disagree"),
+  if (counts[2] != static_cast<double>(s.stat_sum.size() * static_cast<size_t>(world_))) {
+    throw Error(cat("rank ", rank_, " has ", s.stat_sum.size(), " stat values, the ranks disagree"),
                 "every TrainTask::forward must return the same stats");
   }
   // one collective for the aux losses, the stat values and the count of micro-batches that reported
   // them (the counts above agree, so the layouts do)
-  std::vector<double> sums = aux_sum;
-  sums.insert(sums.end(), stat_sum.begin(), stat_sum.end());
-  if (!stat_sum.empty()) sums.push_back(stat_micro);
+  std::vector<double> sums = s.aux;
+  sums.insert(sums.end(), s.stat_sum.begin(), s.stat_sum.end());
+  if (!s.stat_sum.empty()) sums.push_back(s.stat_micro);
   const auto reduced = all_reduce(std::move(sums), "all-reducing aux losses and stats");
-  const std::vector<double> aux(reduced.begin(), reduced.begin() + static_cast<std::ptrdiff_t>(aux_sum.size()));
-  if (!stat_sum.empty()) {
-    const auto st = reduced.begin() + static_cast<std::ptrdiff_t>(aux_sum.size());
+  const std::vector<double> aux(reduced.begin(), reduced.begin() + static_cast<std::ptrdiff_t>(s.aux.size()));
+  if (!s.stat_sum.empty()) {
+    const auto st = reduced.begin() + static_cast<std::ptrdiff_t>(s.aux.size());
     const double n = reduced.back();
-    for (size_t i = 0; i < stat_names.size(); ++i) {
-      std::vector<double> v(st + static_cast<std::ptrdiff_t>(stat_at[i]), st + static_cast<std::ptrdiff_t>(stat_at[i + 1]));
+    for (size_t i = 0; i < s.stat_names.size(); ++i) {
+      std::vector<double> v(st + static_cast<std::ptrdiff_t>(s.stat_at[i]), st + static_cast<std::ptrdiff_t>(s.stat_at[i + 1]));
       for (double& x : v) x /= n;
-      m.stats.emplace_back(stat_names[i], std::move(v));
+      m.stats.emplace_back(s.stat_names[i], std::move(v));
     }
   }
-  m.loss = stats[0] / global_tokens;
+  m.loss = counts[0] / global_tokens;
   bool finite = std::isfinite(m.loss) && global_tokens > 0;
-  for (size_t i = 0; i < aux_names.size(); ++i) {
-    m.aux.emplace_back(aux_names[i], aux[i] / n_micro);
+  for (size_t i = 0; i < s.aux_names.size(); ++i) {
+    m.aux.emplace_back(s.aux_names[i], aux[i] / n_micro);
     finite = finite && std::isfinite(aux[i]);
   }
+  return finite;
+}
+
+void Trainer::update(bool finite, double lr, StepMetrics& m) {
   m.grad_norm = NAN;
   if (finite) {
     sync_->all_reduce_gradients();
@@ -282,8 +308,6 @@ StepMetrics Trainer::run_step(std::vector<data::Batch>& micro, double lr, double
   }
   if (finite) optim_->step(lr);
   m.skipped = !finite;
-  optim_->zero_grad();
-  return m;
 }
 
 double Trainer::validation_loss() {

@@ -86,7 +86,19 @@ class Trainer {
  private:
   /// This rank's micro-batches of the next step; returns the position of the first.
   data::LoaderPosition take_step_batches(std::vector<data::Batch>& out);
+  /// One optimiser step over this rank's micro-batches: accumulate, reduce across ranks, update.
   StepMetrics run_step(std::vector<data::Batch>& micro, double lr, double global_tokens);
+  struct StepSums;  // this rank's sums over the micro-batches of one step (trainer.cpp)
+  /// Forward + backward of each micro-batch (gradients accumulate); the loss, aux and stat sums.
+  StepSums accumulate(std::vector<data::Batch>& micro, double global_tokens, double n_micro);
+  /// Sums of every rank into m.loss / m.aux / m.stats; false when one is not finite.
+  bool reduce_sums(const StepSums& sums, double global_tokens, double n_micro, StepMetrics& m);
+  /// Gradient all-reduce, clipping (m.grad_norm) and the optimiser step, unless a value is not finite.
+  void update(bool finite, double lr, StepMetrics& m);
+  /// resume(): the saved weights into the trainable parameters, after checking they fit them.
+  void restore_weights(const runtime::Checkpoint& c, const std::string& checkpoint_dir);
+  /// resume(): the saved run's settings against this one (errors, or warnings where it can go on).
+  void check_resumable(const runtime::TrainerState& s, const std::string& checkpoint_dir) const;
   std::vector<double> all_reduce(std::vector<double> values, const std::string& what);
   double validation_loss();
   void drain_epoch_if_short();
