@@ -27,8 +27,13 @@ const FamilyEntry* AdapterRegistry::find(std::string_view name) const {
 }
 
 std::vector<std::string> AdapterRegistry::family_names() const {
+  return family_names([](const FamilyEntry&) { return true; });
+}
+
+std::vector<std::string> AdapterRegistry::family_names(const std::function<bool(const FamilyEntry&)>& has) const {
   std::vector<std::string> names;
-  for (const auto& e : entries_) names.push_back(e.name);
+  for (const auto& e : entries_)
+    if (has(e)) names.push_back(e.name);
   return names;
 }
 

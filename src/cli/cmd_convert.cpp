@@ -60,9 +60,8 @@ runtime::BuiltModel load_lora_checkpoint(const ConvertArgs& a, config::RunConfig
   cfg = load_with(a.config, runtime::adapter_overrides(a.checkpoint));
   const adapters::FamilyEntry* entry = adapters::builtin_adapters().find(cfg.adapter.family);
   if (!entry || !entry->peft_form) {
-    std::vector<std::string> with;  // the families with a PEFT / merged-weight form
-    for (const auto& e : adapters::builtin_adapters().entries())
-      if (e.peft_form) with.push_back(e.name);
+    const std::vector<std::string> with =
+        adapters::builtin_adapters().family_names([](const adapters::FamilyEntry& e) { return e.peft_form; });
     throw UsageError(a.checkpoint + " holds a '" + cfg.adapter.family + "' adapter; " + mode + " converts " +
                          join(with, ", ") + " adapters only",
                      "routed experts (MoLE) and the other families have no single-weight or PEFT form");

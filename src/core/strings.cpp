@@ -98,10 +98,9 @@ std::string format_double(double v) {
 }
 
 std::string trim(std::string_view s) {
-  constexpr const char* kSpace = " \t\n\r\f\v";
-  const size_t a = s.find_first_not_of(kSpace);
+  const size_t a = s.find_first_not_of(kWhitespace);
   if (a == std::string_view::npos) return "";
-  return std::string(s.substr(a, s.find_last_not_of(kSpace) - a + 1));
+  return std::string(s.substr(a, s.find_last_not_of(kWhitespace) - a + 1));
 }
 
 }  // namespace mmtune

@@ -19,12 +19,6 @@ const char* const kFormatHint =
     "\"human\" | \"gpt\", "
     "\"value\": ...}, ...]} (LLaVA's format)";
 
-std::string strip(const std::string& s) {
-  const char* ws = " \t\n\r\f\v";
-  const size_t a = s.find_first_not_of(ws);
-  return a == std::string::npos ? "" : s.substr(a, s.find_last_not_of(ws) - a + 1);
-}
-
 std::string remove_all(std::string s, const std::string& what) {
   for (size_t p; !what.empty() && (p = s.find(what)) != std::string::npos;) s.erase(p, what.size());
   return s;
@@ -79,9 +73,9 @@ void place_image_token(std::vector<Turn>& turns, const std::string& placeholder)
   bool first_user = true;
   for (Turn& t : turns) {
     for (const std::string& p : {kFilePlaceholder, placeholder})
-      if (t.text.find(p) != std::string::npos) t.text = strip(remove_all(t.text, p));
+      if (t.text.find(p) != std::string::npos) t.text = trim(remove_all(t.text, p));
     if (t.role == Role::kUser && first_user) {
-      t.text = placeholder + "\n" + strip(t.text);
+      t.text = placeholder + "\n" + trim(t.text);
       first_user = false;
     }
   }

@@ -2,18 +2,12 @@
 #include <mmtune/generate/chat.h>
 
 namespace mmtune::generate {
-namespace {
-
-constexpr const char* kSpace = " \t\n\r\f\v";  // ASCII whitespace, as trim() drops it
-
-}  // namespace
-
 ChatCommand parse_chat_line(std::string_view line) {
   const std::string text = trim(line);
   if (text.empty()) return {ChatCommand::Kind::kEmpty, ""};
   if (text[0] != '/') return {ChatCommand::Kind::kMessage, text};
   if (text.size() > 1 && text[1] == '/') return {ChatCommand::Kind::kMessage, text.substr(1)};
-  const size_t sp = text.find_first_of(kSpace);
+  const size_t sp = text.find_first_of(kWhitespace);
   const std::string word = text.substr(0, sp);
   const std::string arg = sp == std::string::npos ? "" : trim(std::string_view(text).substr(sp));
   using K = ChatCommand::Kind;

@@ -7,11 +7,6 @@
 #include <algorithm>
 
 namespace mmtune::runtime {
-namespace {
-
-constexpr const char* kSpace = " \t\n\r\f\v";  // ASCII whitespace, as trim() drops it
-
-}  // namespace
 
 std::vector<std::string> template_stops(data::Template t) {
   switch (t) {
@@ -111,7 +106,7 @@ void ChatSession::commit(const std::string& message, const std::string& answer) 
 
 std::string StreamFilter::push(const std::string& piece) {
   if (raw_.empty()) {
-    const size_t a = piece.find_first_not_of(kSpace);
+    const size_t a = piece.find_first_not_of(kWhitespace);
     if (a == std::string::npos) return "";
     raw_ = piece.substr(a);
   } else {
@@ -120,7 +115,7 @@ std::string StreamFilter::push(const std::string& piece) {
   // safe end: before the first stop string, before a tail that may begin one, before trailing space
   const size_t stop = find_stop(raw_, stops_);
   size_t end = stop != std::string::npos ? stop : stop_safe_end(raw_, stops_);
-  while (end > shown_ && std::string_view(kSpace).find(raw_[end - 1]) != std::string_view::npos)
+  while (end > shown_ && kWhitespace.find(raw_[end - 1]) != std::string_view::npos)
     --end;
   if (end <= shown_) return "";
   std::string out = raw_.substr(shown_, end - shown_);

@@ -70,9 +70,8 @@ std::vector<std::string> workflow_overrides(const WorkflowSpec& spec) {
   const std::string family = out.front().substr(kFamilyKey.size());
   const adapters::FamilyEntry* entry = adapters::builtin_adapters().find(family);
   if (!entry || !entry->serves_workflows) {
-    std::vector<std::string> with;  // the families whose adapters are workflows on one base
-    for (const auto& e : adapters::builtin_adapters().entries())
-      if (e.serves_workflows) with.push_back(e.name);
+    const std::vector<std::string> with =
+        adapters::builtin_adapters().family_names([](const adapters::FamilyEntry& e) { return e.serves_workflows; });
     throw CheckpointError((fs::path(spec.dir) / kAdapterConfigFile).string(),
                           "holds a '" + family + "' adapter; --adapter " + spec.name + "=... serves workflows of " +
                               join(with, ", ") + " adapters",

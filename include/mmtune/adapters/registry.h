@@ -93,6 +93,9 @@ class AdapterRegistry final : public config::FamilyCatalog {
   const std::vector<FamilyEntry>& entries() const { return entries_; }
 
   std::vector<std::string> family_names() const override;
+  /// The names of the families that have a capability (`has(entry)`), in registration order: what an
+  /// error about a missing capability lists.
+  std::vector<std::string> family_names(const std::function<bool(const FamilyEntry&)>& has) const;
   std::unique_ptr<config::FamilyConfig> make_family_config(std::string_view name) const override;
 
  private:

@@ -35,7 +35,10 @@ std::optional<std::string> closest_match(std::string_view word, const std::vecto
 /// Shortest decimal text that parses back to the same double; exponent without padding ("1e-4").
 std::string format_double(double v);
 
-/// `s` without leading and trailing whitespace (" \t\n\r\f\v").
+/// The ASCII whitespace trim() drops.
+inline constexpr std::string_view kWhitespace = " \t\n\r\f\v";
+
+/// `s` without leading and trailing whitespace (kWhitespace).
 std::string trim(std::string_view s);
 
 }  // namespace mmtune

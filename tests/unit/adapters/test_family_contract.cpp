@@ -57,7 +57,8 @@ std::map<std::string, std::string> tiny_configs() {
 }
 
 config::RunConfig tiny(const std::string& family, std::vector<std::string> extra = {}) {
-  const std::string path = tiny_configs().at(family);
+  static const std::map<std::string, std::string> configs = tiny_configs();  // read configs/ once
+  const std::string path = configs.at(family);
   return config::load_config(path, on_tiny_models(path, std::move(extra)), builtin_adapters());
 }
 
@@ -199,13 +200,7 @@ TEST_P(FamilyContract, ActivationCheckpointingIsAskedOfTheEntry) {
   }
 }
 
-std::vector<std::string> registered() {
-  std::vector<std::string> out;
-  for (const auto& e : builtin_adapters().entries()) out.push_back(e.name);
-  return out;
-}
-
-INSTANTIATE_TEST_SUITE_P(Registered, FamilyContract, ::testing::ValuesIn(registered()),
+INSTANTIATE_TEST_SUITE_P(Registered, FamilyContract, ::testing::ValuesIn(builtin_adapters().family_names()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 }  // namespace
