@@ -25,7 +25,20 @@ const char* const kBadImageHint =
     "mmtune reads PNG and JPEG files; re-create or re-download the image, or set "
     "data.on_bad_sample: skip to drop such samples (they are counted)";
 
-std::vector<uint8_t> read_bytes(const std::string& path) {
+// The largest file a picture within max_pixels can be: 24 bytes a pixel (a plain-text PPM of
+// 16-bit samples, "65535 " three times; binary PNM and stored PNG take at most 8, JPEG compresses)
+// plus 64 MiB of metadata (EXIF, ICC profiles, text chunks, comments), and never more than the
+// decoder takes (cv::imdecode reads an int's worth of bytes). Checked before the file is read: a
+// 30 GB file named .png must not be read into memory to find out.
+uint64_t max_file_bytes(int64_t max_pixels) {
+  constexpr uint64_t kMetadata = uint64_t{64} << 20;
+  constexpr uint64_t kDecoderMax = static_cast<uint64_t>(std::numeric_limits<int>::max());
+  const uint64_t pixels = static_cast<uint64_t>(std::max<int64_t>(max_pixels, 0));
+  if (pixels > (kDecoderMax - kMetadata) / 24) return kDecoderMax;
+  return pixels * 24 + kMetadata;
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path, int64_t max_pixels) {
   std::error_code ec;
   const auto status = fs::status(path, ec);
   if (!fs::exists(status)) {
@@ -36,9 +49,18 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
   }
   if (!fs::is_regular_file(status))
     throw DataError(path, "image path is not a regular file", kBadImageHint);
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec) throw DataError(path, "cannot read image: " + ec.message(), "check the file's permissions");
+  if (const uint64_t cap = max_file_bytes(max_pixels); size > cap) {
+    throw DataError(path,
+                    cat("image file is ", size >> 20, " MiB, more than a picture within vision.max_image_pixels = ",
+                        max_pixels, " can take (", cap >> 20, " MiB)"),
+                    "is it an image? shrink the picture, raise vision.max_image_pixels, or set "
+                    "data.on_bad_sample: skip");
+  }
   std::ifstream f(path, std::ios::binary);
-  std::vector<uint8_t> bytes(static_cast<size_t>(fs::file_size(path, ec)));
-  if (!f || ec ||
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  if (!f ||
       !f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()))) {
     throw DataError(path, cat("cannot read image: ", std::strerror(errno)),
                     "check the file's permissions");
@@ -318,7 +340,7 @@ std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t
 }
 
 RgbImage decode_rgb(const std::string& path, int64_t max_pixels) {
-  std::vector<uint8_t> bytes = read_bytes(path);
+  std::vector<uint8_t> bytes = read_bytes(path, max_pixels);
   // refuse a huge picture before decoding it (a 20000 x 20000 PNG took 2.8 GB and 8-19 s)
   auto too_large = [&](int64_t w, int64_t h) {
     return DataError(path,

@@ -80,8 +80,8 @@ struct RgbImage {
 /// Decodes a PNG, JPEG or PNM (PPM / PGM / PBM) file into 8-bit RGB, as described above. Throws
 /// mmtune::DataError naming `path` when the file is missing, unreadable, empty, of another format
 /// (OpenCV reads more, but their headers are not checked), of an unsupported pixel depth, or
-/// larger than `max_pixels` (the size is read from the header, before any pixel is decoded), with
-/// a hint.
+/// larger than `max_pixels` (the size is read from the header, before any pixel is decoded), or a
+/// file larger than such a picture can be (checked before it is read), with a hint.
 RgbImage decode_rgb(const std::string& path, int64_t max_pixels = ImageOptions{}.max_pixels);
 
 /// Width and height from a PNG's IHDR, a JPEG's SOF or a PNM header, read as the decoders read

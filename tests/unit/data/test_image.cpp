@@ -277,6 +277,42 @@ TEST_F(ImageReference, PicturesOverThePixelLimitAreRefusedBeforeDecoding) {
   EXPECT_THROW(decode_rgb(file("const_rgb.jpg"), 30 * 20 - 1), DataError);
 }
 
+TEST_F(ImageReference, FilesLargerThanAPictureWithinTheLimitAreRefusedBeforeReading) {
+  // A file was read whole before its header was looked at: a 3 GiB file named .png took 3 GB (and
+  // its size did not fit the int cv::imdecode takes). Sparse files here: nothing is written to disk.
+  auto sparse = [&](const std::string& name, uintmax_t bytes) {
+    const std::string p = dir_->write(name, std::string("\x89PNG\r\n\x1a\n", 8));
+    std::filesystem::resize_file(p, bytes);
+    return p;
+  };
+  const std::string huge = sparse("huge-file.png", uintmax_t{3} << 30);
+  try {
+    decode_rgb(huge);
+    FAIL() << "a 3 GiB file was read";
+  } catch (const DataError& e) {
+    EXPECT_EQ(e.path(), huge);
+    EXPECT_NE(std::string(e.what()).find("image file is 3072 MiB, more than a picture within "
+                                         "vision.max_image_pixels = 89478485 can take (2047 MiB)"),
+              std::string::npos) << e.what();
+  }
+  // the bound follows the limit: 100 pixels -> 24 bytes each + 64 MiB of metadata
+  const std::string just_over = sparse("over.png", (uintmax_t{64} << 20) + 2401);
+  try {
+    decode_rgb(just_over, 100);
+    FAIL() << "a file one byte over the bound was read";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("more than a picture within vision.max_image_pixels = 100 can take (64 MiB)"),
+              std::string::npos) << e.what();
+  }
+  // at the bound it is read, and refused for what it holds (an IHDR cut short)
+  try {
+    decode_rgb(sparse("at.png", (uintmax_t{64} << 20) + 2400), 100);
+    FAIL() << "a PNG without its IHDR decoded";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a PNG, JPEG or PNM"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(ImageReference, HeaderSizesWhoseProductOverflowsAreRefused) {
   // found by fuzz_image: a PNG header's sizes are 32-bit each, and their product in int64 overflowed
   // (UBSan: signed integer overflow) instead of being compared with the limit
