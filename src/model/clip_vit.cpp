@@ -2,6 +2,8 @@
 #include <mmtune/core/logging.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/clip_vit.h>
+
+#include "config_against_weights.h"
 #include <mmtune/model/weights.h>
 
 #include <filesystem>
@@ -183,32 +185,23 @@ adapters::BlockShape ClipVisionTransformerImpl::block_shape() const {
 
 namespace {
 
-// config.json against the weights' own shapes (safetensors headers) before anything is allocated, as
-// load_llama does: a config claiming intermediate_size -60 or 1e9 is named here (found by
-// fuzz_model_config: LibTorch's "negative dimension" error). load_weights checks every tensor after.
+// The sizes of config.json against the weights' shapes before anything is allocated, as load_llama
+// does (fuzz_model_config: intermediate_size -60 escaped as LibTorch's "negative dimension" error).
 void check_clip_config_against_weights(const ClipVisionConfig& c, const io::SafetensorsCheckpoint& ckpt,
                                        const std::string& prefix) {
-  std::vector<std::string> problems;
-  auto expect = [&](const std::string& name, const std::vector<int64_t>& want, const char* keys) {
-    if (!ckpt.contains(prefix + name)) return;  // load_weights lists the missing ones
-    const auto got = ckpt.tensor(prefix + name).sizes().vec();
-    if (got != want)
-      problems.push_back(cat(prefix + name, " is ", c10::IntArrayRef(got), " in the weights, ", c10::IntArrayRef(want),
-                             " by config.json's ", keys));
-  };
-  expect("embeddings.class_embedding", {c.hidden_size}, "hidden_size");
-  expect("embeddings.patch_embedding.weight", {c.hidden_size, c.num_channels, c.patch_size, c.patch_size},
-         "hidden_size x num_channels x patch_size x patch_size");
-  expect("embeddings.position_embedding.weight", {c.num_patches() + 1, c.hidden_size},
-         "((image_size / patch_size)^2 + 1) x hidden_size");
-  expect("encoder.layers.0.mlp.fc1.weight", {c.intermediate_size, c.hidden_size}, "intermediate_size x hidden_size");
+  ConfigAgainstWeights check(ckpt);
+  check.expect(prefix + "embeddings.class_embedding", {c.hidden_size}, "hidden_size");
+  check.expect(prefix + "embeddings.patch_embedding.weight", {c.hidden_size, c.num_channels, c.patch_size, c.patch_size},
+               "hidden_size x num_channels x patch_size x patch_size");
+  check.expect(prefix + "embeddings.position_embedding.weight", {c.num_patches() + 1, c.hidden_size},
+               "((image_size / patch_size)^2 + 1) x hidden_size");
+  check.expect(prefix + "encoder.layers.0.mlp.fc1.weight", {c.intermediate_size, c.hidden_size},
+               "intermediate_size x hidden_size");
   if (ckpt.contains(prefix + "encoder.layers.0.mlp.fc1.weight") &&
       (!ckpt.contains(cat(prefix, "encoder.layers.", c.num_layers - 1, ".mlp.fc1.weight")) ||
        ckpt.contains(cat(prefix, "encoder.layers.", c.num_layers, ".mlp.fc1.weight"))))
-    problems.push_back(cat("config.json's num_hidden_layers ", c.num_layers, " is not the weights' number of layers"));
-  if (!problems.empty())
-    throw CheckpointError(ckpt.path(), "config.json does not match the weights: " + join(problems, "; "),
-                          "config.json and the safetensors files must describe the same model");
+    check.problem(cat("config.json's num_hidden_layers ", c.num_layers, " is not the weights' number of layers"));
+  check.throw_if_any();
 }
 
 }  // namespace

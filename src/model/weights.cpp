@@ -4,6 +4,8 @@
 #include <mmtune/core/strings.h>
 #include <mmtune/model/weights.h>
 
+#include "config_against_weights.h"
+
 #include <algorithm>
 #include <chrono>
 #include <set>
@@ -114,23 +116,17 @@ void load_weights(torch::nn::Module& module, const io::SafetensorsCheckpoint& ck
 
 namespace {
 
-// config.json against the weights' own shapes (read from the safetensors headers), before anything
-// is allocated: a vocab_size of 1e12 or 1e9 layers must be a named error, not an abort in the
-// allocator or the OOM killer. The full per-tensor check is load_weights', after allocation.
+// The sizes of config.json against the weights' shapes before anything is allocated (1e12 vocab,
+// 1e9 layers: issue 20).
 void check_llama_config_against_weights(const LlamaConfig& c, const io::SafetensorsCheckpoint& ckpt) {
-  std::vector<std::string> problems;
-  auto shape = [](const std::vector<int64_t>& v) { return cat(c10::IntArrayRef(v)); };
-  auto expect = [&](const std::string& name, const std::vector<int64_t>& want, const char* keys) {
-    if (!ckpt.contains(name)) return;  // load_weights lists the missing ones
-    const auto got = ckpt.tensor(name).sizes().vec();
-    if (got != want) problems.push_back(cat(name, " is ", shape(got), " in the weights, ", shape(want), " by config.json's ", keys));
-  };
-  expect("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, "vocab_size x hidden_size");
-  expect("model.layers.0.self_attn.q_proj.weight", {c.num_heads * c.head_dim, c.hidden_size},
-         "num_attention_heads * head_dim x hidden_size");
-  expect("model.layers.0.self_attn.k_proj.weight", {c.num_kv_heads * c.head_dim, c.hidden_size},
-         "num_key_value_heads * head_dim x hidden_size");
-  expect("model.layers.0.mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}, "intermediate_size x hidden_size");
+  ConfigAgainstWeights check(ckpt);
+  check.expect("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, "vocab_size x hidden_size");
+  check.expect("model.layers.0.self_attn.q_proj.weight", {c.num_heads * c.head_dim, c.hidden_size},
+               "num_attention_heads * head_dim x hidden_size");
+  check.expect("model.layers.0.self_attn.k_proj.weight", {c.num_kv_heads * c.head_dim, c.hidden_size},
+               "num_key_value_heads * head_dim x hidden_size");
+  check.expect("model.layers.0.mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size},
+               "intermediate_size x hidden_size");
   int64_t layers = 0;
   const std::string prefix = "model.layers.";
   for (const auto& name : ckpt.names()) {
@@ -141,10 +137,9 @@ void check_llama_config_against_weights(const LlamaConfig& c, const io::Safetens
     } catch (const std::exception&) {
     }
   }
-  if (layers != c.num_layers) problems.push_back(cat("config.json's num_hidden_layers is ", c.num_layers, ", the weights have ", layers));
-  if (!problems.empty())
-    throw CheckpointError(ckpt.path(), "config.json does not match the weights: " + join(problems, "; "),
-                          "config.json and the safetensors files must describe the same model");
+  if (layers != c.num_layers)
+    check.problem(cat("config.json's num_hidden_layers is ", c.num_layers, ", the weights have ", layers));
+  check.throw_if_any();
 }
 
 }  // namespace
