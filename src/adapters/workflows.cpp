@@ -3,6 +3,8 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 
+#include <nlohmann/json.hpp>
+
 #include <map>
 #include <set>
 
@@ -34,6 +36,23 @@ std::vector<torch::Tensor> attach_workflow(model::LlamaDecoderImpl& llm, const I
   adapter.options["iaa"] = options.clone();
   return attach_decoder(llm, adapter, visual);
 }
+
+std::vector<torch::Tensor> attach_workflow(model::LlamaDecoderImpl& llm, const config::AdapterConfig& adapter,
+                                           const std::string& name, const VisualPath& visual) {
+  IaaConfig options = adapter.selected<IaaConfig>();
+  options.workflow = name;
+  return attach_workflow(llm, options, visual);
+}
+
+std::string workflow_in(const std::vector<std::string>& overrides) {
+  const std::string key = kWorkflowOverride;
+  for (const auto& o : overrides) {
+    if (o.rfind(key, 0) == 0) return nlohmann::json::parse(o.substr(key.size())).get<std::string>();
+  }
+  return IaaConfig{}.workflow;
+}
+
+std::string workflow_tensor_prefix(const std::string& name) { return "llm.adapters." + iaa_module_name(name) + "."; }
 
 namespace {
 

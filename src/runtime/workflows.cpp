@@ -5,8 +5,6 @@
 #include <mmtune/runtime/adapter_checkpoint.h>
 #include <mmtune/runtime/workflows.h>
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <set>
 
@@ -16,15 +14,6 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string kFamilyKey = "adapter.family=";
-const std::string kWorkflowKey = "adapter.iaa.workflow=";
-
-// The workflow name dir's adapter was trained under (adapter.iaa.workflow in its config).
-std::string trained_name(const std::vector<std::string>& overrides) {
-  for (const auto& o : overrides) {
-    if (o.rfind(kWorkflowKey, 0) == 0) return nlohmann::json::parse(o.substr(kWorkflowKey.size())).get<std::string>();
-  }
-  return adapters::IaaConfig{}.workflow;
-}
 
 // The vision settings one shared tower and feature spec serve; a workflow must not differ in them.
 std::vector<std::pair<std::string, std::string>> shared_visual(const config::VisionConfig& v) {
@@ -77,7 +66,7 @@ std::vector<std::string> workflow_overrides(const WorkflowSpec& spec) {
                               join(with, ", ") + " adapters",
                           "load a single " + family + " adapter with --checkpoint DIR");
   }
-  out.push_back(kWorkflowKey + spec.name);
+  out.push_back(adapters::kWorkflowOverride + spec.name);
   return out;
 }
 
@@ -101,17 +90,15 @@ void load_workflows(const std::vector<WorkflowSpec>& specs,
                               "in a process of its own");
     }
     if (!adapters::find_workflow(llm, spec.name)) {
-      auto options = wcfg.adapter.selected<adapters::IaaConfig>();
-      options.workflow = spec.name;
       adapters::attach_workflow(
-          llm, options,
+          llm, wcfg.adapter, spec.name,
           adapters::VisualPath{built.model->has_vision() ? built.model->vision().config().hidden_size : 0,
                                wcfg.vision.projector, wcfg.vision.projector_hidden,
                                wcfg.vision.start_end_tokens});
     }
     // the workflow's tensors under the names its file has them
-    const std::string ours = "llm.adapters." + adapters::iaa_module_name(spec.name) + ".";
-    const std::string in_file = "llm.adapters." + adapters::iaa_module_name(trained_name(adapter_overrides(spec.dir))) + ".";
+    const std::string ours = adapters::workflow_tensor_prefix(spec.name);
+    const std::string in_file = adapters::workflow_tensor_prefix(adapters::workflow_in(adapter_overrides(spec.dir)));
     std::vector<std::pair<std::string, torch::Tensor>> targets;
     for (const auto& p : built.model->named_parameters(true)) {
       if (p.key().rfind(ours, 0) == 0) targets.emplace_back(in_file + p.key().substr(ours.size()), p.value());

@@ -31,6 +31,22 @@ inline constexpr const char* kTextWorkflow = "text";
 std::vector<torch::Tensor> attach_workflow(model::LlamaDecoderImpl& llm, const IaaConfig& options,
                                            const VisualPath& visual);
 
+/// The config override that names the workflow an adapter is trained or served as, with its '='
+/// ("adapter.iaa.workflow="; runtime::workflow_overrides appends the name).
+inline constexpr const char* kWorkflowOverride = "adapter.iaa.workflow=";
+
+/// The workflow `overrides` (an adapter directory's recorded config, runtime::adapter_overrides)
+/// name with kWorkflowOverride, else IAA's default workflow name.
+std::string workflow_in(const std::vector<std::string>& overrides);
+
+/// attach_workflow with the options of `adapter` (a run config's adapter section, family iaa)
+/// under the name `name` instead of theirs.
+std::vector<torch::Tensor> attach_workflow(model::LlamaDecoderImpl& llm, const config::AdapterConfig& adapter,
+                                           const std::string& name, const VisualPath& visual);
+
+/// Where workflow `name`'s tensors sit in the model's state: "llm.adapters.iaa_<name>.".
+std::string workflow_tensor_prefix(const std::string& name);
+
 /// "text" followed by the attached IAA workflows, in attach order.
 std::vector<std::string> workflow_names(model::LlamaDecoderImpl& llm);
 
