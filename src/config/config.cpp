@@ -101,7 +101,7 @@ void VisionConfig::visit(Visitor& v) {
   v("cls_every", cls_every, "cls_every: take the CLS token after every N-th block");
   v("layer", layer, "patch_layer: block whose patch tokens are used (-1 = last, -2 = penultimate)");
   v("image_size", image_size, "input side in pixels");
-  v("max_image_pixels", max_image_pixels, "larger source pictures are refused before their pixels are decoded");
+  v("max_image_pixels", max_image_pixels, "larger source pictures are refused from their header, before their pixels are decoded (and files larger than such a picture can be, before they are read)");
   v.choice("preprocess", preprocess, kPreprocess, "resize without crop | pad to square | resize + centre crop");
   v.choice("interpolation", interpolation, kInterpolation, "resize filter");
   v.choice("norm", norm, kNorms, "normalisation statistics");
