@@ -2,9 +2,9 @@
 #include <mmtune/core/logging.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/clip_vit.h>
+#include <mmtune/model/weights.h>
 
 #include "config_against_weights.h"
-#include <mmtune/model/weights.h>
 
 #include <filesystem>
 #include <fstream>
