@@ -1,8 +1,9 @@
 // Plain LoRA <-> Hugging Face PEFT files, and the merged model as a Hugging Face directory. The
 // layout is described in include/mmtune/adapters/peft.h.
-#include <mmtune/core/atomic_file.h>
 #include <mmtune/adapters/peft.h>
+#include <mmtune/core/atomic_file.h>
 #include <mmtune/core/errors.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/io/safetensors.h>
 
@@ -11,7 +12,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <set>
 
 namespace mmtune::adapters {
@@ -41,10 +41,10 @@ std::string listed(const std::vector<std::string>& v) {
 }
 
 json read_json(const fs::path& p) {
-  if (!fs::exists(p)) throw CheckpointError(p.string(), "not found", "a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors");
-  std::ifstream f(p);
+  const std::string text = read_checkpoint_file(
+      p, "a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors", kMaxMetadataFileBytes);
   try {
-    return json::parse(f);
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw CheckpointError(p.string(), std::string("is not valid JSON: ") + e.what());
   }
@@ -199,9 +199,11 @@ LoraConfig read_peft_config(const std::string& dir, std::string* base_model) {
 }
 
 bool is_peft_adapter(const std::string& dir) {
-  std::ifstream f(fs::path(dir) / kPeftConfigFile);
-  if (!f) return false;
-  const json j = json::parse(f, nullptr, /*allow_exceptions=*/false);
+  const fs::path p = fs::path(dir) / kPeftConfigFile;
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) return false;
+  const json j = json::parse(read_checkpoint_file(p, "check the --checkpoint path", kMaxMetadataFileBytes), nullptr,
+                             /*allow_exceptions=*/false);
   return j.is_object() && j.contains("peft_type");
 }
 

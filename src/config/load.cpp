@@ -1,14 +1,13 @@
 // Strict YAML -> RunConfig: every key known, every value of the right type, all problems at once.
 #include <mmtune/config/load.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <type_traits>
 
 #include <yaml-cpp/yaml.h>
@@ -333,20 +332,20 @@ void apply_override(YAML::Node& root, const std::string& text, LoadContext& ctx)
 }
 
 std::string read_file(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!fs::exists(path, ec)) {
-    throw ConfigError({{path, "", "config file not found",
-                        "check the path; shipped configs are in configs/ (e.g. configs/lavin/tiny.yaml)"}});
-  }
-  if (fs::is_directory(path, ec)) {
-    throw ConfigError({{path, "", "is a directory, not a config file", "pass a .yaml file"}});
-  }
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw ConfigError({{path, "", "cannot open the config file", "check its permissions"}});
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+  return read_whole_file(path, kMaxConfigFileBytes, "a config file", [&](const FileProblem& p) {
+    using K = FileProblem::Kind;
+    switch (p.kind) {
+      case K::kMissing:
+        throw ConfigError({{path, "", "config file not found",
+                            "check the path; shipped configs are in configs/ (e.g. configs/lavin/tiny.yaml)"}});
+      case K::kNotAFile:
+        throw ConfigError({{path, "", "is a directory, not a config file", "pass a .yaml file"}});
+      case K::kTooLarge:
+        throw ConfigError({{path, "", p.message, "a config is a small YAML file; is this the right path?"}});
+      case K::kUnreadable:
+        throw ConfigError({{path, "", p.message, "check its permissions"}});
+    }
+  });
 }
 
 }  // namespace

@@ -1,23 +1,23 @@
-#include <mmtune/core/atomic_file.h>
 #include <mmtune/adapters/registry.h>
+#include <mmtune/adapters/workflows.h>
 #include <mmtune/config/load.h>
 #include <mmtune/config/run_dir.h>
+#include <mmtune/core/atomic_file.h>
 #include <mmtune/core/dist_env.h>
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/eval/runner.h>
-#include <mmtune/text/tokenizer.h>
 #include <mmtune/model/quantize.h>
 #include <mmtune/model/weights.h>
 #include <mmtune/runtime/adapter_checkpoint.h>
 #include <mmtune/runtime/checkpoint.h>
 #include <mmtune/runtime/workflows.h>
-#include <mmtune/adapters/workflows.h>
+#include <mmtune/text/tokenizer.h>
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -29,9 +29,10 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 json read_adapter_config(const std::string& dir) {
-  std::ifstream f(fs::path(dir) / runtime::kAdapterConfigFile);
+  const std::string text = read_checkpoint_file(fs::path(dir) / runtime::kAdapterConfigFile,
+                                                "check the --checkpoint path", kMaxMetadataFileBytes);
   try {
-    return json::parse(f);
+    return json::parse(text);
   } catch (const json::exception&) {
     return json::object();  // adapter_overrides already reported a malformed file
   }

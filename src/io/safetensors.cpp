@@ -13,11 +13,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 
 #include <nlohmann/json.hpp>
 
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/io/safetensors.h>
 
@@ -168,11 +168,13 @@ bool is_plain_relative(const std::string& shard) {
 }
 
 json read_index(const std::string& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  if (!in) fail(P::kIo, index_path, std::string("cannot read: ") + std::strerror(errno));
+  const std::string text =
+      read_whole_file(index_path, kMaxMetadataFileBytes, "a safetensors index", [&](const FileProblem& p) {
+        fail(p.kind == FileProblem::Kind::kTooLarge ? P::kBadIndex : P::kIo, index_path, p.message);
+      });
   json index;
   try {
-    index = json::parse(in);
+    index = json::parse(text);
   } catch (const json::exception& e) {
     fail(P::kBadIndex, index_path, "not JSON: " + capped(e.what()));
   }

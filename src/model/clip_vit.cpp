@@ -1,5 +1,6 @@
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/clip_vit.h>
 #include <mmtune/model/weights.h>
@@ -7,7 +8,6 @@
 #include "config_against_weights.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -25,11 +25,11 @@ struct Group : torch::nn::Module {};
 ClipVisionConfig ClipVisionConfig::from_hf(const std::string& dir_or_file) {
   namespace fs = std::filesystem;
   const std::string path = fs::is_directory(dir_or_file) ? (fs::path(dir_or_file) / "config.json").string() : dir_or_file;
-  std::ifstream f(path);
-  if (!f) throw CheckpointError(path, "not found", "vision.path must be a Hugging Face CLIPVisionModel directory");
+  const std::string text = read_checkpoint_file(
+      path, "vision.path must be a Hugging Face CLIPVisionModel directory", kMaxMetadataFileBytes);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(f);
+    j = nlohmann::json::parse(text);
     if (j.contains("vision_config")) j = j["vision_config"];  // a full CLIPModel
     ClipVisionConfig c;
     c.image_size = j.value("image_size", c.image_size);

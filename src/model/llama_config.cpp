@@ -1,9 +1,9 @@
 #include <mmtune/core/errors.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/model/llama_config.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -79,11 +79,11 @@ LlamaConfig LlamaConfig::from_hf(const std::string& dir_or_file) {
   namespace fs = std::filesystem;
   const std::string path =
       fs::is_directory(dir_or_file) ? (fs::path(dir_or_file) / "config.json").string() : dir_or_file;
-  std::ifstream f(path);
-  if (!f) throw CheckpointError(path, "not found", "model.path must be a Hugging Face model directory with config.json");
+  const std::string text = read_checkpoint_file(
+      path, "model.path must be a Hugging Face model directory with config.json", kMaxMetadataFileBytes);
   json j;
   try {
-    j = json::parse(f);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     throw CheckpointError(path, std::string("not valid JSON: ") + e.what());
   }

@@ -1,6 +1,7 @@
 // `mmtune convert quantize`: a full-precision Hugging Face LLaMA directory -> a pre-quantized one.
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/io/safetensors.h>
 #include <mmtune/model/quantize.h>
@@ -44,8 +45,8 @@ QuantizedModelStats write_quantized_model(const std::string& in, const std::stri
                      "quantize the full-precision model it was made from");
   json cfg_json;
   {
-    std::ifstream f(fs::path(in) / "config.json");
-    cfg_json = json::parse(f);  // LlamaConfig::from_hf parsed it already
+    // LlamaConfig::from_hf read and parsed it already
+    cfg_json = json::parse(read_checkpoint_file(fs::path(in) / "config.json", "", kMaxMetadataFileBytes));
   }
   const auto ckpt = io::SafetensorsCheckpoint::open(in);
   // every weight's mode first: a group that does not fit is refused before anything is written

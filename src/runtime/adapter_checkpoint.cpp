@@ -1,5 +1,6 @@
 #include <mmtune/core/atomic_file.h>
 #include <mmtune/core/errors.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/core/version.h>
 #include <mmtune/io/safetensors.h>
@@ -9,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 
@@ -56,15 +56,14 @@ const std::set<std::string> kVisionKeys{"feature", "cls_every", "layer", "image_
 
 json read_config(const std::string& dir) {
   const fs::path p = fs::path(dir) / kAdapterConfigFile;
-  if (!fs::exists(p)) {
-    throw CheckpointError(p.string(), "not found",
-                          fs::exists(dir) ? "an adapter directory holds adapter_config.json and adapter_model.safetensors"
-                                          : "check the --checkpoint path");
-  }
-  std::ifstream f(p);
+  const std::string text = read_checkpoint_file(
+      p,
+      fs::exists(dir) ? "an adapter directory holds adapter_config.json and adapter_model.safetensors"
+                      : "check the --checkpoint path",
+      kMaxMetadataFileBytes);
   json j;
   try {
-    j = json::parse(f);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     throw CheckpointError(p.string(), std::string("is not valid JSON: ") + e.what());
   }

@@ -5,9 +5,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <stdio.h>
 #include <thread>
 #include <unistd.h>
@@ -17,6 +15,7 @@
 
 #include <mmtune/core/errors.h>
 #include <mmtune/core/logging.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/core/version.h>
 #include <mmtune/io/safetensors.h>
@@ -75,13 +74,7 @@ void write_file_synced(const fs::path& path, const std::string& text) {
 }
 
 std::string read_file(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f)
-    throw CheckpointError(path.string(), "file not found",
-                          "the checkpoint is incomplete; resume from another one");
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+  return read_checkpoint_file(path, "the checkpoint is incomplete; resume from another one", kMaxMetadataFileBytes);
 }
 
 json state_to_json(const TrainerState& s, const std::vector<std::string>& rng_names) {

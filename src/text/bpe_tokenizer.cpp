@@ -4,12 +4,12 @@
 #include <algorithm>
 #include <array>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <queue>
 
 #include <mmtune/core/errors.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/text/bpe_tokenizer.h>
 
@@ -350,10 +350,10 @@ int32_t checked_id(const std::string& path, const json& id, const std::string& w
 }
 
 json read_tokenizer_json(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw CheckpointError(path, "cannot open tokenizer.json", "check model.tokenizer");
+  const std::string text = read_checkpoint_file(path, "check model.tokenizer", kMaxTokenizerFileBytes,
+                                                "a tokenizer.json");
   try {
-    return json::parse(f);
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw CheckpointError(path, std::string("not valid JSON: ") + e.what(),
                           "tokenizer.json must be the Hugging Face tokenizers file");
@@ -483,9 +483,10 @@ void BpeTokenizer::read_special_ids(const std::string& path, const json& j) {
   const fs::path cfg_path = fs::path(path).parent_path() / "tokenizer_config.json";
   if (!fs::exists(cfg_path)) return;
   json cfg;
+  const std::string text = read_checkpoint_file(
+      cfg_path, "tokenizer_config.json beside tokenizer.json names the special tokens", kMaxMetadataFileBytes);
   try {
-    std::ifstream f(cfg_path);
-    cfg = json::parse(f);
+    cfg = json::parse(text);
   } catch (const json::exception& e) {
     throw CheckpointError(cfg_path.string(), std::string("not valid JSON: ") + e.what());
   }

@@ -3,11 +3,11 @@
 // Encoding and decoding are SentencePiece's own (Debian's C++ library), so byte fallback, the dummy
 // prefix space and unknown pieces behave exactly as in the Python package the parity test runs.
 #include <mmtune/core/errors.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/text/bpe_tokenizer.h>
 #include <mmtune/text/tokenizer.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <string_view>
 
@@ -15,9 +15,6 @@
 
 namespace mmtune::text {
 namespace {
-
-// Largest tokenizer.model read (Gemma's 256k-piece model is 4 MB; LLaMA's 0.5 MB).
-constexpr std::uintmax_t kMaxModelBytes = std::uintmax_t{256} << 20;
 
 // One protobuf varint at data[pos], advancing pos; false when it runs off the end or past 10 bytes.
 bool read_varint(std::string_view data, size_t& pos, uint64_t& value) {
@@ -89,17 +86,10 @@ std::string unloadable_piece(std::string_view model) {
 }
 
 std::string read_model_file(const std::string& path) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) throw CheckpointError(path, "cannot read the tokenizer: " + ec.message(), "check model.tokenizer");
-  if (size > kMaxModelBytes)
-    throw CheckpointError(path, "is " + std::to_string(size >> 20) + " MiB, too large for a SentencePiece model",
-                          "tokenizer.model must be the model's SentencePiece file (LLaMA's is 0.5 MB)");
-  std::string bytes(size, '\0');
-  std::ifstream f(path, std::ios::binary);
-  if (!f || !f.read(bytes.data(), static_cast<std::streamsize>(size)))
-    throw CheckpointError(path, "cannot read the tokenizer", "check model.tokenizer");
-  return bytes;
+  return read_checkpoint_file(path,
+                              "tokenizer.model must be the model's SentencePiece file (LLaMA's is 0.5 MB); check "
+                              "model.tokenizer",
+                              kMaxTokenizerFileBytes, "a SentencePiece model");
 }
 
 class SentencePieceTokenizer final : public Tokenizer {

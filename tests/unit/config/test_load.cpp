@@ -6,6 +6,8 @@
 #include <mmtune/adapters/registry.h>
 #include <mmtune/config/load.h>
 
+#include <filesystem>
+
 #include "test_utils.h"
 
 namespace mmtune::config {
@@ -213,6 +215,17 @@ TEST(ConfigLoad, MissingFileAndDirectory) {
   EXPECT_EQ(p.location, d.path() + "/nope.yaml");
   EXPECT_NE(p.hint.find("configs/"), std::string::npos);
   EXPECT_EQ(only_problem(d.path()).message, "is a directory, not a config file");
+}
+
+TEST(ConfigLoad, AFileTooLargeForAConfigIsRefusedBeforeReading) {
+  // a weights file or a log passed as --config was read whole and handed to the YAML parser
+  TempDir d;
+  const std::string path = d.write("model.safetensors", "model:\n");
+  std::filesystem::resize_file(path, std::uintmax_t{3} << 30);  // sparse: nothing on disk
+  const auto p = only_problem(path);
+  EXPECT_EQ(p.location, path);
+  EXPECT_EQ(p.message, "is 3072 MiB, more than a config file can be (16 MiB)");
+  EXPECT_NE(p.hint.find("small YAML file"), std::string::npos) << p.hint;
 }
 
 TEST(ConfigLoad, EmptyAndCommentOnlyFiles) {

@@ -166,6 +166,21 @@ TEST(LlamaConfig, ReadsBothRopeSpellingsAndRejectsNonsense) {
   EXPECT_THROW(LlamaConfig::from_hf(d.path() + "/nope"), CheckpointError);
 }
 
+TEST(LlamaConfig, AConfigJsonTooLargeForMetadataIsRefusedBeforeReading) {
+  // a weights file saved as config.json was read whole and handed to the JSON parser
+  TempDir d;
+  const std::string path = d.write("m/config.json", "{");
+  std::filesystem::resize_file(path, std::uintmax_t{2} << 30);  // sparse: nothing on disk
+  try {
+    LlamaConfig::from_hf(d.path() + "/m");
+    FAIL() << "a 2 GiB config.json was read";
+  } catch (const CheckpointError& e) {
+    EXPECT_EQ(e.path(), path);
+    EXPECT_EQ(std::string(e.what()), path + ": is 2048 MiB, more than a JSON metadata file can be (64 MiB)");
+    EXPECT_NE(e.hint().find("model.path"), std::string::npos) << e.hint();
+  }
+}
+
 }  // namespace
 }  // namespace mmtune::model
 
