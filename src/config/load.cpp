@@ -261,6 +261,14 @@ class Reader final : public Visitor {
       out = std::move(values);
     } else {
       if (n.IsNull() && std::is_same_v<T, std::string>) {
+        // `key:` with nothing, or key=null: an empty string (no path, no name) -- unless the field
+        // is a choice without "" among its values (found by fuzz_config: `vision.feature:` loaded
+        // as '', and the config printed from it did not load back)
+        if (info.choices && std::find(info.choices->begin(), info.choices->end(), "") == info.choices->end()) {
+          ctx_.add(p, "expected one of " + join(*info.choices, " | ") + ", got nothing (null)",
+                   "write one of them, or leave the key out for its default");
+          return;
+        }
         out = T{};
         return;
       }

@@ -217,6 +217,24 @@ TEST(ConfigLoad, MissingFileAndDirectory) {
   EXPECT_EQ(only_problem(d.path()).message, "is a directory, not a config file");
 }
 
+TEST(ConfigLoad, AChoiceSetToNothingIsAnErrorNotAnEmptyChoice) {
+  // found by fuzz_config: `feature:` with no value loaded as '', which no choice allows, so the
+  // config printed from it (a run's config.yaml) did not load back
+  TempDir d;
+  const std::string path =
+      d.write("c.yaml", std::string(kMinimal) + "vision:\n  path: /clip\n  feature:\n");
+  const auto p = only_problem(path);
+  EXPECT_EQ(p.key, "vision.feature");
+  EXPECT_EQ(p.message, "expected one of cls_every | patch_layer, got nothing (null)");
+  EXPECT_NE(p.hint.find("leave the key out"), std::string::npos) << p.hint;
+  const auto o = only_problem(d.write("ok.yaml", std::string(kMinimal) + "vision:\n  path: /clip\n"),
+                              {"vision.feature=null"});
+  EXPECT_EQ(o.key, "vision.feature");
+  EXPECT_EQ(o.message, "expected one of cls_every | patch_layer, got nothing (null)");
+  // a plain string field still reads nothing as empty: vision.path cleared means no vision tower
+  EXPECT_EQ(load(d.write("v.yaml", std::string(kMinimal) + "vision:\n  path:\n")).vision.path, "");
+}
+
 TEST(ConfigLoad, AFileTooLargeForAConfigIsRefusedBeforeReading) {
   // a weights file or a log passed as --config was read whole and handed to the YAML parser
   TempDir d;
