@@ -1,16 +1,13 @@
 // Image decoding (OpenCV imgcodecs), Pillow-exact resampling, the encoders' preprocessing and
 // normalisation. See include/mmtune/data/image.h for the choices and why.
 #include <mmtune/core/errors.h>
+#include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/data/image.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <limits>
 
 #include <opencv2/core.hpp>
@@ -18,8 +15,6 @@
 
 namespace mmtune::data {
 namespace {
-
-namespace fs = std::filesystem;
 
 const char* const kBadImageHint =
     "mmtune reads PNG and JPEG files; re-create or re-download the image, or set "
@@ -38,33 +33,26 @@ uint64_t max_file_bytes(int64_t max_pixels) {
   return pixels * 24 + kMetadata;
 }
 
-std::vector<uint8_t> read_bytes(const std::string& path, int64_t max_pixels) {
-  std::error_code ec;
-  const auto status = fs::status(path, ec);
-  if (!fs::exists(status)) {
-    throw DataError(
-        path, "image not found",
-        "check data.image_folder / data.root and that the images were extracted; "
-        "data.on_bad_sample: skip drops samples whose image is missing (they are counted)");
-  }
-  if (!fs::is_regular_file(status))
-    throw DataError(path, "image path is not a regular file", kBadImageHint);
-  const uintmax_t size = fs::file_size(path, ec);
-  if (ec) throw DataError(path, "cannot read image: " + ec.message(), "check the file's permissions");
-  if (const uint64_t cap = max_file_bytes(max_pixels); size > cap) {
-    throw DataError(path,
-                    cat("image file is ", size >> 20, " MiB, more than a picture within vision.max_image_pixels = ",
-                        max_pixels, " can take (", cap >> 20, " MiB)"),
-                    "is it an image? shrink the picture, raise vision.max_image_pixels, or set "
-                    "data.on_bad_sample: skip");
-  }
-  std::ifstream f(path, std::ios::binary);
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  if (!f ||
-      !f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()))) {
-    throw DataError(path, cat("cannot read image: ", std::strerror(errno)),
-                    "check the file's permissions");
-  }
+// The file's bytes, its size checked against max_file_bytes before anything is read.
+std::string read_image_file(const std::string& path, int64_t max_pixels) {
+  std::string bytes = read_whole_file(
+      path, max_file_bytes(max_pixels), cat("a picture within vision.max_image_pixels = ", max_pixels),
+      [&](const FileProblem& p) {
+        switch (p.kind) {
+          case FileProblem::Kind::kMissing:
+            throw DataError(path, "image not found",
+                            "check data.image_folder / data.root and that the images were extracted; "
+                            "data.on_bad_sample: skip drops samples whose image is missing (they are counted)");
+          case FileProblem::Kind::kNotAFile:
+            throw DataError(path, "image path " + p.message, kBadImageHint);
+          case FileProblem::Kind::kTooLarge:
+            throw DataError(path, "image file " + p.message,
+                            "is it an image? shrink the picture, raise vision.max_image_pixels, or set "
+                            "data.on_bad_sample: skip");
+          case FileProblem::Kind::kUnreadable:
+            throw DataError(path, "image file " + p.message, "check the file's permissions");
+        }
+      });
   if (bytes.empty()) throw DataError(path, "image file is empty", kBadImageHint);
   return bytes;
 }
@@ -274,7 +262,7 @@ namespace {
 // height, each after any run of whitespace and '#' comments (a comment ends at CR or LF), and
 // refused (nullopt) where OpenCV would throw: another byte before a number, a number above INT_MAX,
 // the end of the file.
-std::optional<std::pair<int64_t, int64_t>> pnm_size(const std::vector<uint8_t>& b) {
+std::optional<std::pair<int64_t, int64_t>> pnm_size(std::span<const uint8_t> b) {
   if (b.size() < 3 || b[0] != 'P' || b[1] < '1' || b[1] > '6' || !std::isspace(b[2])) return std::nullopt;
   size_t i = 2;
   auto number = [&]() -> std::optional<int64_t> {
@@ -304,7 +292,7 @@ std::optional<std::pair<int64_t, int64_t>> pnm_size(const std::vector<uint8_t>& 
 
 }  // namespace
 
-std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t>& b) {
+std::optional<std::pair<int64_t, int64_t>> header_size(std::span<const uint8_t> b) {
   auto be16 = [&](size_t i) { return static_cast<int64_t>(b[i]) << 8 | b[i + 1]; };
   auto be32 = [&](size_t i) { return be16(i) << 16 | be16(i + 2); };
   // PNG: 8-byte signature, then the IHDR chunk: length, "IHDR", width, height (big-endian)
@@ -340,7 +328,9 @@ std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t
 }
 
 RgbImage decode_rgb(const std::string& path, int64_t max_pixels) {
-  std::vector<uint8_t> bytes = read_bytes(path, max_pixels);
+  std::string bytes = read_image_file(path, max_pixels);
+  // unsigned bytes for the header walk (std::isspace / isdigit on a negative char is undefined)
+  const std::span<const uint8_t> ubytes(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   // refuse a huge picture before decoding it (a 20000 x 20000 PNG took 2.8 GB and 8-19 s)
   auto too_large = [&](int64_t w, int64_t h) {
     return DataError(path,
@@ -351,7 +341,7 @@ RgbImage decode_rgb(const std::string& path, int64_t max_pixels) {
   // Only what header_size reads goes to the decoder: another format's header (BMP, TIFF, WebP, ...,
   // all of which OpenCV would decode) could claim any size, and OpenCV allocates the picture
   // before reading a pixel (fuzz_image: a 2.4 GB allocation).
-  const auto wh = header_size(bytes);
+  const auto wh = header_size(ubytes);
   if (!wh)
     throw DataError(path, "cannot decode image: not a PNG, JPEG or PNM (PPM / PGM / PBM) file, or its header is cut short",
                     cat(kBadImageHint, "; convert other formats to PNG or JPEG first"));

@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr int64_t kMaxPixels = 1 << 20;
   const std::string path =
       fuzz::write_file("image", std::string_view(reinterpret_cast<const char*>(data), size));
-  (void)data::header_size(std::vector<uint8_t>(data, data + size));
+  (void)data::header_size(std::span<const uint8_t>(data, size));
   data::RgbImage img;
   try {
     img = data::decode_rgb(path, kMaxPixels);

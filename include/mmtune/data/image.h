@@ -36,6 +36,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -86,7 +87,7 @@ RgbImage decode_rgb(const std::string& path, int64_t max_pixels = ImageOptions{}
 
 /// Width and height from a PNG's IHDR, a JPEG's SOF or a PNM header, read as the decoders read
 /// them, without decoding; nullopt for other formats or a header the decoder would refuse.
-std::optional<std::pair<int64_t, int64_t>> header_size(const std::vector<uint8_t>& bytes);
+std::optional<std::pair<int64_t, int64_t>> header_size(std::span<const uint8_t> bytes);
 
 /// Pillow's Image.resize(size, BICUBIC | BILINEAR) to `width` x `height`, bit-identical to
 /// Pillow 13.

@@ -164,8 +164,11 @@ TEST_P(FamilyContract, ATrainingStepChangesAdapterTensorsOnly) {
   train::AdamW opt(task.trainable_parameters(), {});
   opt.step(1e-3);
 
-  for (const auto& p : m.model->named_parameters(true))
-    if (frozen.count(p.key())) EXPECT_TRUE(torch::equal(p.value(), frozen[p.key()])) << "frozen " << p.key() << " changed";
+  for (const auto& p : m.model->named_parameters(true)) {
+    if (frozen.count(p.key())) {
+      EXPECT_TRUE(torch::equal(p.value(), frozen[p.key()])) << "frozen " << p.key() << " changed";
+    }
+  }
   for (const auto& p : m.model->named_buffers(true))
     EXPECT_TRUE(torch::equal(p.value(), frozen["buffer:" + p.key()])) << "buffer " << p.key() << " changed";
   int64_t changed = 0;

@@ -7,11 +7,17 @@
 #include <mmtune/data/image.h>
 #include <mmtune/io/safetensors.h>
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <string_view>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -292,7 +298,7 @@ TEST_F(ImageReference, FilesLargerThanAPictureWithinTheLimitAreRefusedBeforeRead
   } catch (const DataError& e) {
     EXPECT_EQ(e.path(), huge);
     EXPECT_NE(std::string(e.what()).find("image file is 3072 MiB, more than a picture within "
-                                         "vision.max_image_pixels = 89478485 can take (2047 MiB)"),
+                                         "vision.max_image_pixels = 89478485 can be (2047 MiB)"),
               std::string::npos) << e.what();
   }
   // the bound follows the limit: 100 pixels -> 24 bytes each + 64 MiB of metadata
@@ -301,7 +307,7 @@ TEST_F(ImageReference, FilesLargerThanAPictureWithinTheLimitAreRefusedBeforeRead
     decode_rgb(just_over, 100);
     FAIL() << "a file one byte over the bound was read";
   } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("more than a picture within vision.max_image_pixels = 100 can take (64 MiB)"),
+    EXPECT_NE(std::string(e.what()).find("more than a picture within vision.max_image_pixels = 100 can be (64 MiB)"),
               std::string::npos) << e.what();
   }
   // at the bound it is read, and refused for what it holds (an IHDR cut short)
@@ -387,6 +393,45 @@ TEST(Image, CorruptFileIsADataErrorNamingThePath) {
   }
   EXPECT_THROW(decode_rgb(d.write("empty.png", "")), DataError);
   EXPECT_THROW(decode_rgb(d.path()), DataError);  // a directory
+}
+
+TEST_F(ImageReference, AnImageFromAPipeDecodesAsTheFileAndIsBounded) {
+  // `mmtune chat --image <(curl ...)` hands over a pipe: it was refused as "not a regular file".
+  // Now it is read as the file is, within the same bound (a pipe has no size to check up front).
+  const std::string png = testing::read_text(file("rgb_300x200.png"));
+  auto through_fifo = [&](const std::string& name, const std::string& bytes, int64_t max_pixels) {
+    const std::string fifo = dir_->path() + "/" + name;
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+    std::thread writer([&] {
+      std::ofstream(fifo, std::ios::binary) << bytes;  // blocks until the reader opens it
+    });
+    std::string error;
+    RgbImage img;
+    try {
+      img = decode_rgb(fifo, max_pixels);
+    } catch (const DataError& e) {
+      error = e.what();
+    }
+    writer.join();
+    if (error.empty()) {
+      const RgbImage want = decode_rgb(file("rgb_300x200.png"));
+      EXPECT_EQ(img.width, want.width);
+      EXPECT_EQ(img.height, want.height);
+      EXPECT_EQ(img.pixels, want.pixels) << name;
+    } else {
+      // 10 pixels -> 240 bytes + 64 MiB: a stream past that stops being read there
+      EXPECT_GT(bytes.size(), (uint64_t{64} << 20) + 240) << error;
+      EXPECT_NE(error.find("has more than 64 MiB, the most a picture within vision.max_image_pixels = 10 can be"),
+                std::string::npos) << error;
+    }
+  };
+  through_fifo("picture.fifo", png, 89478485);
+  std::string huge = png;
+  huge.resize((uint64_t{64} << 20) + 100000, '\0');  // trailing bytes after IEND: a decoder would ignore them
+  // the reader stops early, so the writer's last writes meet a closed pipe: EPIPE, not SIGPIPE
+  const auto old_handler = std::signal(SIGPIPE, SIG_IGN);
+  through_fifo("endless.fifo", huge, 10);
+  std::signal(SIGPIPE, old_handler);
 }
 
 TEST(Image, MissingFileIsADataErrorWithAHint) {

@@ -75,6 +75,7 @@ class BigramTask : public runtime::TrainTask {
                                                  torch::nn::functional::CrossEntropyFuncOptions()
                                                      .reduction(torch::kSum)
                                                      .ignore_index(data::kIgnoreIndex)),
+            {},
             {}};
   }
   void set_training(bool) override {}
