@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 
@@ -30,6 +32,8 @@
 namespace mmtune::cli {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 struct ChatArgs : AdapterArgs {
   std::string image;
@@ -50,6 +54,33 @@ runtime::SamplingOptions sampling_options(const config::GenerationConfig& g, con
   for (auto& stop : runtime::template_stops(t)) s.stop.push_back(stop);
   return s;
 }
+
+// A directory of this process's own under the temp directory, made on first use and removed with
+// everything in it when the session ends.
+class SpoolDir {
+ public:
+  SpoolDir() = default;
+  SpoolDir(const SpoolDir&) = delete;
+  SpoolDir& operator=(const SpoolDir&) = delete;
+  ~SpoolDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const fs::path& get() {
+    if (path_.empty()) {
+      std::error_code ec;
+      const fs::path p = fs::temp_directory_path(ec) / cat("mmtune-chat-", ::getpid());
+      if (ec || !(fs::create_directories(p, ec) || fs::is_directory(p)))
+        throw Error(cat("could not make a directory for pictures read from pipes at ", p.string()),
+                    "check that the temp directory (TMPDIR) is writable");
+      path_ = p;
+    }
+    return path_;
+  }
+
+ private:
+  fs::path path_;
+};
 
 class ChatRepl {
  public:
@@ -154,15 +185,37 @@ class ChatRepl {
     if (!built_.model->has_vision())
       throw UsageError("this model has no vision tower, it cannot look at " + path,
                        "set vision.path in the config");
+    std::string readable;
     try {
-      data::load_image(path, collate_.image);  // checked here, not mid-answer
+      readable = spool_if_pipe(path);
+      data::load_image(readable, collate_.image);  // checked here, not mid-answer
     } catch (const DataError& e) {
-      throw Error(e.what(), in_session ? "check the path; the picture must be a PNG or JPEG (the session goes on without it)"
-                                       : "check the --image path; the picture must be a PNG or JPEG");
+      // a pipe's copy is named as the user named the pipe (a DataError reads "<path>: <message>")
+      const std::string what =
+          e.path() == path ? std::string(e.what()) : path + std::string(e.what()).substr(e.path().size());
+      throw Error(what, in_session ? "check the path; the picture must be a PNG or JPEG (the session goes on without it)"
+                                   : "check the --image path; the picture must be a PNG or JPEG");
     }
-    const bool restarted = session_->set_image(path);
+    const bool restarted = session_->set_image(readable);
     notes() << (restarted ? "(new picture: started a new conversation)\n"
                           : "(picture attached to your next message)\n");
+  }
+
+  // A pipe (--image <(curl -s URL)) can be read once, and the session reads its picture again on
+  // every turn: a pipe's bytes go to a file of the session's own first, read within the bound the
+  // image reader puts on any image file. Files are used where they are.
+  std::string spool_if_pipe(const std::string& path) {
+    std::error_code ec;
+    const auto status = fs::status(path, ec);
+    if (!fs::exists(status) || fs::is_regular_file(status) || fs::is_directory(status)) return path;
+    const std::string bytes = data::read_image_file(path, collate_.image.max_pixels);
+    const fs::path dir = spool_.get();
+    const fs::path copy = dir / cat("picture-", ++spooled_);
+    std::ofstream f(copy, std::ios::binary);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!f.flush()) throw Error(cat("could not keep the picture from ", path, " in ", dir.string()),
+                                "check that the temp directory (TMPDIR) is writable and has space");
+    return copy.string();
   }
 
   // "" lists the workflows; "auto" = text without a picture, the image workflow with one.
@@ -240,6 +293,8 @@ class ChatRepl {
   std::string pinned_;  // chat.workflow or /workflow NAME; empty = auto
   std::vector<std::string> served_;  // --adapter NAME=DIR as given
   int64_t turns_ = 0;
+  SpoolDir spool_;       // pictures read from pipes, removed when the session ends
+  int64_t spooled_ = 0;
 };
 
 }  // namespace
@@ -255,7 +310,7 @@ void add_chat_command(CLI::App& app, Action& action) {
                   "NAME=DIR, repeatable: IAA workflows served together on one frozen base (instead of "
                   "--checkpoint); /workflow NAME switches, auto picks the first for a picture")
       ->allow_extra_args(false);  // one value per --adapter: overrides after it stay positional
-  cmd->add_option("--image", args->image, "image for the first turn");
+  cmd->add_option("--image", args->image, "image for the first turn: a PNG or JPEG file, or a pipe (--image <(curl -s URL))");
   cmd->add_option("--temperature", args->temperature,
                   "0 = greedy (default: chat.generation.temperature)")
       ->check(CLI::NonNegativeNumber);

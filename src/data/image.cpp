@@ -33,30 +33,6 @@ uint64_t max_file_bytes(int64_t max_pixels) {
   return pixels * 24 + kMetadata;
 }
 
-// The file's bytes, its size checked against max_file_bytes before anything is read.
-std::string read_image_file(const std::string& path, int64_t max_pixels) {
-  std::string bytes = read_whole_file(
-      path, max_file_bytes(max_pixels), cat("a picture within vision.max_image_pixels = ", max_pixels),
-      [&](const FileProblem& p) {
-        switch (p.kind) {
-          case FileProblem::Kind::kMissing:
-            throw DataError(path, "image not found",
-                            "check data.image_folder / data.root and that the images were extracted; "
-                            "data.on_bad_sample: skip drops samples whose image is missing (they are counted)");
-          case FileProblem::Kind::kNotAFile:
-            throw DataError(path, "image path " + p.message, kBadImageHint);
-          case FileProblem::Kind::kTooLarge:
-            throw DataError(path, "image file " + p.message,
-                            "is it an image? shrink the picture, raise vision.max_image_pixels, or set "
-                            "data.on_bad_sample: skip");
-          case FileProblem::Kind::kUnreadable:
-            throw DataError(path, "image file " + p.message, "check the file's permissions");
-        }
-      });
-  if (bytes.empty()) throw DataError(path, "image file is empty", kBadImageHint);
-  return bytes;
-}
-
 // One sample of channel c of a decoded pixel, as 8 bits: 16-bit samples are rounded from
 // v * 255 / 65535 (exact for v = x * 257).
 template <class T>
@@ -232,6 +208,30 @@ E pick(const std::string& key, const std::string& value,
 }
 
 }  // namespace
+
+std::string read_image_file(const std::string& path, int64_t max_pixels) {
+  std::string bytes = read_whole_file(
+      path, max_file_bytes(max_pixels), cat("a picture within vision.max_image_pixels = ", max_pixels),
+      [&](const FileProblem& p) {
+        switch (p.kind) {
+          case FileProblem::Kind::kMissing:
+            throw DataError(path, "image not found",
+                            "check data.image_folder / data.root and that the images were extracted; "
+                            "data.on_bad_sample: skip drops samples whose image is missing (they are counted)");
+          case FileProblem::Kind::kNotAFile:
+            throw DataError(path, "image path " + p.message, kBadImageHint);
+          case FileProblem::Kind::kTooLarge:
+            throw DataError(path, "image file " + p.message,
+                            "is it an image? shrink the picture, raise vision.max_image_pixels, or set "
+                            "data.on_bad_sample: skip");
+          case FileProblem::Kind::kUnreadable:
+            throw DataError(path, "image file " + p.message, "check the file's permissions");
+        }
+      });
+  if (bytes.empty()) throw DataError(path, "image file is empty", kBadImageHint);
+  return bytes;
+}
+
 
 ImageOptions image_options(const config::VisionConfig& v) {
   ImageOptions o;

@@ -9,6 +9,8 @@
 #include <mmtune/runtime/adapter_checkpoint.h>
 #include <mmtune/runtime/build_model.h>
 
+#include <filesystem>
+
 #include "test_utils.h"
 
 namespace mmtune::testing {
@@ -149,6 +151,41 @@ TEST(ChatCli, ABadImageFlagEndsTheRunAndSaysSo) {
   EXPECT_NE(r.err.find("hint: check the --image path"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("goes on"), std::string::npos) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+TEST(ChatCli, APictureFromAPipeIsKeptForEveryTurn) {
+  // `--image <(curl -s URL)` hands over a pipe, which can be read once, while the session reads its
+  // picture on every turn: the first answer already failed with "image file is empty". Now the
+  // answers equal those for the file itself, and the copy the session keeps goes when it ends.
+  TempDir d;
+  const std::string picture = write_picture(d), ckpt = write_lavin_checkpoint(d);
+  const std::string script = "what colour is the square?\nand the background?\n";
+  auto file_args = lavin_args(ckpt);
+  file_args.insert(file_args.end(), {"--image", picture});
+  const auto from_file = chat(d, file_args, script);
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+  ASSERT_EQ(split_lines(from_file.out).size(), 2u) << from_file.out;
+
+  const std::string in = d.write("input.txt", script), tmp = d.path() + "/tmp";
+  std::filesystem::create_directories(tmp);
+  auto through_pipe = [&](const std::string& producer) {
+    std::string cmd = "TMPDIR='" + tmp + "' exec '" + std::string(kMmtuneBin) + "' chat";
+    for (const auto& a : lavin_args(ckpt)) cmd += " '" + a + "'";
+    cmd += " --image <(" + producer + ") < '" + in + "'";
+    return run_process({"/bin/bash", "-c", cmd}, {}, std::chrono::seconds(120));
+  };
+  const auto from_pipe = through_pipe("cat '" + picture + "'");
+  ASSERT_EQ(from_pipe.exit_code, 0) << from_pipe.err;
+  EXPECT_EQ(from_pipe.out, from_file.out) << from_pipe.err;
+  EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "the session's copy of the picture was left in " << tmp;
+
+  // a pipe that holds no picture is named as the user gave it, not by the session's copy
+  const auto junk = through_pipe("echo not a picture");
+  EXPECT_EQ(junk.exit_code, 1) << junk.err;
+  EXPECT_NE(junk.err.find("/dev/fd/"), std::string::npos) << junk.err;
+  EXPECT_NE(junk.err.find("cannot decode image"), std::string::npos) << junk.err;
+  EXPECT_EQ(junk.err.find("mmtune-chat-"), std::string::npos) << junk.err;
+  EXPECT_TRUE(std::filesystem::is_empty(tmp)) << tmp;
 }
 
 TEST(ChatCli, ATrainingOutputDirMeansItsLatestCheckpointAsInEval) {

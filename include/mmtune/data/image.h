@@ -85,6 +85,11 @@ struct RgbImage {
 /// file larger than such a picture can be (checked before it is read), with a hint.
 RgbImage decode_rgb(const std::string& path, int64_t max_pixels = ImageOptions{}.max_pixels);
 
+/// The bytes of the image file at `path`, its size first checked against what a picture within
+/// `max_pixels` can take (a pipe is read up to that bound). Throws mmtune::DataError naming `path`
+/// (missing, not a file, too large, unreadable, empty), as decode_rgb does.
+std::string read_image_file(const std::string& path, int64_t max_pixels = ImageOptions{}.max_pixels);
+
 /// Width and height from a PNG's IHDR, a JPEG's SOF or a PNM header, read as the decoders read
 /// them, without decoding; nullopt for other formats or a header the decoder would refuse.
 std::optional<std::pair<int64_t, int64_t>> header_size(std::span<const uint8_t> bytes);
