@@ -225,7 +225,7 @@ std::string read_image_file(const std::string& path, int64_t max_pixels) {
                             "is it an image? shrink the picture, raise vision.max_image_pixels, or set "
                             "data.on_bad_sample: skip");
           case FileProblem::Kind::kUnreadable:
-            throw DataError(path, "image file " + p.message, "check the file's permissions");
+            throw DataError(path, "unreadable image file (" + p.message + ")", "check the file's permissions");
         }
       });
   if (bytes.empty()) throw DataError(path, "image file is empty", kBadImageHint);
