@@ -44,7 +44,7 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) 
   double load_s = 0;
   runtime::BuiltModel built = prepare(cfg, o, load_s);
   built.model->eval();
-  model::pack_for_inference(built.model->llm(), built.model->llm().options().dtype().toScalarType());
+  model::pack_for_inference(*built.model, built.model->llm().options().dtype().toScalarType());  // LLM and ViT
   const torch::Device device(cfg.device);
   const int64_t B = o.batch > 0 ? o.batch : cfg.eval.batch_size;
   const int64_t P = o.prompt_length, N = o.new_tokens > 0 ? o.new_tokens : cfg.eval.generation.max_new_tokens;

@@ -66,7 +66,7 @@ runtime::BuiltModel build_adapted_model(const AdapterArgs& a, const config::RunC
   }
   built.model->eval();
   // chat and serve never train: each int4 weight held once, in the kernel's layout
-  model::pack_for_inference(built.model->llm(), built.model->llm().options().dtype().toScalarType());
+  model::pack_for_inference(*built.model, built.model->llm().options().dtype().toScalarType());  // LLM and ViT
   return built;
 }
 

@@ -55,7 +55,7 @@ serve::ServedModel bare_model(const ServeArgs& a) {
   runtime::BuiltModel built = runtime::build_model(cfg, runtime::Weights::kLoad);
   built.model->eval();
   cfg.data.max_length = built.model->llm().config().max_position_embeddings;
-  model::pack_for_inference(built.model->llm(), built.model->llm().options().dtype().toScalarType());
+  model::pack_for_inference(*built.model, built.model->llm().options().dtype().toScalarType());  // LLM and ViT
   s.layout = runtime::sequence_layout(cfg, built);
   s.model = built.model;
   s.ids = {a.name.empty() ? base_name(a.model) : a.name};

@@ -107,6 +107,9 @@ void VisionConfig::visit(Visitor& v) {
   v.choice("norm", norm, kNorms, "normalisation statistics");
   v.choice("projector", projector, kProjectors, "vision-to-LLM projector");
   v("projector_hidden", projector_hidden, "mlp_silu hidden width");
+  v.choice("quantize", quantize, kQuantize,
+           "weight-only quantization of the ViT blocks' Linear layers (group and fallback: model.quant_group, "
+           "model.quant_fallback)");
   v("start_end_tokens", start_end_tokens, "learnable start/end vectors around the visual span");
 }
 

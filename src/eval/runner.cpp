@@ -136,7 +136,7 @@ void load_model(EvalEnv& env, const Serving& sv, runtime::BuiltModel& built, std
   built.model->eval();
   for (auto& [name, t] : built.trainable) t.requires_grad_(false);
   // eval never trains: each int4 weight held once, in the kernel's layout
-  model::pack_for_inference(built.model->llm(), built.model->llm().options().dtype().toScalarType());
+  model::pack_for_inference(*built.model, built.model->llm().options().dtype().toScalarType());  // LLM and ViT
   if (!sv.workflow.empty()) {
     adapters::select_workflow(built.model->llm(), sv.workflow);
     log::info() << "workflow: " << sv.workflow;

@@ -72,18 +72,28 @@ torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
   return torch::layer_norm(x, {x.size(-1)}, weight, bias, eps);
 }
 
-ClipBlockImpl::ClipBlockImpl(const ClipVisionConfig& c, const torch::TensorOptions& o)
+ClipBlockImpl::ClipBlockImpl(const ClipVisionConfig& c, const torch::TensorOptions& o, int64_t layer)
     : heads_(c.num_heads), head_dim_(c.hidden_size / c.num_heads), quick_gelu_(c.hidden_act == "quick_gelu") {
   const int64_t W = c.hidden_size;
+  // in -> out under the checkpoint name vision_model.encoder.layers.<layer>.<group>.<name>,
+  // quantized as configured (the biases stay in the dtype)
+  auto proj = [&](torch::nn::Module& group, const char* group_name, const char* name, int64_t in, int64_t out) {
+    const auto& q = c.quantization;
+    const std::string mode =
+        q.enabled() ? mode_for(q, cat("vision_model.encoder.layers.", layer, ".", group_name, ".", name), out, in,
+                               "vision.quantize")
+                    : std::string("none");
+    return group.register_module(name, Projection(in, out, true, o, mode, mode == "int4" ? q.group : 0));
+  };
   auto attn = register_module("self_attn", std::make_shared<Group>());
-  k_proj_ = attn->register_module("k_proj", Projection(W, W, true, o));
-  v_proj_ = attn->register_module("v_proj", Projection(W, W, true, o));
-  q_proj_ = attn->register_module("q_proj", Projection(W, W, true, o));
-  out_proj_ = attn->register_module("out_proj", Projection(W, W, true, o));
+  k_proj_ = proj(*attn, "self_attn", "k_proj", W, W);
+  v_proj_ = proj(*attn, "self_attn", "v_proj", W, W);
+  q_proj_ = proj(*attn, "self_attn", "q_proj", W, W);
+  out_proj_ = proj(*attn, "self_attn", "out_proj", W, W);
   layer_norm1_ = register_module("layer_norm1", LayerNorm(W, c.layer_norm_eps, o));
   auto mlp = register_module("mlp", std::make_shared<Group>());
-  fc1_ = mlp->register_module("fc1", Projection(W, c.intermediate_size, true, o));
-  fc2_ = mlp->register_module("fc2", Projection(c.intermediate_size, W, true, o));
+  fc1_ = proj(*mlp, "mlp", "fc1", W, c.intermediate_size);
+  fc2_ = proj(*mlp, "mlp", "fc2", c.intermediate_size, W);
   layer_norm2_ = register_module("layer_norm2", LayerNorm(W, c.layer_norm_eps, o));
 }
 
@@ -122,7 +132,7 @@ ClipVisionTransformerImpl::ClipVisionTransformerImpl(const ClipVisionConfig& c, 
   auto enc = vm->register_module("encoder", std::make_shared<Group>());
   auto layers = enc->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    blocks_.push_back(ClipBlock(c, o));
+    blocks_.push_back(ClipBlock(c, o, i));
     layers->push_back(blocks_.back());
   }
   post_layernorm_ = vm->register_module("post_layernorm", LayerNorm(c.hidden_size, c.layer_norm_eps, o));
@@ -206,8 +216,14 @@ void check_clip_config_against_weights(const ClipVisionConfig& c, const io::Safe
 
 }  // namespace
 
-ClipVisionTransformer load_clip_vision(const std::string& dir, const torch::TensorOptions& options) {
-  const ClipVisionConfig config = ClipVisionConfig::from_hf(dir);
+ClipVisionTransformer load_clip_vision(const std::string& dir, const torch::TensorOptions& options,
+                                       const Quantization& quantize) {
+  ClipVisionConfig config = ClipVisionConfig::from_hf(dir);
+  config.quantization = quantize;
+  if (quantize.enabled() && options.dtype() == torch::kFloat64) {
+    throw UsageError("a quantized vision tower cannot run in dtype fp64 (the kernels take fp32, bf16, fp16)",
+                     "use dtype fp32 or bf16 with vision.quantize, or vision.quantize=none for fp64 checks");
+  }
   const auto ckpt = io::SafetensorsCheckpoint::open(dir);
   check_clip_config_against_weights(config, ckpt,
                                     ckpt.contains("vision_model.embeddings.class_embedding") ? "vision_model." : "");
@@ -227,7 +243,8 @@ ClipVisionTransformer load_clip_vision(const std::string& dir, const torch::Tens
   });
   model->eval();
   log::info() << "loaded CLIP vision tower " << dir << " (" << config.num_layers << " blocks, width "
-              << config.hidden_size << ", " << config.image_size << " px)";
+              << config.hidden_size << ", " << config.image_size << " px"
+              << (quantize.enabled() ? ", Linear layers " + quantize.describe() : std::string()) << ")";
   return model;
 }
 

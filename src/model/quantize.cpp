@@ -33,7 +33,7 @@ torch::Tensor int4_values(const torch::Tensor& qweight) {
 
 }  // namespace
 
-std::string mode_for(const Quantization& q, const std::string& name, int64_t n, int64_t k) {
+std::string mode_for(const Quantization& q, const std::string& name, int64_t n, int64_t k, const std::string& key) {
   if (q.mode == "int8") return "int8";
   if (q.mode != "int4") throw UsageError("unknown quantization '" + q.mode + "' for " + name, "use none, int8 or int4");
   if (!valid_group(q.group))
@@ -47,7 +47,7 @@ std::string mode_for(const Quantization& q, const std::string& name, int64_t n, 
       break;
     }
   throw UsageError(cat(name, " has ", k, " inputs, which int4 group size ", q.group, " does not divide (", n, " x ", k, ")"),
-                   fix + "set model.quant_fallback=int8 to keep such weights in int8, or use model.quantize=int8");
+                   fix + "set model.quant_fallback=int8 to keep such weights in int8, or use " + key + "=int8");
 }
 
 QuantizedWeight quantize_weight(const torch::Tensor& w, const std::string& mode, int64_t group) {

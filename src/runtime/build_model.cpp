@@ -39,6 +39,12 @@ model::Quantization quantization(const config::ModelConfig& m) {
   return q;
 }
 
+model::Quantization vision_quantization(const config::RunConfig& cfg) {
+  model::Quantization q = quantization(cfg.model);
+  q.mode = cfg.vision.quantize;
+  return q;
+}
+
 namespace {
 
 // Random frozen weights of a sane scale (GPT-2 / LLaMA init): the benchmarks' stand-in for a download.
@@ -110,7 +116,10 @@ BuiltModel build_allocated(const config::RunConfig& cfg, Weights weights) {
     model::LlamaConfig shape = llm_shape(cfg.model);
     if (!shape.quantization.enabled()) shape.quantization = quantization(cfg.model);
     llm = model::LlamaDecoder(shape, opts);
-    if (auto vc = vision_shape(cfg.vision)) vit = model::ClipVisionTransformer(*vc, opts);
+    if (auto vc = vision_shape(cfg.vision)) {
+      vc->quantization = vision_quantization(cfg);
+      vit = model::ClipVisionTransformer(*vc, opts);
+    }
     if (weights == Weights::kRandom) {
       fill_random(*llm);
       llm->eval();
@@ -122,7 +131,7 @@ BuiltModel build_allocated(const config::RunConfig& cfg, Weights weights) {
   } else {
     if (cfg.model.path.empty()) throw Error("model.path is empty", "point model.path at a Hugging Face LLaMA directory");
     llm = model::load_llama(cfg.model.path, opts, quantization(cfg.model));
-    if (!cfg.vision.path.empty()) vit = model::load_clip_vision(cfg.vision.path, opts);
+    if (!cfg.vision.path.empty()) vit = model::load_clip_vision(cfg.vision.path, opts, vision_quantization(cfg));
   }
   // the ViT has fixed position embeddings: pictures must come at its size (a 100000 px setting would
   // otherwise allocate 3 x 1e10 floats per picture before anything noticed)
@@ -140,6 +149,9 @@ BuiltModel build_allocated(const config::RunConfig& cfg, Weights weights) {
   if (cfg.train.trainable == "all" && llm->config().quantization.enabled())
     throw UsageError("train.trainable: all cannot train quantized weights",
                      "train adapters on the quantized base (the QLoRA recipe), or set model.quantize: none");
+  if (cfg.train.trainable == "all" && vit && vit->config().quantization.enabled())
+    throw UsageError("train.trainable: all cannot train a quantized vision tower",
+                     "train adapters, or set vision.quantize: none");
   if (cfg.train.trainable == "all") {
     for (auto& p : llm->parameters()) p.requires_grad_(true);
     if (vit) for (auto& p : vit->parameters()) p.requires_grad_(true);

@@ -74,6 +74,30 @@ TEST(TrainCli, TinyLavinOnSyntheticScienceQAHalvesTheLoss) {
   EXPECT_TRUE(fs::exists(out + "/checkpoint-" + std::to_string(l.size()) + "/adapter_config.json"));
 }
 
+// LaVIN-lite with both frozen towers quantized (model.quantize and vision.quantize): the adapters
+// in the LLM and in the ViT train through the quantized weights (QLoRA-style) and meet the same
+// target as the full-precision run above; the checkpoint holds the adapters only.
+TEST(TrainCli, TinyLavinOnQuantizedTowersHalvesTheLoss) {
+  TempDir dir;
+  const std::string out = dir.path() + "/run";
+  const auto r = train(out, {"model.quantize=int4", "model.quant_group=32", "model.quant_fallback=int8",
+                             "vision.quantize=int4"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto l = losses(out);
+  ASSERT_GE(l.size(), 100u);
+  const size_t tenth = l.size() / 10;
+  const double first = mean(l, 0, tenth), last = mean(l, l.size() - tenth, l.size());
+  std::cout << "steps " << l.size() << ", mean loss first 10% " << first << ", last 10% " << last << "\n";
+  EXPECT_LT(last, 0.5 * first);
+  const auto ckpt = io::SafetensorsFile::open(out + "/checkpoint-" + std::to_string(l.size()) + "/adapter_model.safetensors");
+  bool vit_adapter = false;
+  for (const auto& name : ckpt->names()) {
+    EXPECT_EQ(name.find("qweight"), std::string::npos) << name;
+    vit_adapter = vit_adapter || name.find("vision") != std::string::npos;
+  }
+  EXPECT_TRUE(vit_adapter) << "LaVIN's MMA adapters sit in the ViT too";
+}
+
 TEST(TrainCli, OverfitsSixteenSamples) {
   TempDir dir;
   const std::string out = dir.path() + "/run";

@@ -53,6 +53,7 @@ struct VisionConfig : Section {
   std::string projector = "mlp_silu"; // mlp_silu (LaVIN neck) | linear | mlp2x_gelu
   int64_t projector_hidden = 128;     // hidden width of mlp_silu (mlp2x_gelu uses the LLM width)
   bool start_end_tokens = false;      // learnable vectors around the visual span (LLaVA-MoLE)
+  std::string quantize = "none";      // none | int8 | int4: the blocks' Linear layers (group, fallback: model.*)
   void visit(Visitor& v) override;
   void validate(Problems& p, const std::string& path) const override;
 };

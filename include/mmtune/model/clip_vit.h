@@ -30,6 +30,9 @@ struct ClipVisionConfig {
   int64_t num_channels = 3;
   double layer_norm_eps = 1e-5;
   std::string hidden_act = "quick_gelu";  // quick_gelu | gelu
+  /// What the blocks' Linear layers (q/k/v/out_proj, fc1, fc2) are quantized to: set by the caller
+  /// (vision.quantize), never read from config.json; the embeddings and norms stay in the dtype.
+  Quantization quantization;
   int64_t num_patches() const { return (image_size / patch_size) * (image_size / patch_size); }
 
   /// Reads config.json of a CLIPVisionModel, or the "vision_config" of a full CLIPModel.
@@ -49,7 +52,8 @@ TORCH_MODULE(LayerNorm);
 
 class ClipBlockImpl : public torch::nn::Module {
  public:
-  ClipBlockImpl(const ClipVisionConfig& config, const torch::TensorOptions& options);
+  /// `layer` names the block's weights in errors (vision_model.encoder.layers.<layer>.mlp.fc1).
+  ClipBlockImpl(const ClipVisionConfig& config, const torch::TensorOptions& options, int64_t layer);
   /// x [B, N, W] -> [B, N, W]
   torch::Tensor forward(const torch::Tensor& x, adapters::ForwardContext& ctx);
   void attach(const std::string& family, std::shared_ptr<adapters::BlockAdapterImpl> adapter);
@@ -92,7 +96,10 @@ class ClipVisionTransformerImpl : public torch::nn::Module {
 TORCH_MODULE(ClipVisionTransformer);
 
 /// Builds the tower from a Hugging Face directory in `options` and loads its weights (text-tower
-/// and projection tensors of a full CLIPModel checkpoint are ignored). Throws CheckpointError.
-ClipVisionTransformer load_clip_vision(const std::string& dir, const torch::TensorOptions& options);
+/// and projection tensors of a full CLIPModel checkpoint are ignored), quantizing the blocks'
+/// Linear layers to `quantize` one weight at a time as they load. Throws CheckpointError, or
+/// UsageError for a quantization the shapes or the dtype cannot take.
+ClipVisionTransformer load_clip_vision(const std::string& dir, const torch::TensorOptions& options,
+                                       const Quantization& quantize = {});
 
 }  // namespace mmtune::model

@@ -28,8 +28,10 @@ struct QuantizedWeight {
 };
 
 /// The mode one weight of N outputs and K inputs gets under `q` ("int4", or "int8" by the int4
-/// fallback); throws mmtune::UsageError naming `name` and the fix when it cannot be quantized.
-std::string mode_for(const Quantization& q, const std::string& name, int64_t n, int64_t k);
+/// fallback); throws mmtune::UsageError naming `name` and the fix when it cannot be quantized
+/// (`key`: the config key that asked for it, model.quantize or vision.quantize).
+std::string mode_for(const Quantization& q, const std::string& name, int64_t n, int64_t k,
+                     const std::string& key = "model.quantize");
 
 /// Quantizes w [N, K] (any float dtype; computed in fp32 on w's device) to `mode`.
 QuantizedWeight quantize_weight(const torch::Tensor& w, const std::string& mode, int64_t group);

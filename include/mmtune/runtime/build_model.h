@@ -45,6 +45,8 @@ data::SequenceLayout sequence_layout(const config::RunConfig& cfg, const BuiltMo
 
 /// model.quantize / quant_group / quant_fallback as the model layer takes them.
 model::Quantization quantization(const config::ModelConfig& m);
+/// vision.quantize with model.quant_group / quant_fallback, as the ViT takes them.
+model::Quantization vision_quantization(const config::RunConfig& cfg);
 
 /// The frozen LLM shape from model.path/config.json, else model.arch.
 model::LlamaConfig llm_shape(const config::ModelConfig& m);
