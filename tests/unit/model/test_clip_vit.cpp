@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "numerics.h"
+#include "reference_codes.h"
 #include "test_utils.h"
 
 namespace mmtune::model {
@@ -88,18 +89,7 @@ TEST_P(ClipQuantizedParity, CodesAreTheReferencesAndHiddenStatesMatchTransformer
       quantized += p->quantized();
     }
   EXPECT_EQ(quantized, 6 * vit->config().num_layers);
-  int64_t compared = 0;
-  for (const auto& name : ref->names()) {
-    if (name.rfind("q.", 0) != 0) continue;
-    const std::string path = name.substr(2, name.rfind('.') - 2);
-    const std::string which = name.substr(name.rfind('.') + 1);
-    auto* proj = find_projection(*vit, path);
-    ASSERT_TRUE(proj && proj->quantized()) << path;
-    const auto& mine = proj->quantized_weight();
-    EXPECT_TRUE(torch::equal(which == "qweight" ? mine.qweight : mine.scales, ref->tensor(name))) << name << " differs";
-    ++compared;
-  }
-  EXPECT_EQ(compared, 4);
+  EXPECT_EQ(testing_codes::expect_reference_codes(*vit, *ref), 4);
   const int64_t L = vit->config().num_layers;
   std::vector<int64_t> all;
   for (int64_t k = 0; k <= L; ++k) all.push_back(k);
