@@ -22,7 +22,6 @@ from safetensors.torch import save_file
 from transformers import CLIPVisionModel
 
 from precision import both, fp64
-from quant_reference import quantize_int4, quantize_int8
 
 
 def main():
@@ -39,6 +38,8 @@ def main():
     pixels = torch.randn(2, 3, size, size)
     codes, deq = {}, {}
     if args.quantize != "none":
+        from quant_reference import quantize_int4, quantize_int8  # only here: it needs the LLaMA reference's imports
+
         with torch.no_grad():
             for name, mod in model.named_modules():
                 if not isinstance(mod, torch.nn.Linear):

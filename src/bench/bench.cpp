@@ -172,6 +172,24 @@ std::string cuda_device_name(int index) {
   return out;
 }
 
+namespace {
+
+// Parameters plus quantized weights (buffers), N x K each: counted from the scales' shape for int4,
+// whose codes pack_for_inference may have freed by the time a report is made.
+int64_t weights_in(const torch::nn::Module& root) {
+  int64_t n = 0;
+  for (const auto& p : root.parameters()) n += p.numel();
+  for (const auto& m : root.modules()) {
+    const auto* proj = dynamic_cast<const model::ProjectionImpl*>(m.get());
+    if (!proj || !proj->quantized()) continue;
+    const auto& q = proj->quantized_weight();
+    n += q.mode == "int4" ? q.scales.size(0) * q.group * q.scales.size(1) : q.qweight.numel();  // [K/G, N, 2] : [N, K]
+  }
+  return n;
+}
+
+}  // namespace
+
 BenchReport common_report(const std::string& mode, const config::RunConfig& cfg, const BenchOptions& o,
                           const runtime::BuiltModel& built) {
   BenchReport r;
@@ -179,6 +197,8 @@ BenchReport common_report(const std::string& mode, const config::RunConfig& cfg,
   r.device = cfg.device;
   r.dtype = cfg.dtype;
   r.quantize = cfg.model.quantize == "int4" ? cat("int4-g", cfg.model.quant_group) : cfg.model.quantize;
+  if (cfg.vision.quantize != "none")
+    r.quantize += "+vit-" + (cfg.vision.quantize == "int4" ? cat("int4-g", cfg.model.quant_group) : cfg.vision.quantize);
   r.precision = cfg.train.precision;
   r.threads = static_cast<int>(torch::get_num_threads());
   r.random_weights = o.random_weights;
@@ -192,16 +212,8 @@ BenchReport common_report(const std::string& mode, const config::RunConfig& cfg,
     const auto& v = built.model->vision().config();
     r.vision = cat("L=", v.num_layers, " W=", v.hidden_size, " I=", v.intermediate_size, " S=", v.image_size, " p=", v.patch_size);
   }
-  for (const auto& p : built.model->llm().parameters()) r.llm_params += p.numel();
-  for (const auto& m : built.model->llm().modules()) {  // quantized weights are buffers
-    auto* proj = dynamic_cast<model::ProjectionImpl*>(m.get());
-    if (proj && proj->quantized()) {
-      const auto& q = proj->quantized_weight();
-      r.llm_params += q.qweight.numel() * (q.mode == "int4" ? 2 : 1);
-    }
-  }
-  if (built.model->has_vision())
-    for (const auto& p : built.model->vision().parameters()) r.vision_params += p.numel();
+  r.llm_params = weights_in(built.model->llm());
+  if (built.model->has_vision()) r.vision_params = weights_in(built.model->vision());
   for (const auto& [name, t] : built.trainable) r.trainable_params += t.numel();
   return r;
 }

@@ -118,6 +118,9 @@ void VisionConfig::validate(Problems& p, const std::string& path) const {
   require_positive(p, path + ".image_size", image_size);
   require_positive(p, path + ".max_image_pixels", max_image_pixels);
   require_positive(p, path + ".projector_hidden", projector_hidden);
+  if (quantize != "none" && this->path.empty() && arch.empty())
+    p.add(path + ".quantize", "is " + quantize + " but there is no vision tower to quantize",
+          "set vision.path (or vision.arch for a dry run), or remove vision.quantize");
 }
 
 AdapterConfig::AdapterConfig(const AdapterConfig& other) : family(other.family) {
@@ -296,6 +299,9 @@ void RunConfig::validate(Problems& p, const std::string& path) const {
   if (dtype == "fp64" && model.quantize != "none")
     p.add("model.quantize", "cannot be combined with dtype fp64 (the quantized kernels take fp32, bf16, fp16)",
           "use dtype fp32 or bf16, or model.quantize: none for fp64 checks");
+  if (dtype == "fp64" && vision.quantize != "none")
+    p.add("vision.quantize", "cannot be combined with dtype fp64 (the quantized kernels take fp32, bf16, fp16)",
+          "use dtype fp32 or bf16, or vision.quantize: none for fp64 checks");
   vision.validate(p, "vision");
   adapter.validate(p, "adapter");
   data.validate(p, "data");

@@ -43,7 +43,7 @@ std::string mode_for(const Quantization& q, const std::string& name, int64_t n, 
   std::string fix;
   for (int64_t g : {256, 128, 64, 32})
     if (k % g == 0) {
-      fix = cat("set model.quant_group=", g, ", ");
+      fix = cat("set model.quant_group=", g, key == "model.quantize" ? ", " : " (shared with the LLM), ");
       break;
     }
   throw UsageError(cat(name, " has ", k, " inputs, which int4 group size ", q.group, " does not divide (", n, " x ", k, ")"),

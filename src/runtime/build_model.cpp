@@ -96,11 +96,11 @@ BuiltModel build_model(const config::RunConfig& cfg, Weights weights) {
     if (weights == Weights::kMeta || std::string(e.what()).find("alloc") == std::string::npos) throw;
     throw Error(cat("out of memory while building the model on ", cfg.device, ": ", e.what_without_backtrace()),
                 "`mmtune train --dry-run` estimates the memory of each dtype / quantize choice; lower the sizes, or "
-                "set model.dtype: bf16 or model.quantize: int4");
+                "set model.dtype: bf16 or model.quantize: int4 (and vision.quantize: int4)");
   } catch (const std::bad_alloc&) {
     throw Error(cat("out of memory while building the model on ", cfg.device),
                 "`mmtune train --dry-run` estimates the memory of each dtype / quantize choice; lower the sizes, or "
-                "set model.dtype: bf16 or model.quantize: int4");
+                "set model.dtype: bf16 or model.quantize: int4 (and vision.quantize: int4)");
   }
 }
 

@@ -65,7 +65,7 @@ void check_fits_in_memory(const config::RunConfig& cfg, const ModelBytes& bytes,
   throw ConfigError({{"", "model.dtype",
                       cat("is ", cfg.dtype, (cfg.model.quantize == "none" ? "" : " with model.quantize " + cfg.model.quantize),
                           " for ", cfg.model.path.empty() ? cfg.model.arch : cfg.model.path + "/config.json", "'s sizes: ", need),
-                      "set model.dtype: bf16 or model.quantize: int8 / int4 (`mmtune train --dry-run` lists the memory "
+                      "set model.dtype: bf16 or model.quantize: int8 / int4 (vision.quantize for the ViT; `mmtune train --dry-run` lists the memory "
                       "of each choice), or use a machine with more memory"}});
 }
 

@@ -65,6 +65,7 @@ DryRun dry_run(const config::RunConfig& cfg) {
   std::map<std::string, ParamGroup> groups;
   std::map<std::string, std::set<std::string>> instances;
   count(*built.model, "", groups, instances, d);
+  d.frozen = built.frozen_parameters;  // quantized weights are buffers, which count() does not see
   for (auto& [g, pg] : groups) {
     pg.instances = static_cast<int64_t>(instances[g].size());
     d.groups.push_back(pg);

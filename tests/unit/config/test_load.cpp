@@ -235,6 +235,19 @@ TEST(ConfigLoad, AChoiceSetToNothingIsAnErrorNotAnEmptyChoice) {
   EXPECT_EQ(load(d.write("v.yaml", std::string(kMinimal) + "vision:\n  path:\n")).vision.path, "");
 }
 
+TEST(ConfigLoad, VisionQuantizeNeedsATowerAndNoFp64) {
+  TempDir d;
+  const auto none = only_problem(d.write("c.yaml", std::string(kMinimal) + "vision:\n  quantize: int4\n"));
+  EXPECT_EQ(none.key, "vision.quantize");
+  EXPECT_EQ(none.message, "is int4 but there is no vision tower to quantize");
+  const auto fp64 = only_problem(d.write("d.yaml", std::string(kMinimal) + "vision:\n  path: /clip\n  quantize: int8\n"),
+                                 {"dtype=fp64"});
+  EXPECT_EQ(fp64.key, "vision.quantize");
+  EXPECT_NE(fp64.hint.find("vision.quantize: none for fp64 checks"), std::string::npos) << fp64.hint;
+  EXPECT_EQ(load(d.write("ok.yaml", std::string(kMinimal) + "vision:\n  path: /clip\n  quantize: int4\n")).vision.quantize,
+            "int4");
+}
+
 TEST(ConfigLoad, AFileTooLargeForAConfigIsRefusedBeforeReading) {
   // a weights file or a log passed as --config was read whole and handed to the YAML parser
   TempDir d;
