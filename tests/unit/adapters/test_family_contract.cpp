@@ -92,6 +92,14 @@ data::Batch batch_for(const runtime::BuiltModel& m) {
   return b;
 }
 
+// Overrides for `family`'s tiny model on an int4 base (group 32, int8 where 32 does not divide), its
+// ViT, where it has one, in `vision_mode`.
+std::vector<std::string> quantized_base(const std::string& family, const std::string& vision_mode) {
+  std::vector<std::string> o{"model.quantize=int4", "model.quant_group=32", "model.quant_fallback=int8"};
+  if (!tiny(family).vision.path.empty()) o.push_back("vision.quantize=" + vision_mode);
+  return o;
+}
+
 class FamilyContract : public ::testing::TestWithParam<std::string> {};
 
 TEST(FamilyContractSetup, EveryRegisteredFamilyHasATinyConfig) {
@@ -142,8 +150,9 @@ TEST_P(FamilyContract, SaveThenLoadGivesTheSameTensorsAndLogits) {
   EXPECT_TRUE(torch::equal(logits(a, batch), logits(b, batch)));
 }
 
-TEST_P(FamilyContract, ATrainingStepChangesAdapterTensorsOnly) {
-  const auto cfg = tiny(GetParam());
+// One optimiser step of `cfg`'s model: every frozen parameter and buffer (a quantized base's codes
+// and scales included) stays bitwise, and adapter tensors change. Returns the quantized projections.
+int64_t expect_step_changes_adapters_only(const config::RunConfig& cfg) {
   runtime::BuiltModel m = runtime::build_model(cfg, runtime::Weights::kLoad);
   randomise(m, 13);  // non-zero everywhere, so every adapter tensor gets a gradient
   std::map<std::string, torch::Tensor> frozen, before;
@@ -151,8 +160,8 @@ TEST_P(FamilyContract, ATrainingStepChangesAdapterTensorsOnly) {
     if (!p.value().requires_grad()) frozen[p.key()] = p.value().clone();
   for (const auto& p : m.model->named_buffers(true)) frozen["buffer:" + p.key()] = p.value().clone();
   for (const auto& [name, t] : m.trainable) before[name] = t.detach().clone();
-  ASSERT_FALSE(frozen.empty());
-  ASSERT_FALSE(before.empty());
+  EXPECT_FALSE(frozen.empty());
+  EXPECT_FALSE(before.empty());
 
   runtime::MultimodalTask task(m, torch::kCPU);
   task.set_training(true);
@@ -169,11 +178,31 @@ TEST_P(FamilyContract, ATrainingStepChangesAdapterTensorsOnly) {
       EXPECT_TRUE(torch::equal(p.value(), frozen[p.key()])) << "frozen " << p.key() << " changed";
     }
   }
-  for (const auto& p : m.model->named_buffers(true))
+  int64_t quantized = 0;
+  for (const auto& p : m.model->named_buffers(true)) {
     EXPECT_TRUE(torch::equal(p.value(), frozen["buffer:" + p.key()])) << "buffer " << p.key() << " changed";
+    quantized += p.key().size() > 8 && p.key().compare(p.key().size() - 8, 8, ".qweight") == 0;
+  }
   int64_t changed = 0;
   for (const auto& [name, t] : m.trainable) changed += !torch::equal(t.detach(), before[name]);
   EXPECT_GT(changed, 0) << "the step changed no adapter tensor";
+  return quantized;
+}
+
+TEST_P(FamilyContract, ATrainingStepChangesAdapterTensorsOnly) {
+  EXPECT_EQ(expect_step_changes_adapters_only(tiny(GetParam())), 0);
+}
+
+// The QLoRA recipe for every family: on an int4 base (the ViT's blocks too, where there is one) the
+// gradients reach the adapters through the dequantized weights, and the codes never change.
+TEST_P(FamilyContract, ATrainingStepOnAQuantizedBaseChangesAdapterTensorsOnly) {
+  const auto cfg = tiny(GetParam(), quantized_base(GetParam(), "int4"));
+  const int64_t quantized = expect_step_changes_adapters_only(cfg);
+  // llama-gqa: 7 Linear layers per block (and an untied head); the tiny ViT: 6 per block
+  EXPECT_GE(quantized, 7) << "the base was not quantized";
+  if (!cfg.vision.path.empty()) {
+    EXPECT_GE(quantized, 7 + 6) << "the ViT was not quantized";
+  }
 }
 
 TEST_P(FamilyContract, DryRunCountsTheInstantiatedParameters) {
@@ -184,6 +213,10 @@ TEST_P(FamilyContract, DryRunCountsTheInstantiatedParameters) {
   const train::DryRun d = train::dry_run(cfg);
   EXPECT_EQ(d.trainable, instantiated);
   EXPECT_GT(instantiated, 0);
+  // a quantized base has the same frozen weights, held as codes (buffers) instead of parameters
+  const train::DryRun q = train::dry_run(tiny(GetParam(), quantized_base(GetParam(), "int8")));
+  EXPECT_EQ(q.frozen, d.frozen);
+  EXPECT_EQ(q.trainable, d.trainable);
 }
 
 TEST_P(FamilyContract, ActivationCheckpointingIsAskedOfTheEntry) {
