@@ -224,6 +224,7 @@ ClipVisionTransformer load_clip_vision(const std::string& dir, const torch::Tens
     throw UsageError("a quantized vision tower cannot run in dtype fp64 (the kernels take fp32, bf16, fp16)",
                      "use dtype fp32 or bf16 with vision.quantize, or vision.quantize=none for fp64 checks");
   }
+  if (quantize.mode == "int4") check_int4_device(options.device(), "vision.quantize");
   const auto ckpt = io::SafetensorsCheckpoint::open(dir);
   check_clip_config_against_weights(config, ckpt,
                                     ckpt.contains("vision_model.embeddings.class_embedding") ? "vision_model." : "");

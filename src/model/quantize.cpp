@@ -8,6 +8,10 @@
 #include <ATen/ops/_weight_int4pack_mm_for_cpu.h>
 #include <ATen/ops/_weight_int8pack_mm.h>
 
+#ifdef MMTUNE_WITH_NCCL  // a CUDA build of torch (the NCCL path compiles against the same headers)
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
 #include <algorithm>
 
 namespace mmtune::model {
@@ -116,6 +120,26 @@ torch::Tensor dequantize_weight(const QuantizedWeight& q, torch::Dtype dtype) {
   torch::Tensor w = torch::empty({n, k / q.group, q.group}, v.options());
   at::addcmul_out(w, sz.select(-1, 1).unsqueeze(-1), v, sz.select(-1, 0).unsqueeze(-1));
   return w.view({n, k});
+}
+
+void check_int4_cuda_capability(const torch::Device& device, int major, int minor, const std::string& key) {
+  if (major >= 8) return;
+  throw UsageError(cat("int4 weights (", key, "=int4) on ", device, ", a GPU of compute capability ", major, ".", minor,
+                       ": LibTorch's int4 CUDA kernel runs on compute capability 8.0 (Ampere) and later only"),
+                   cat("use ", key, "=int8 on this GPU (or no quantization with dtype bf16 / fp16)"));
+}
+
+void check_int4_device(const torch::Device& device, const std::string& key) {
+  if (device.is_cpu() || device.is_meta()) return;
+  if (!device.is_cuda())
+    throw UsageError(cat("int4 weights (", key, "=int4) on ", device, ": LibTorch has no int4 kernel for this device"),
+                     cat("use ", key, "=int8, or device cpu / cuda"));
+#ifdef MMTUNE_WITH_NCCL
+  if (!torch::cuda::is_available()) return;  // the device itself is refused elsewhere, with its own message
+  const cudaDeviceProp* prop =
+      at::cuda::getDeviceProperties(device.has_index() ? device.index() : at::cuda::current_device());
+  check_int4_cuda_capability(device, prop->major, prop->minor, key);
+#endif
 }
 
 PackedWeight pack_weight(const QuantizedWeight& q, torch::Dtype dtype, const torch::Device& device) {

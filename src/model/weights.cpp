@@ -164,6 +164,7 @@ LlamaDecoder load_llama(const std::string& dir, const torch::TensorOptions& opti
     throw UsageError("quantized weights cannot run in dtype fp64 (the kernels take fp32, bf16, fp16)",
                      "use dtype fp32 or bf16 with model.quantize, or model.quantize=none for fp64 checks");
   }
+  if (config.quantization.mode == "int4") check_int4_device(options.device(), "model.quantize");
   if (config.quantization.mode == "int4" && options.device().is_cpu() && options.dtype() == torch::kFloat32) {
     // the model still runs, but a user waiting minutes per answer deserves to know why
     log::warn() << "int4 weights with fp32 activations decode through LibTorch's fp32 int4 CPU kernel, measured "

@@ -112,7 +112,9 @@ BuiltModel build_allocated(const config::RunConfig& cfg, Weights weights) {
 
   model::LlamaDecoder llm{nullptr};
   model::ClipVisionTransformer vit{nullptr};
-  if (weights != Weights::kLoad) {
+  if (weights != Weights::kLoad) {  // (load_llama / load_clip_vision check the device for int4 themselves)
+    if (cfg.model.quantize == "int4") model::check_int4_device(opts.device(), "model.quantize");
+    if (cfg.vision.quantize == "int4") model::check_int4_device(opts.device(), "vision.quantize");
     model::LlamaConfig shape = llm_shape(cfg.model);
     if (!shape.quantization.enabled()) shape.quantization = quantization(cfg.model);
     llm = model::LlamaDecoder(shape, opts);

@@ -48,6 +48,14 @@ struct PackedWeight {
   bool dequantized = false;    // no kernel for this device / dtype: `weight` is W itself
 };
 
+/// Throws mmtune::UsageError naming `key` (model.quantize / vision.quantize) and the fix when int4
+/// weights cannot run on `device`: LibTorch's CUDA int4 kernel (tinygemm) and its packing are built
+/// for compute capability 8.0 (Ampere) and later only; devices other than CPU and CUDA have none.
+void check_int4_device(const torch::Device& device, const std::string& key);
+/// The CUDA part of check_int4_device for a device of compute capability major.minor (testable
+/// without such a device).
+void check_int4_cuda_capability(const torch::Device& device, int major, int minor, const std::string& key);
+
 /// Builds the kernel layout of `q` for inputs of `dtype` on `device`.
 PackedWeight pack_weight(const QuantizedWeight& q, torch::Dtype dtype, const torch::Device& device);
 

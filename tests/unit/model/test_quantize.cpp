@@ -153,6 +153,24 @@ TEST(Quantize, AGroupThatDoesNotDivideTheInputsNamesTheTensorAndTheFix) {
   EXPECT_EQ(find_projection(model->block(0), "mlp.up_proj")->quantized_weight().mode, "int4");
 }
 
+// int4 on a GPU below compute capability 8.0 (a T4, a V100): LibTorch's tinygemm kernel is not built
+// for it; the run is refused before any weight is read, naming the key and the fix.
+TEST(Quantize, Int4OnAGpuWithoutTheKernelIsRefusedNamingTheKey) {
+  const torch::Device gpu("cuda:0");
+  try {
+    check_int4_cuda_capability(gpu, 7, 5, "vision.quantize");
+    ADD_FAILURE() << "compute capability 7.5 accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("compute capability 7.5"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("vision.quantize=int4"), std::string::npos) << e.what();
+    EXPECT_NE(e.hint().find("vision.quantize=int8"), std::string::npos) << e.hint();
+  }
+  EXPECT_NO_THROW(check_int4_cuda_capability(gpu, 8, 0, "model.quantize"));  // A100
+  EXPECT_NO_THROW(check_int4_cuda_capability(gpu, 9, 0, "model.quantize"));  // H100 / H200
+  EXPECT_NO_THROW(check_int4_device(torch::Device(torch::kCPU), "model.quantize"));
+  EXPECT_THROW(check_int4_device(torch::Device(torch::kXPU), "model.quantize"), UsageError);
+}
+
 // The CUDA path (gpu label; skipped without a GPU): tinygemm's int4 kernel (a few rows) and cuBLAS
 // on the weight dequantized to bf16 (int8, and int4 beyond a few rows) against the dequantized
 // weight in float64 on the CPU, for the bf16-rounded input. Bound, per output, from the two
@@ -160,6 +178,7 @@ TEST(Quantize, AGroupThatDoesNotDivideTheInputsNamesTheTensorAndTheFix) {
 // 2^-9 |W| each, so 2^-9 sum_k |x_k| |W_k|; and the output to bf16, 2^-9 |y|.
 TEST(QuantizeGpu, CudaKernelsMatchTheDequantizedWeight) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  EXPECT_NO_THROW(check_int4_device(torch::Device("cuda:0"), "model.quantize")) << "the lent GPUs are sm_80 or later";
   torch::manual_seed(5);
   const torch::Tensor w = torch::randn({200, 256});  // N = 200: padded to 208 for int4
   const torch::Tensor x = torch::randn({3, 9, 256}).to(torch::kBFloat16);
