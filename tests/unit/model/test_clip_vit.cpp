@@ -70,13 +70,9 @@ TEST_P(ClipQuantizedParity, CodesAreTheReferencesAndHiddenStatesMatchTransformer
   const ClipQuantCase& qc = GetParam();
   testing::TempDir d;
   const std::string dir = std::string(testing::kTinyDir) + "/" + qc.model;
-  const std::string out = d.path() + "/ref.safetensors";
-  const auto r = testing::run_process({testing::kPython, std::string(testing::kSourceDir) + "/scripts/reference/clip_reference.py",
-                                       "--model", dir, "--out", out, "--quantize", qc.mode, "--group",
-                                       std::to_string(qc.group)},
-                                      {}, std::chrono::seconds(120));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto ref = io::SafetensorsFile::open(out);
+  const auto ref = testing_codes::run_reference(
+      d, "clip_reference.py", {"--model", dir, "--quantize", qc.mode, "--group", std::to_string(qc.group)});
+  ASSERT_TRUE(ref);
   Quantization q;
   q.mode = qc.mode;
   q.group = qc.group;

@@ -233,13 +233,10 @@ TEST_P(QuantizedParity, CodesAreTheReferencesAndLogitsMatchTransformersOnTheDequ
   const QuantCase& qc = GetParam();
   const std::string dir = std::string(testing::kTinyDir) + "/" + qc.model;
   TempDir d;
-  const std::string out = d.path() + "/ref.safetensors";
-  const auto r = testing::run_process({testing::kPython, std::string(testing::kSourceDir) + "/scripts/reference/quant_reference.py",
-                                       "--model", dir, "--mode", qc.mode, "--group", std::to_string(qc.group),
-                                       "--fallback", qc.fallback, "--out", out},
-                                      {}, std::chrono::seconds(120));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto ref = io::SafetensorsFile::open(out);
+  const auto ref = testing_codes::run_reference(d, "quant_reference.py",
+                                                {"--model", dir, "--mode", qc.mode, "--group", std::to_string(qc.group),
+                                                 "--fallback", qc.fallback});
+  ASSERT_TRUE(ref);
   Quantization q;
   q.mode = qc.mode;
   q.group = qc.group;
