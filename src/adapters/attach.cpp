@@ -16,7 +16,7 @@ const FamilyEntry* family_entry(const config::AdapterConfig& adapter, const Adap
   return entry;
 }
 
-std::vector<torch::Tensor> collect(const std::shared_ptr<torch::nn::Module>& m, std::vector<torch::Tensor>& out) {
+std::vector<torch::Tensor> collect_trainable(const std::shared_ptr<torch::nn::Module>& m, std::vector<torch::Tensor>& out) {
   for (auto& p : m->parameters()) {
     p.requires_grad_(true);
     out.push_back(p);
@@ -41,7 +41,7 @@ std::vector<torch::Tensor> attach_to_llama(model::LlamaDecoderImpl& model, const
   for (int64_t layer = 0; layer < n; ++layer) {
     auto block = entry->make_llm_block(*options, model.block_shape(), layer, n, model.options().device());
     if (!block) continue;
-    collect(block, trainable);
+    collect_trainable(block, trainable);
     model.attach_block_adapter(layer, adapter.family, block);
   }
   return trainable;
@@ -59,7 +59,7 @@ std::vector<torch::Tensor> attach_to_vision(model::ClipVisionTransformerImpl& vi
   for (int64_t layer = 0; layer < n; ++layer) {
     auto block = entry->make_vision_block(*options, vit.block_shape(), layer, n, device);
     if (!block) continue;
-    collect(block, trainable);
+    collect_trainable(block, trainable);
     vit.attach_block_adapter(layer, adapter.family, block);
   }
   return trainable;

@@ -63,13 +63,13 @@ void add_storage(StorageSet& set, const torch::Tensor& t) {
 }
 
 // Every tensor under `m` outside the modules in `skip`: frozen ones into `frozen`, trainable into `trainable`.
-void collect(const torch::nn::Module& m, const std::set<const torch::nn::Module*>& skip, StorageSet& frozen,
-             StorageSet& trainable) {
+void collect_storages(const torch::nn::Module& m, const std::set<const torch::nn::Module*>& skip, StorageSet& frozen,
+                      StorageSet& trainable) {
   for (const auto& p : m.named_parameters(/*recurse=*/false))
     add_storage(p.value().requires_grad() ? trainable : frozen, p.value());
   for (const auto& b : m.named_buffers(/*recurse=*/false)) add_storage(frozen, b.value());
   for (const auto& child : m.children())
-    if (!skip.count(child.get())) collect(*child, skip, frozen, trainable);
+    if (!skip.count(child.get())) collect_storages(*child, skip, frozen, trainable);
 }
 
 int64_t bytes_outside(const StorageSet& set, const StorageSet& base) {
@@ -86,7 +86,7 @@ AdapterMemory adapter_memory(torch::nn::Module& root, model::LlamaDecoderImpl& l
   std::set<const torch::nn::Module*> skip;
   for (const auto& [name, a] : attached) skip.insert(a.get());
   StorageSet frozen, trainable;
-  collect(root, skip, frozen, trainable);
+  collect_storages(root, skip, frozen, trainable);
   AdapterMemory m;
   for (const auto& [storage, bytes] : frozen) m.base_bytes += bytes;
   m.other_trainable_bytes = bytes_outside(trainable, frozen);

@@ -24,7 +24,7 @@ std::string remove_all(std::string s, const std::string& what) {
   return s;
 }
 
-json parse_file(const std::string& path) {
+json parse_llava_file(const std::string& path) {
   std::ifstream f(path);
   std::error_code ec;
   if (!f) {
@@ -104,7 +104,7 @@ LlavaJsonOptions llava_json_options(const config::DataConfig& data, const Sequen
 }
 
 LlavaJsonData read_llava_json(const LlavaJsonOptions& o) {
-  const json j = parse_file(o.json_path);
+  const json j = parse_llava_file(o.json_path);
   // LLaVA requires an image folder; without one, paths are relative to the JSON file's folder
   const fs::path folder =
       o.image_folder.empty() ? fs::path(o.json_path).parent_path() : fs::path(o.image_folder);

@@ -18,7 +18,7 @@ const char* const kLayoutHint =
     "images/<split>/<pid>/"
     "image.png (the official download's layout)";
 
-json parse_file(const std::string& path, const std::string& what, const std::string& format_hint) {
+json parse_scienceqa_file(const std::string& path, const std::string& what, const std::string& format_hint) {
   std::ifstream f(path);
   std::error_code ec;
   if (!f) {
@@ -143,7 +143,7 @@ std::string scienceqa_path(const std::string& root, const std::string& file) {
 std::map<std::string, ScienceQAProblem> read_scienceqa_problems(const std::string& path) {
   const char* hint =
       "problems.json is an object {pid: {question, choices, answer, hint, image, ...}}";
-  const json j = parse_file(path, "problems file", hint);
+  const json j = parse_scienceqa_file(path, "problems file", hint);
   if (!j.is_object()) throw DataError(path, "the top level is not an object", hint);
   std::map<std::string, ScienceQAProblem> problems;
   for (const auto& [pid, entry] : j.items()) {
@@ -158,7 +158,7 @@ std::map<std::string, ScienceQAProblem> read_scienceqa_problems(const std::strin
 
 std::map<std::string, std::vector<std::string>> read_scienceqa_splits(const std::string& path) {
   const char* hint = "pid_splits.json is an object {split: [pid, ...]} (train, val, test, ...)";
-  const json j = parse_file(path, "splits file", hint);
+  const json j = parse_scienceqa_file(path, "splits file", hint);
   if (!j.is_object()) throw DataError(path, "the top level is not an object", hint);
   std::map<std::string, std::vector<std::string>> splits;
   for (const auto& [name, ids] : j.items()) {
@@ -177,7 +177,7 @@ std::map<std::string, std::vector<std::string>> read_scienceqa_splits(const std:
 
 std::map<std::string, std::string> read_scienceqa_captions(const std::string& path) {
   const char* hint = "captions.json is {\"captions\": {pid: caption}, ...} (ScienceQA's file)";
-  const json j = parse_file(path, "captions file", hint);
+  const json j = parse_scienceqa_file(path, "captions file", hint);
   auto captions = j.is_object() ? j.find("captions") : j.end();
   if (captions == j.end() || !captions->is_object()) {
     throw DataError(path, "no \"captions\" object", hint);

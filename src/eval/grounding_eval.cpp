@@ -89,7 +89,7 @@ std::vector<GroundingItem> read_grounding_items(const std::string& path, const s
 
 namespace {
 
-EvalReport report(const EvalEnv& env, const std::vector<GroundingItem>& items, const std::vector<json>& rows) {
+EvalReport grounding_report(const EvalEnv& env, const std::vector<GroundingItem>& items, const std::vector<json>& rows) {
   int64_t correct = 0, unparsable = 0;
   double iou_sum = 0;
   json results = json::object(), outputs = json::object();
@@ -159,7 +159,7 @@ class GroundingTask final : public EvalTask {
     });
     const auto all = gather_records(env, records);
     if (env.rank != 0) return {};
-    return report(env, items, detail::records_by_index(all, items.size(), "grounding"));
+    return grounding_report(env, items, detail::records_by_index(all, items.size(), "grounding"));
   }
 };
 

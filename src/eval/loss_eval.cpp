@@ -24,7 +24,7 @@ namespace {
 
 using json = nlohmann::json;
 
-EvalReport report(const EvalEnv& env, const std::vector<std::string>& records, const std::string& source) {
+EvalReport loss_report(const EvalEnv& env, const std::vector<std::string>& records, const std::string& source) {
   std::map<int64_t, json> by_batch;  // batch order, whatever rank ran it
   for (const auto& r : records) {
     json j = json::parse(r);
@@ -105,7 +105,7 @@ class LossTask final : public EvalTask {
     const auto all = gather_records(env, records);
     if (env.rank != 0) return {};
 
-    return report(env, all, split.source);
+    return loss_report(env, all, split.source);
   }
 };
 

@@ -31,7 +31,7 @@ std::string parse_answer(const ChoiceItem& it, const std::string& text, bool lav
   return k >= 0 ? std::string(1, data::option_letter(k)) : std::string();
 }
 
-EvalReport report(const EvalEnv& env, const std::vector<ChoiceItem>& items, const std::vector<json>& rows) {
+EvalReport mcq_report(const EvalEnv& env, const std::vector<ChoiceItem>& items, const std::vector<json>& rows) {
   std::vector<std::string> predicted, unparsable;
   json results = json::object(), outputs = json::object();
   for (size_t i = 0; i < items.size(); ++i) {
@@ -107,7 +107,7 @@ class McqTask final : public EvalTask {
     });
     const auto all = gather_records(env, records);
     if (env.rank != 0) return {};
-    return report(env, items, detail::records_by_index(all, items.size(), "mcq"));
+    return mcq_report(env, items, detail::records_by_index(all, items.size(), "mcq"));
   }
 };
 

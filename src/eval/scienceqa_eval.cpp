@@ -26,8 +26,8 @@ namespace {
 
 using json = nlohmann::json;
 
-EvalReport report(const EvalEnv& env, const std::vector<data::Example>& examples,
-                  const std::vector<Prediction>& predictions, int64_t skipped) {
+EvalReport scienceqa_report(const EvalEnv& env, const std::vector<data::Example>& examples,
+                             const std::vector<Prediction>& predictions, int64_t skipped) {
   const ScienceQAScores scores = score_scienceqa(examples, predictions);
   std::ostringstream console;
   console << format_scienceqa_table(scores);
@@ -146,7 +146,7 @@ class ScienceQATask final : public EvalTask {
     for (const auto& j : detail::records_by_index(all, examples.size(), "scienceqa"))
       predictions.push_back({j["id"].get<std::string>(), j["output"].get<std::string>(), j["predicted"].get<int64_t>(),
                              j["parsed"].get<bool>()});
-    return report(env, examples, predictions, split.skipped);
+    return scienceqa_report(env, examples, predictions, split.skipped);
   }
 };
 

@@ -18,10 +18,6 @@ using adapters::Proj;
 using adapters::Site;
 namespace F = torch::nn::functional;
 
-namespace {
-struct Group : torch::nn::Module {};
-}  // namespace
-
 ClipVisionConfig ClipVisionConfig::from_hf(const std::string& dir_or_file) {
   namespace fs = std::filesystem;
   const std::string path = fs::is_directory(dir_or_file) ? (fs::path(dir_or_file) / "config.json").string() : dir_or_file;
@@ -85,13 +81,13 @@ ClipBlockImpl::ClipBlockImpl(const ClipVisionConfig& c, const torch::TensorOptio
                     : std::string("none");
     return group.register_module(name, Projection(in, out, true, o, mode, mode == "int4" ? q.group : 0));
   };
-  auto attn = register_module("self_attn", std::make_shared<Group>());
+  auto attn = register_module("self_attn", std::make_shared<ModuleGroup>());
   k_proj_ = proj(*attn, "self_attn", "k_proj", W, W);
   v_proj_ = proj(*attn, "self_attn", "v_proj", W, W);
   q_proj_ = proj(*attn, "self_attn", "q_proj", W, W);
   out_proj_ = proj(*attn, "self_attn", "out_proj", W, W);
   layer_norm1_ = register_module("layer_norm1", LayerNorm(W, c.layer_norm_eps, o));
-  auto mlp = register_module("mlp", std::make_shared<Group>());
+  auto mlp = register_module("mlp", std::make_shared<ModuleGroup>());
   fc1_ = proj(*mlp, "mlp", "fc1", W, c.intermediate_size);
   fc2_ = proj(*mlp, "mlp", "fc2", c.intermediate_size, W);
   layer_norm2_ = register_module("layer_norm2", LayerNorm(W, c.layer_norm_eps, o));
@@ -120,16 +116,16 @@ torch::Tensor ClipBlockImpl::forward(const torch::Tensor& x, ForwardContext& ctx
 
 ClipVisionTransformerImpl::ClipVisionTransformerImpl(const ClipVisionConfig& c, const torch::TensorOptions& o)
     : config_(c) {
-  auto vm = register_module("vision_model", std::make_shared<Group>());
-  auto emb = vm->register_module("embeddings", std::make_shared<Group>());
+  auto vm = register_module("vision_model", std::make_shared<ModuleGroup>());
+  auto emb = vm->register_module("embeddings", std::make_shared<ModuleGroup>());
   class_embedding_ = emb->register_parameter("class_embedding", torch::empty({c.hidden_size}, o), false);
-  auto patch = emb->register_module("patch_embedding", std::make_shared<Group>());
+  auto patch = emb->register_module("patch_embedding", std::make_shared<ModuleGroup>());
   patch_weight_ = patch->register_parameter(
       "weight", torch::empty({c.hidden_size, c.num_channels, c.patch_size, c.patch_size}, o), false);
-  auto pos = emb->register_module("position_embedding", std::make_shared<Group>());
+  auto pos = emb->register_module("position_embedding", std::make_shared<ModuleGroup>());
   position_embedding_ = pos->register_parameter("weight", torch::empty({c.num_patches() + 1, c.hidden_size}, o), false);
   pre_layrnorm_ = vm->register_module("pre_layrnorm", LayerNorm(c.hidden_size, c.layer_norm_eps, o));  // sic, HF's name
-  auto enc = vm->register_module("encoder", std::make_shared<Group>());
+  auto enc = vm->register_module("encoder", std::make_shared<ModuleGroup>());
   auto layers = enc->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) {
     blocks_.push_back(ClipBlock(c, o, i));

@@ -9,13 +9,6 @@ using adapters::ForwardContext;
 using adapters::Proj;
 using adapters::Site;
 
-namespace {
-
-// A submodule that only groups children under one checkpoint prefix ("self_attn", "mlp", "model").
-struct Group : torch::nn::Module {};
-
-}  // namespace
-
 // ---------------------------------------------------------------------------------------- block
 
 LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& c, const torch::TensorOptions& o, int64_t layer)
@@ -27,12 +20,12 @@ LlamaBlockImpl::LlamaBlockImpl(const LlamaConfig& c, const torch::TensorOptions&
         q.enabled() ? mode_for(q, cat("model.layers.", layer, ".", group_name, ".", name), out, in) : std::string("none");
     return group.register_module(name, Projection(in, out, false, o, mode, mode == "int4" ? q.group : 0));
   };
-  auto attn = register_module("self_attn", std::make_shared<Group>());
+  auto attn = register_module("self_attn", std::make_shared<ModuleGroup>());
   q_proj_ = proj(*attn, "self_attn", "q_proj", c.hidden_size, c.num_heads * c.head_dim);
   k_proj_ = proj(*attn, "self_attn", "k_proj", c.hidden_size, c.num_kv_heads * c.head_dim);
   v_proj_ = proj(*attn, "self_attn", "v_proj", c.hidden_size, c.num_kv_heads * c.head_dim);
   o_proj_ = proj(*attn, "self_attn", "o_proj", c.num_heads * c.head_dim, c.hidden_size);
-  auto mlp = register_module("mlp", std::make_shared<Group>());
+  auto mlp = register_module("mlp", std::make_shared<ModuleGroup>());
   gate_proj_ = proj(*mlp, "mlp", "gate_proj", c.hidden_size, c.intermediate_size);
   up_proj_ = proj(*mlp, "mlp", "up_proj", c.hidden_size, c.intermediate_size);
   down_proj_ = proj(*mlp, "mlp", "down_proj", c.intermediate_size, c.hidden_size);
@@ -82,7 +75,7 @@ torch::Tensor LlamaBlockImpl::forward(const torch::Tensor& x, const BlockInputs&
 
 LlamaDecoderImpl::LlamaDecoderImpl(const LlamaConfig& c, const torch::TensorOptions& o)
     : config_(c), options_(o), rope_(c, o.device()) {
-  model_ = register_module("model", std::make_shared<Group>());
+  model_ = register_module("model", std::make_shared<ModuleGroup>());
   embed_tokens_ = model_->register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, o));
   auto layers = model_->register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_layers; ++i) {

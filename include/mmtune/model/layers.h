@@ -13,6 +13,10 @@
 
 namespace mmtune::model {
 
+/// A submodule that only groups children under one checkpoint prefix (LLaMA's "model", "self_attn",
+/// "mlp"; CLIP's "vision_model", "embeddings"), so parameter names are Hugging Face's.
+struct ModuleGroup : torch::nn::Module {};
+
 /// y = x W^T (+ b). W: [out, in] (checkpoint key "weight"), b: [out] ("bias").
 /// Quantized (`quant` int8 | int4, model/quantize.h): no W; buffers "qweight" and "scales" instead,
 /// filled from a pre-quantized checkpoint or by set_quantized(), and the kernels' own layout of
