@@ -11,7 +11,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_bench_cli {
 
 ProcessResult bench(const std::vector<std::string>& extra) {
   std::vector<std::string> args{kMmtuneBin,
@@ -95,5 +95,5 @@ TEST(BenchCli, BadArgumentsExitTwo) {
   EXPECT_EQ(bench({"train", "--steps", "1", "--min-length", "3"}).exit_code, 2) << "rows too short for the image slots";
 }
 
-}  // namespace
+}  // namespace test_bench_cli
 }  // namespace mmtune::testing

@@ -14,7 +14,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_chat_cli {
 
 std::string tiny(const std::string& name) {
   return std::string(kTinyDir) + "/" + name;
@@ -256,5 +256,5 @@ TEST(ChatCli, CheckpointOfAnotherBaseOrFamilyIsRefused) {
   EXPECT_NE(missing.err.find("no-such-checkpoint"), std::string::npos) << missing.err;
 }
 
-}  // namespace
+}  // namespace test_chat_cli
 }  // namespace mmtune::testing

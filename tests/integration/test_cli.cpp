@@ -9,7 +9,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_cli {
 
 ProcessResult mmtune(std::vector<std::string> args) {
   args.insert(args.begin(), kMmtuneBin);
@@ -176,5 +176,5 @@ TEST(Cli, ConfigKeysAndVersion) {
   EXPECT_NE(v.out.find("gloo"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace test_cli
 }  // namespace mmtune::testing

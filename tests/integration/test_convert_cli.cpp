@@ -21,7 +21,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_convert_cli {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -180,11 +180,11 @@ TEST_F(ConvertCli, RefusesMoleCheckpointsPeftDirectoriesAndConflictingModes) {
   EXPECT_NE(r.err.find("excludes"), std::string::npos) << r.err;
 }
 
-}  // namespace
+}  // namespace test_convert_cli
 }  // namespace mmtune::testing
 
 namespace mmtune::testing {
-namespace {
+namespace test_convert_cli {
 
 // `mmtune convert quantize` (issue 18): a pre-quantized directory holds exactly the codes that
 // quantizing on load gives (so generation is token-identical), loads only as written, and bad
@@ -252,5 +252,5 @@ TEST(ConvertQuantize, BadRequestsWriteNothing) {
   EXPECT_NE(r.err.find("is already quantized"), std::string::npos) << r.err;
 }
 
-}  // namespace
+}  // namespace test_convert_cli
 }  // namespace mmtune::testing

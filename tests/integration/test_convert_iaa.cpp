@@ -23,7 +23,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_convert_iaa {
 
 namespace fs = std::filesystem;
 
@@ -161,5 +161,5 @@ TEST_F(ConvertIaa, BadInputExitsOneWithOneLineAndWritesNothing) {
   EXPECT_NE(help.out.find("scripts/convert_iaa_checkpoint.py"), std::string::npos) << help.out;
 }
 
-}  // namespace
+}  // namespace test_convert_iaa
 }  // namespace mmtune::testing

@@ -11,7 +11,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_convert_lavin {
 
 namespace fs = std::filesystem;
 
@@ -131,5 +131,5 @@ TEST(ConvertLavin, BadCheckpointsExitOneWithOneLineAndWriteNothing) {
   }
 }
 
-}  // namespace
+}  // namespace test_convert_lavin
 }  // namespace mmtune::testing

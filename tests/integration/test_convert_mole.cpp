@@ -20,7 +20,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_convert_mole {
 
 namespace fs = std::filesystem;
 
@@ -240,5 +240,5 @@ TEST_F(ConvertMole, BadFilesExitOneWithOneLineAndWriteNothing) {
   EXPECT_EQ(convert("release.pt", dest, {"--force"}).exit_code, 0);
 }
 
-}  // namespace
+}  // namespace test_convert_mole
 }  // namespace mmtune::testing

@@ -11,7 +11,7 @@
 #include <mmtune/model/clip_vit.h>
 
 namespace mmtune::testing {
-namespace {
+namespace test_demo_vit {
 
 namespace fs = std::filesystem;
 
@@ -73,5 +73,5 @@ TEST(DemoVit, FullTrainingExportsTheTrainedVitAsAClipVisionModel) {
   EXPECT_FALSE(fs::exists(d.path() + "/refused"));
 }
 
-}  // namespace
+}  // namespace test_demo_vit
 }  // namespace mmtune::testing

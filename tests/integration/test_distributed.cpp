@@ -5,7 +5,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_distributed {
 
 TEST(Distributed, TwoProcessGlooAllReduceAndBroadcast) {
   TempDir d;
@@ -39,5 +39,5 @@ TEST(Distributed, RendezvousWithAMissingRankTimesOutWithAnError) {
       << read_text(d.path() + "/err");
 }
 
-}  // namespace
+}  // namespace test_distributed
 }  // namespace mmtune::testing

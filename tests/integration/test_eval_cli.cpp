@@ -19,7 +19,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_eval_cli {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -322,5 +322,5 @@ TEST_F(EvalCli, MoleAndIaaCheckpointsEvaluateThroughTheSameTasks) {
   }
 }
 
-}  // namespace
+}  // namespace test_eval_cli
 }  // namespace mmtune::testing

@@ -14,7 +14,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_grounding {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -100,5 +100,5 @@ TEST(Grounding, IaaTrainsOnGroundingDataAndIsScoredAtPrecision05) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
-}  // namespace
+}  // namespace test_grounding
 }  // namespace mmtune::testing

@@ -24,7 +24,7 @@
 #include "test_utils.h"
 
 namespace mmtune::train {
-namespace {
+namespace test_iaa_parity {
 
 constexpr int64_t kPatches = 16;  // tiny ViT: 32 px / patch 8 -> 4 x 4 patch tokens
 
@@ -107,5 +107,5 @@ TEST(IaaParity, InsertedAfterTheLastLayerWithALinearProjectorMatchesTheTransform
            "2", 32);
 }
 
-}  // namespace
+}  // namespace test_iaa_parity
 }  // namespace mmtune::train

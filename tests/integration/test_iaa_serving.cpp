@@ -16,7 +16,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_iaa_serving {
 
 using json = nlohmann::json;
 
@@ -158,5 +158,5 @@ TEST(IaaServing, WrongUsesAreClearErrors) {
   EXPECT_NE(r.err.find("holds a 'mma' adapter; --adapter y=... serves workflows of iaa adapters"), std::string::npos) << r.err;
 }
 
-}  // namespace
+}  // namespace test_iaa_serving
 }  // namespace mmtune::testing

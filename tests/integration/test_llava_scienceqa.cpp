@@ -11,7 +11,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_llava_scienceqa {
 
 namespace fs = std::filesystem;
 
@@ -58,5 +58,5 @@ TEST(LlavaScienceQA, IaaTrainedOnTheConversionIsScoredByCategory) {
   EXPECT_EQ(j["categories"]["IMG"]["count"].get<int64_t>(), with_image) << j["categories"].dump();
 }
 
-}  // namespace
+}  // namespace test_llava_scienceqa
 }  // namespace mmtune::testing

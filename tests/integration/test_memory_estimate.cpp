@@ -24,7 +24,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_memory_estimate {
 
 std::vector<std::string> args(const std::string& out, const std::vector<std::string>& extra) {
   std::vector<std::string> a = {kMmtuneBin,
@@ -120,5 +120,5 @@ TEST(MemoryEstimate, Int8CheckpointedStepPeakIsWithinTwentyPercent) {
          "train.global_batch_size=32", "data.limit=32", "train.max_steps=1"});
 }
 
-}  // namespace
+}  // namespace test_memory_estimate
 }  // namespace mmtune::testing

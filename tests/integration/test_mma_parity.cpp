@@ -38,7 +38,7 @@
 #include "test_utils.h"
 
 namespace mmtune::train {
-namespace {
+namespace test_mma_parity {
 
 std::string tiny(const std::string& name) { return std::string(testing::kTinyDir) + "/" + name; }
 std::string script(const std::string& rel) { return std::string(testing::kSourceDir) + "/scripts/" + rel; }
@@ -335,5 +335,5 @@ TEST(MmaLavinCompat, OfficialBatchedLoopMatchesThePythonReimplementationOnAMixed
               static_cast<long>(*std::max_element(len.begin(), len.end())), gap);
 }
 
-}  // namespace
+}  // namespace test_mma_parity
 }  // namespace mmtune::train

@@ -10,7 +10,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_mole_experiment {
 
 using json = nlohmann::json;
 
@@ -71,5 +71,5 @@ TEST(MoleExperiment, ScriptsScoreThroughChatAndThePythonRoutingReproducesMmtune)
   }
 }
 
-}  // namespace
+}  // namespace test_mole_experiment
 }  // namespace mmtune::testing

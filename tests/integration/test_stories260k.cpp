@@ -25,7 +25,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_stories260k {
 
 class Stories260K : public ::testing::Test {
  protected:
@@ -209,5 +209,5 @@ TEST_F(Stories260K, BadCheckpointsExitOneWithANamedError) {
   EXPECT_NE(r.err.find("missing 1 [model.norm.weight]"), std::string::npos) << r.err;
 }
 
-}  // namespace
+}  // namespace test_stories260k
 }  // namespace mmtune::testing

@@ -21,7 +21,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_train_cli {
 
 namespace fs = std::filesystem;
 
@@ -344,5 +344,5 @@ TEST(TrainCli, RowsLongerThanMaxLengthAreCutAndCounted) {
   EXPECT_NE(r.err.find("training rows were cut at data.max_length 40"), std::string::npos) << r.err;
 }
 
-}  // namespace
+}  // namespace test_train_cli
 }  // namespace mmtune::testing

@@ -14,7 +14,7 @@
 #include <mmtune/io/safetensors.h>
 
 namespace mmtune::testing {
-namespace {
+namespace test_trainer_dist {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -172,5 +172,5 @@ TEST(TrainerDist, HungRankMakesTheOtherExitNonZeroAfterTheTimeout) {
   expect_survivor_fails(SIGSTOP, 4, 4 + 10);
 }
 
-}  // namespace
+}  // namespace test_trainer_dist
 }  // namespace mmtune::testing

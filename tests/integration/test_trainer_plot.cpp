@@ -5,7 +5,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_trainer_plot {
 
 TEST(TrainerPlot, MetricsOfAToyRunBecomeAPng) {
   TempDir d;
@@ -33,5 +33,5 @@ TEST(TrainerPlot, MetricsOfAToyRunBecomeAPng) {
   EXPECT_NE(bad_key.err.find("no values for nope"), std::string::npos) << bad_key.err;
 }
 
-}  // namespace
+}  // namespace test_trainer_plot
 }  // namespace mmtune::testing

@@ -15,7 +15,7 @@
 #include <mmtune/runtime/checkpoint.h>
 
 namespace mmtune::testing {
-namespace {
+namespace test_trainer_resume {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -171,5 +171,5 @@ TEST(TrainerResume, KillDuringACheckpointWriteLeavesThePreviousOneLoadable) {
   expect_same_run(d.path() + "/full", run, 1);
 }
 
-}  // namespace
+}  // namespace test_trainer_resume
 }  // namespace mmtune::testing

@@ -32,7 +32,7 @@
 #include "test_utils.h"
 
 namespace mmtune::adapters {
-namespace {
+namespace test_family_contract {
 
 namespace fs = std::filesystem;
 
@@ -239,5 +239,5 @@ TEST_P(FamilyContract, ActivationCheckpointingIsAskedOfTheEntry) {
 INSTANTIATE_TEST_SUITE_P(Registered, FamilyContract, ::testing::ValuesIn(builtin_adapters().family_names()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
-}  // namespace
+}  // namespace test_family_contract
 }  // namespace mmtune::adapters

@@ -25,7 +25,7 @@
 #include "test_utils.h"
 
 namespace mmtune::train {
-namespace {
+namespace test_iaa {
 
 using adapters::ForwardContext;
 using adapters::IaaDecoderAdapterImpl;
@@ -604,5 +604,5 @@ TEST(Iaa, DryRunOfLlama3IaaFourteenGivesTheSpecCounts) {
   EXPECT_NE(format_dry_run(d_ft).find("4,125,224,960"), std::string::npos) << format_dry_run(d_ft);
 }
 
-}  // namespace
+}  // namespace test_iaa
 }  // namespace mmtune::train

@@ -11,7 +11,7 @@
 #include "test_utils.h"
 
 namespace mmtune::adapters {
-namespace {
+namespace test_lora {
 
 using mmtune::testing::TempDir;
 
@@ -111,5 +111,5 @@ TEST(Lora, MatchesThePeftLibraryOnTheSameWeights) {
                                 ref->tensor("logits.fp64"), mask);
 }
 
-}  // namespace
+}  // namespace test_lora
 }  // namespace mmtune::adapters

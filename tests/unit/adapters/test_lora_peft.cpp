@@ -19,7 +19,7 @@
 #include "test_utils.h"
 
 namespace mmtune::adapters {
-namespace {
+namespace test_lora_peft {
 
 using mmtune::testing::TempDir;
 
@@ -253,5 +253,5 @@ TEST(LoraPeft, RefusesWhatMmtunesLoraDoesNotCompute) {
   EXPECT_NE(error_of([&] { merge_lora(*mole); }).find("non-LoRA adapter"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace test_lora_peft
 }  // namespace mmtune::adapters

@@ -13,7 +13,7 @@
 #include "test_utils.h"
 
 namespace mmtune::adapters {
-namespace {
+namespace test_mma {
 
 config::AdapterConfig mma(const std::string& router_mode = "per_sample_cls", const std::string& llm = "attn") {
   config::AdapterConfig a;
@@ -149,5 +149,5 @@ TEST(Sizes, ConfigArchChoicesNameEveryShape) {
   }
 }
 
-}  // namespace
+}  // namespace test_mma
 }  // namespace mmtune::adapters

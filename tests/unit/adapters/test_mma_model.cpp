@@ -22,7 +22,7 @@
 #include "test_utils.h"
 
 namespace mmtune::train {
-namespace {
+namespace test_mma_model {
 
 using adapters::ForwardContext;
 
@@ -310,11 +310,11 @@ TEST(MmaModel, OverfitsSixteenSamplesWithAPlainLoop) {
   EXPECT_LT(loss_v, 0.05) << "first loss " << first;
 }
 
-}  // namespace
+}  // namespace test_mma_model
 }  // namespace mmtune::train
 
 namespace mmtune::train {
-namespace {
+namespace test_mma_model {
 
 // Prefill the first k tokens, then feed the rest one by one through the KV cache.
 torch::Tensor decode_logits(runtime::BuiltModel& m, const data::Batch& b, int64_t k) {
@@ -360,12 +360,12 @@ TEST(MmaModel, DecodingWithTheCacheMatchesTheFullForwardAndTheLavinOffsetShiftsI
             100 * bound);
 }
 
-}  // namespace
+}  // namespace test_mma_model
 }  // namespace mmtune::train
 
 
 namespace mmtune::train {
-namespace {
+namespace test_mma_model {
 
 TEST(MmaModel, LeftPaddedBatchedGenerationEqualsEachPromptAlone) {
   auto cfg = tiny_config();
@@ -414,5 +414,5 @@ TEST(MmaModel, LeftPaddedBatchedGenerationEqualsEachPromptAlone) {
   EXPECT_THROW(runtime::generate(*m.model, *tok, in, opt), UsageError);
 }
 
-}  // namespace
+}  // namespace test_mma_model
 }  // namespace mmtune::train

@@ -24,7 +24,7 @@
 #include "test_utils.h"
 
 namespace mmtune::adapters {
-namespace {
+namespace test_mole {
 
 namespace F = torch::nn::functional;
 
@@ -381,13 +381,13 @@ TEST(MoleBalance, NoLossForOneExpertOrZeroWeightAndNoneAtDecodeSteps) {
   EXPECT_THROW(b1->at(Site::kPreMlp, e.x0, bad), c10::Error);
 }
 
-}  // namespace
+}  // namespace test_mole
 }  // namespace mmtune::adapters
 
 // ------------------------------------------------------------------------- the whole model
 
 namespace mmtune::train {
-namespace {
+namespace test_mole {
 
 namespace F = torch::nn::functional;
 using adapters::ForwardContext;
@@ -572,11 +572,11 @@ TEST(MoleModel, DryRunCountsVicuna7bR32K3Exactly) {
                                                    {"start_end", 8'192}}));
 }
 
-}  // namespace
+}  // namespace test_mole
 }  // namespace mmtune::train
 
 namespace mmtune::train {
-namespace {
+namespace test_mole {
 
 TEST(MoleModel, StartEndVectorsFollowVisionStartEndTokens) {
   std::map<bool, int64_t> span;
@@ -593,5 +593,5 @@ TEST(MoleModel, StartEndVectorsFollowVisionStartEndTokens) {
   EXPECT_EQ(span[true], span[false] + 2) << "the two vectors frame the projected features";
 }
 
-}  // namespace
+}  // namespace test_mole
 }  // namespace mmtune::train

@@ -4,7 +4,7 @@
 #include <mmtune/adapters/registry.h>
 
 namespace mmtune::adapters {
-namespace {
+namespace test_registry {
 
 TEST(AdapterRegistry, BuiltinFamiliesInRegistrationOrder) {
   EXPECT_EQ(builtin_adapters().family_names(), (std::vector<std::string>{"mma", "iaa", "mole", "lora"}));
@@ -27,5 +27,5 @@ TEST(AdapterRegistry, RejectsDuplicatesAndBadNames) {
   EXPECT_EQ(r.family_names().size(), 1u);
 }
 
-}  // namespace
+}  // namespace test_registry
 }  // namespace mmtune::adapters

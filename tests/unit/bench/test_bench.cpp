@@ -8,7 +8,7 @@
 #include <mmtune/bench/bench.h>
 
 namespace mmtune::bench {
-namespace {
+namespace test_bench {
 
 TEST(Bench, SyntheticLengthsFollowTheDocumentedHash) {
   // L_i = lo + ((2654435761 i + 12345) mod 2^32) mod (hi - lo + 1); the Python side computes the same
@@ -75,5 +75,5 @@ TEST(Bench, GpuPeakTableAndPercentiles) {
   EXPECT_EQ(percentile({}, 0.5), 0);
 }
 
-}  // namespace
+}  // namespace test_bench
 }  // namespace mmtune::bench

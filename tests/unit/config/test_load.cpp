@@ -11,7 +11,7 @@
 #include "test_utils.h"
 
 namespace mmtune::config {
-namespace {
+namespace test_load {
 
 using mmtune::testing::TempDir;
 
@@ -372,5 +372,5 @@ TEST(ConfigLoad, CopiesAreDeep) {
   EXPECT_EQ(b.adapter.selected<adapters::MmaConfig>().dim, 64);
 }
 
-}  // namespace
+}  // namespace test_load
 }  // namespace mmtune::config

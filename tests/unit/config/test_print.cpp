@@ -12,7 +12,7 @@
 #include "test_utils.h"
 
 namespace mmtune::config {
-namespace {
+namespace test_print {
 
 using mmtune::testing::TempDir;
 
@@ -118,5 +118,5 @@ TEST(ConfigKeys, ListsEveryKeyOnceIncludingEachFamily) {
   }
 }
 
-}  // namespace
+}  // namespace test_print
 }  // namespace mmtune::config

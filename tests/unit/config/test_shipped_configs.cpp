@@ -10,7 +10,7 @@
 #include "test_utils.h"
 
 namespace mmtune::config {
-namespace {
+namespace test_shipped_configs {
 
 RunConfig load(const std::string& rel) {
   return load_config(std::string(mmtune::testing::kSourceDir) + "/configs/" + rel, {}, adapters::builtin_adapters());
@@ -47,5 +47,5 @@ TEST(ShippedConfigs, LavinRecipesMatchTheOfficialHyperParameters) {
   }
 }
 
-}  // namespace
+}  // namespace test_shipped_configs
 }  // namespace mmtune::config

@@ -5,7 +5,7 @@
 #include <mmtune/core/cpu_features.h>
 
 namespace mmtune {
-namespace {
+namespace test_cpu_features {
 
 // excerpts of real flags lines: an AMD EPYC 9004 (Zen 4), an AMD EPYC 7003 (Zen 3, no AVX-512),
 // an Intel Xeon Cascade Lake (AVX-512 without BF16)
@@ -32,5 +32,5 @@ TEST(CpuFeatures, OnednnCappedBelowAvx512IsSlow) {
   EXPECT_TRUE(cpu_has_fast_bf16_matmul(kZen4, ""));
 }
 
-}  // namespace
+}  // namespace test_cpu_features
 }  // namespace mmtune

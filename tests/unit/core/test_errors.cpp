@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 namespace mmtune {
-namespace {
+namespace test_errors {
 
 TEST(Errors, OneLineCarriesTheHintAndEachTypeItsExitCode) {
   EXPECT_EQ(Error("boom", "try this").one_line(), "boom (hint: try this)");
@@ -92,5 +92,5 @@ TEST_F(DistEnvTest, MalformedValuesNameTheVariable) {
   EXPECT_THROW(DistEnv::from_env(), UsageError);
 }
 
-}  // namespace
+}  // namespace test_errors
 }  // namespace mmtune

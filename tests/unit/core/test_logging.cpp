@@ -15,7 +15,7 @@
 #include "test_utils.h"
 
 namespace mmtune {
-namespace {
+namespace test_logging {
 
 TEST(Logging, TorchTranslationUnitLogsThroughSpdlogWithItsOwnFmt) {
   // Two different fmt versions in one program: torch's headers here (>= 11; its compiled part is
@@ -63,5 +63,5 @@ TEST(Logging, UnwritableLogFileIsAnErrorWithAHint) {
   }
 }
 
-}  // namespace
+}  // namespace test_logging
 }  // namespace mmtune

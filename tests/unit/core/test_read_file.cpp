@@ -10,7 +10,7 @@
 #include "test_utils.h"
 
 namespace mmtune {
-namespace {
+namespace test_read_file {
 
 using mmtune::testing::TempDir;
 
@@ -103,5 +103,5 @@ TEST(ReadFile, CheckpointFilesThrowACheckpointErrorWithTheHint) {
   EXPECT_EQ(read_checkpoint_file(p, "", 100), std::string(100, ' '));
 }
 
-}  // namespace
+}  // namespace test_read_file
 }  // namespace mmtune

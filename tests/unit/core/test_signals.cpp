@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 namespace mmtune {
-namespace {
+namespace test_signals {
 
 TEST(Signals, FirstCtrlCRequestsAStopThatUnwindsWithExit130) {
   install_interrupt_handler();
@@ -41,5 +41,5 @@ TEST(Signals, SecondCtrlCExitsAt130) {
   EXPECT_EQ(WEXITSTATUS(status), 130);
 }
 
-}  // namespace
+}  // namespace test_signals
 }  // namespace mmtune

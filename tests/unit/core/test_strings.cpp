@@ -5,7 +5,7 @@
 #include <cstdlib>
 
 namespace mmtune {
-namespace {
+namespace test_strings {
 
 TEST(Strings, EditDistanceCountsInsertDeleteSubstitute) {
   EXPECT_EQ(edit_distance("", ""), 0u);
@@ -53,5 +53,5 @@ TEST(Strings, TrimDropsAsciiWhitespaceAtBothEnds) {
   EXPECT_EQ(trim("\xc2\xa0x"), "\xc2\xa0x");  // non-ASCII spaces stay (Python's str.strip on bytes)
 }
 
-}  // namespace
+}  // namespace test_strings
 }  // namespace mmtune

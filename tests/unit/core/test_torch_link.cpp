@@ -9,7 +9,7 @@
 #include "test_utils.h"
 
 namespace mmtune {
-namespace {
+namespace test_torch_link {
 
 // libtorch.so exports a broken std::filesystem::remove_all; ours must bind to libstdc++'s.
 TEST(TorchLink, StdFilesystemResolvesToLibstdcxx) {
@@ -28,5 +28,5 @@ TEST(TorchLink, TwoLineTorchProgramRuns) {
   EXPECT_EQ(t.sum().item<float>(), 4.0f);
 }
 
-}  // namespace
+}  // namespace test_torch_link
 }  // namespace mmtune

@@ -12,7 +12,7 @@
 #include "test_utils.h"
 
 namespace mmtune::data {
-namespace {
+namespace test_collate {
 
 using Ids = std::vector<int64_t>;
 
@@ -266,5 +266,5 @@ TEST(Collate, OptionsComeFromTheConfig) {
   EXPECT_EQ(o.image.size, 336);
 }
 
-}  // namespace
+}  // namespace test_collate
 }  // namespace mmtune::data

@@ -24,7 +24,7 @@
 #include "test_utils.h"
 
 namespace mmtune::data {
-namespace {
+namespace test_image {
 
 using nlohmann::json;
 
@@ -526,5 +526,5 @@ TEST(Image, OptionsComeFromTheVisionConfig) {
   EXPECT_THROW(image_options(v), Error);
 }
 
-}  // namespace
+}  // namespace test_image
 }  // namespace mmtune::data

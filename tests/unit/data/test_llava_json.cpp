@@ -10,7 +10,7 @@
 #include "test_utils.h"
 
 namespace mmtune::data {
-namespace {
+namespace test_llava_json {
 
 const std::string kSys =
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
@@ -175,5 +175,5 @@ TEST(LlavaJson, OptionsComeFromTheConfig) {
   EXPECT_EQ(o.image_placeholder, "<img>");
 }
 
-}  // namespace
+}  // namespace test_llava_json
 }  // namespace mmtune::data

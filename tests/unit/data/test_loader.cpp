@@ -14,7 +14,7 @@
 #include "test_utils.h"
 
 namespace mmtune::data {
-namespace {
+namespace test_loader {
 
 std::shared_ptr<const text::Tokenizer> tokenizer() {
   static const std::shared_ptr<const text::Tokenizer> t =
@@ -229,5 +229,5 @@ TEST(Loader, DestroyingMidEpochStopsTheWorkers) {
   }  // each destructor joins workers blocked on the full queue
 }
 
-}  // namespace
+}  // namespace test_loader
 }  // namespace mmtune::data

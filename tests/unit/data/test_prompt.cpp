@@ -15,7 +15,7 @@
 #include <mmtune/data/scienceqa.h>
 
 namespace mmtune::data {
-namespace {
+namespace test_prompt {
 
 using nlohmann::json;
 
@@ -298,6 +298,6 @@ TEST(PromptFormat, TheConfigAcceptsEveryFormatTheBuilderHas) {
                ConfigError);
 }
 
-}  // namespace
+}  // namespace test_prompt
 }  // namespace mmtune::data
 

@@ -10,7 +10,7 @@
 #include <mmtune/data/scienceqa.h>
 
 namespace mmtune::data {
-namespace {
+namespace test_scienceqa {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -292,5 +292,5 @@ TEST(ScienceQA, RealSampleWithTheFullSplitsFailsOnTheFirstAbsentPid) {
                     "of split 'train'");
 }
 
-}  // namespace
+}  // namespace test_scienceqa
 }  // namespace mmtune::data

@@ -12,7 +12,7 @@
 #include <mmtune/data/scienceqa.h>
 
 namespace mmtune::data {
-namespace {
+namespace test_synthetic_scienceqa {
 
 namespace fs = std::filesystem;
 
@@ -169,5 +169,5 @@ TEST(SyntheticScienceQA, RejectsBadArguments) {
   EXPECT_NE(generate(d.path(), {"--image-size", "8"}).exit_code, 0);
 }
 
-}  // namespace
+}  // namespace test_synthetic_scienceqa
 }  // namespace mmtune::data

@@ -6,7 +6,7 @@
 #include <mmtune/data/templates.h>
 
 namespace mmtune::data {
-namespace {
+namespace test_templates {
 
 const std::string kSys =
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
@@ -112,5 +112,5 @@ TEST(Template, NamesParse) {
   }
 }
 
-}  // namespace
+}  // namespace test_templates
 }  // namespace mmtune::data

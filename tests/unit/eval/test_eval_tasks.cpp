@@ -14,7 +14,7 @@
 #include <mmtune/eval/task.h>
 
 namespace mmtune::eval {
-namespace {
+namespace test_eval_tasks {
 
 TEST(EvalTasks, RegistryKnowsEveryConfigTaskAndRejectsOthersWithTheList) {
   for (const auto& name : eval_task_names()) EXPECT_EQ(make_eval_task(name)->name(), name);
@@ -229,5 +229,5 @@ TEST(EvalTasks, QuestionPromptsFollowTheDataFormat) {
   EXPECT_NE(question_example(env, "4", "", "Hi?", {}).prompt.find("USER: Hi? ASSISTANT:"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace test_eval_tasks
 }  // namespace mmtune::eval

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 namespace mmtune::eval {
-namespace {
+namespace test_scienceqa_score {
 
 data::Example q(const std::string& id, const std::string& subject, const std::string& grade, const std::string& hint,
                 bool image, int64_t answer) {
@@ -69,5 +69,5 @@ TEST(ScienceQAScore, AQuestionWithoutAPredictionIsAnError) {
   EXPECT_THROW(score_scienceqa({q("1", "natural science", "grade1", "", false, 0)}, {}), Error);
 }
 
-}  // namespace
+}  // namespace test_scienceqa_score
 }  // namespace mmtune::eval

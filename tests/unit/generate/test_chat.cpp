@@ -4,7 +4,7 @@
 #include <mmtune/generate/chat.h>
 
 namespace mmtune::generate {
-namespace {
+namespace test_chat {
 
 using K = ChatCommand::Kind;
 
@@ -51,5 +51,5 @@ TEST(ChatOutput, EscapesAnAnswerOntoOneLine) {
   EXPECT_EQ(unescape_line("trailing \\"), "trailing \\");
 }
 
-}  // namespace
+}  // namespace test_chat
 }  // namespace mmtune::generate

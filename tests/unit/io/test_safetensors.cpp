@@ -19,7 +19,7 @@
 #include "test_utils.h"
 
 namespace mmtune::io {
-namespace {
+namespace test_safetensors {
 
 namespace fs = std::filesystem;
 using mmtune::testing::TempDir;
@@ -542,5 +542,5 @@ TEST(SafetensorsWriter, ReplacesAnExistingFileWhileOldViewsStayValid) {
   EXPECT_EQ(entries_of(d.path()), (std::set<std::string>{"a.safetensors"}));
 }
 
-}  // namespace
+}  // namespace test_safetensors
 }  // namespace mmtune::io

@@ -20,7 +20,7 @@
 #include "test_utils.h"
 
 namespace mmtune::model {
-namespace {
+namespace test_clip_vit {
 
 class ClipParity : public ::testing::TestWithParam<std::string> {};
 
@@ -167,5 +167,5 @@ TEST(ClipVit, ConfigSizesAreCheckedAgainstTheWeightsBeforeBuilding) {
   EXPECT_NE(error_for("hidden_size", 0).find("hidden_size must be > 0"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace test_clip_vit
 }  // namespace mmtune::model

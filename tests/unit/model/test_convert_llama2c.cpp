@@ -10,7 +10,7 @@
 #include "test_utils.h"
 
 namespace mmtune::testing {
-namespace {
+namespace test_convert_llama2c {
 
 const std::string kStories = std::string(kSharedDir) + "/models/stories260K";
 
@@ -49,5 +49,5 @@ TEST(ConvertLlama2c, BrokenInputsFailWithAHint) {
   expect_error("trailing.bin", weights + std::string(64, '\0'), "trailing");
 }
 
-}  // namespace
+}  // namespace test_convert_llama2c
 }  // namespace mmtune::testing

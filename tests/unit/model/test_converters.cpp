@@ -10,7 +10,7 @@
 #include "test_utils.h"
 
 namespace mmtune::model {
-namespace {
+namespace test_converters {
 
 int python(const std::vector<std::string>& args) {
   std::vector<std::string> argv{testing::kPython};
@@ -41,5 +41,5 @@ TEST(Converters, MetaAndOpenAiFormatsConvertBackToTheOriginals) {
   EXPECT_TRUE(torch::equal(vit->forward(pixels, {-1}, ctx)[0], vit2->forward(pixels, {-1}, ctx)[0]));
 }
 
-}  // namespace
+}  // namespace test_converters
 }  // namespace mmtune::model

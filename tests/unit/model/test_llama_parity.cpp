@@ -16,7 +16,7 @@
 #include "test_utils.h"
 
 namespace mmtune::model {
-namespace {
+namespace test_llama_parity {
 
 using mmtune::testing::TempDir;
 
@@ -181,11 +181,11 @@ TEST(LlamaConfig, AConfigJsonTooLargeForMetadataIsRefusedBeforeReading) {
   }
 }
 
-}  // namespace
+}  // namespace test_llama_parity
 }  // namespace mmtune::model
 
 namespace mmtune::model {
-namespace {
+namespace test_llama_parity {
 
 // bf16 on CPU runs the same code path: weights built directly in bf16, the same logits up to bf16
 // rounding. "Up to bf16 rounding" is measured, not guessed: transformers' bf16 model on the same
@@ -213,5 +213,5 @@ TEST(LlamaModel, Bf16OnCpuRunsTheSamePath) {
   EXPECT_LE(diff, testing::kNoiseFactor * noise);
 }
 
-}  // namespace
+}  // namespace test_llama_parity
 }  // namespace mmtune::model

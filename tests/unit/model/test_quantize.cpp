@@ -24,7 +24,7 @@
 #include "test_utils.h"
 
 namespace mmtune::model {
-namespace {
+namespace test_quantize {
 
 using mmtune::testing::TempDir;
 
@@ -268,5 +268,5 @@ INSTANTIATE_TEST_SUITE_P(TinyShapes, QuantizedParity,
                            return n;
                          });
 
-}  // namespace
+}  // namespace test_quantize
 }  // namespace mmtune::model

@@ -9,7 +9,7 @@
 #include <mmtune/runtime/checkpoint.h>
 
 namespace mmtune::runtime {
-namespace {
+namespace test_checkpoint {
 namespace fs = std::filesystem;
 
 runtime::Checkpoint make(int64_t step) {
@@ -170,5 +170,5 @@ TEST(Checkpoint, RngStateRestoresTheStream) {
   EXPECT_FALSE(runtime::restore_rng_state({}, ".rank3"));
 }
 
-}  // namespace
+}  // namespace test_checkpoint
 }  // namespace mmtune::runtime

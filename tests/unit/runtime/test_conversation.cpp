@@ -11,7 +11,7 @@
 #include "test_utils.h"
 
 namespace mmtune::runtime {
-namespace {
+namespace test_conversation {
 
 const text::Tokenizer& tok() {
   static const auto t = text::load_tokenizer(std::string(testing::kTinyDir) + "/llama-gqa");
@@ -192,5 +192,5 @@ TEST(StreamFilter, HoldsBackStopStringsAndSurroundingSpace) {
   EXPECT_EQ(none.finish(), "");
 }
 
-}  // namespace
+}  // namespace test_conversation
 }  // namespace mmtune::runtime

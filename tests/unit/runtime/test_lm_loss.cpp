@@ -8,7 +8,7 @@
 #include "numerics.h"
 
 namespace mmtune::runtime {
-namespace {
+namespace test_lm_loss {
 
 // The loss and both gradients, computed the two ways in `dtype` from the same fp32 draws.
 struct TwoWays {
@@ -63,5 +63,5 @@ TEST(LmLoss, HeadAtSupervisedPositionsOnlyEqualsTheFullLogitsSum) {
   EXPECT_EQ(f32.unsupervised_row_grad, 0.0) << "an unsupervised row gets no gradient";
 }
 
-}  // namespace
+}  // namespace test_lm_loss
 }  // namespace mmtune::runtime

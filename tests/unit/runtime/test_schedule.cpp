@@ -7,7 +7,7 @@
 #include <mmtune/runtime/schedule.h>
 
 namespace mmtune::runtime {
-namespace {
+namespace test_schedule {
 
 config::TrainConfig base() {
   config::TrainConfig t;
@@ -113,5 +113,5 @@ TEST(Schedule, AnEpochShorterThanOneStepIsAnError) {
   EXPECT_THROW(runtime::LrSchedule::from_config(t, 40, 4), Error);
 }
 
-}  // namespace
+}  // namespace test_schedule
 }  // namespace mmtune::runtime

@@ -7,7 +7,7 @@
 #include <mmtune/train/trainer.h>
 
 namespace mmtune::runtime {
-namespace {
+namespace test_task {
 using train::StepMetrics;
 using train::Trainer;
 using train::TrainerHooks;
@@ -119,5 +119,5 @@ TEST(LoaderSource, TrainerRunsAndResumesOnTheRealLoader) {
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(rest.losses[i], full.losses[2 + i]) << "step " << i + 3;
 }
 
-}  // namespace
+}  // namespace test_task
 }  // namespace mmtune::runtime

@@ -6,7 +6,7 @@
 #include <mmtune/serve/openai_api.h>
 
 namespace mmtune::serve {
-namespace {
+namespace test_openai_api {
 
 using json = nlohmann::json;
 
@@ -113,5 +113,5 @@ TEST(OpenAiApi, ResponsesHaveOpenAisShapes) {
   EXPECT_EQ(finish_reason("length"), "length");
 }
 
-}  // namespace
+}  // namespace test_openai_api
 }  // namespace mmtune::serve

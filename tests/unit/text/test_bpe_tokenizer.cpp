@@ -13,7 +13,7 @@
 #include <mmtune/text/bpe_tokenizer.h>
 
 namespace mmtune::text {
-namespace {
+namespace test_bpe_tokenizer {
 
 using nlohmann::json;
 
@@ -337,5 +337,5 @@ TEST(BpeTokenizer, StreamingDecodeNeverSplitsACharacter) {
   }
 }
 
-}  // namespace
+}  // namespace test_bpe_tokenizer
 }  // namespace mmtune::text

@@ -15,7 +15,7 @@
 #include "test_utils.h"
 
 namespace mmtune::text {
-namespace {
+namespace test_tokenizer {
 
 using nlohmann::json;
 
@@ -330,5 +330,5 @@ TEST(Tokenizer, LoadsFromAModelDirectory) {
   EXPECT_EQ(tok->pad_id(), 0);  // tok512 has no pad piece either
 }
 
-}  // namespace
+}  // namespace test_tokenizer
 }  // namespace mmtune::text

@@ -6,7 +6,7 @@
 #include <mmtune/train/checkpointing_fn.h>
 
 namespace mmtune::train {
-namespace {
+namespace test_checkpointing_fn {
 
 /// A frozen MLP block (fc1, fc2) with a trainable adapter x + up(silu(down(x))) and dropout.
 struct BlockImpl : torch::nn::Module {
@@ -166,5 +166,5 @@ TEST(CheckpointingFn, SeveralInputsAndOutputsAndAnInputWithoutGradient) {
   EXPECT_TRUE(a.grad().defined());
 }
 
-}  // namespace
+}  // namespace test_checkpointing_fn
 }  // namespace mmtune::train

@@ -11,7 +11,7 @@
 #include <mmtune/train/metrics.h>
 
 namespace mmtune::train {
-namespace {
+namespace test_metrics {
 using json = nlohmann::json;
 
 StepMetrics sample(int64_t step) {
@@ -113,5 +113,5 @@ TEST(Metrics, ProgressLineAndDurations) {
   EXPECT_NE(p.line(skipped).find("skipped"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace test_metrics
 }  // namespace mmtune::train

@@ -12,7 +12,7 @@
 #include <mmtune/train/optim.h>
 
 namespace mmtune::train {
-namespace {
+namespace test_optim {
 
 // Runs the five steps in float32 (NAME) and again in float64 (NAME.fp64) from the same values.
 const char* kOracle = R"PY(
@@ -237,5 +237,5 @@ TEST(Optim, NonFp32TrainableTensorIsRefused) {
   EXPECT_THROW(AdamW(dup, options()), Error);
 }
 
-}  // namespace
+}  // namespace test_optim
 }  // namespace mmtune::train

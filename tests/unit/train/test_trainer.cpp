@@ -17,7 +17,7 @@
 #include <mmtune/train/trainer.h>
 
 namespace mmtune::train {
-namespace {
+namespace test_trainer {
 namespace fs = std::filesystem;
 constexpr int64_t kVocab = 13, kDim = 8;
 
@@ -427,5 +427,5 @@ TEST(Trainer, Bf16AutocastKeepsFp32MasterWeightsAndTracksFp32Losses) {
       << "autocast must be off after the step";
 }
 
-}  // namespace
+}  // namespace test_trainer
 }  // namespace mmtune::train
