@@ -46,12 +46,12 @@ def run_clients(base, model, clients, per_client, max_tokens):
             "p99_ms": round(pct(lat, 99) * 1e3, 1)}
 
 
-def run_transformers(model_dir, requests, max_tokens, threads):
+def run_transformers(model_dir, requests, max_tokens, threads, dtype):
     import torch
     from transformers import AutoModelForCausalLM
     from sentencepiece import SentencePieceProcessor
     torch.set_num_threads(threads)
-    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     sp = SentencePieceProcessor(model_file=f"{model_dir}/tokenizer.model")
     lat, tokens = [], 0
     t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def run_transformers(model_dir, requests, max_tokens, threads):
         lat.append(time.perf_counter() - t)
         tokens += out.shape[1] - ids.shape[1]
     wall = time.perf_counter() - t0
-    return {"engine": "transformers generate, one request at a time", "clients": 1, "requests": requests,
+    return {"engine": "transformers generate, one request at a time", "dtype": dtype, "clients": 1, "requests": requests,
             "completion_tokens": tokens, "wall_s": round(wall, 3), "tok_s": round(tokens / wall, 1),
             "p50_ms": round(pct(lat, 50) * 1e3, 1), "p99_ms": round(pct(lat, 99) * 1e3, 1)}
 
@@ -77,6 +77,8 @@ def main():
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--transformers", help="model directory: also time transformers one request at a time")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reference-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="transformers' weights (bfloat16 for the 7B shape: float32 needs 27 GB)")
     a = p.parse_args()
     rows = []
     if a.base:
@@ -85,7 +87,7 @@ def main():
             rows.append(run_clients(a.base, a.model, c, max(1, a.requests // c), a.max_tokens))
             print(json.dumps(rows[-1]), flush=True)
     if a.transformers:
-        rows.append(run_transformers(a.transformers, a.requests, a.max_tokens, a.threads))
+        rows.append(run_transformers(a.transformers, a.requests, a.max_tokens, a.threads, a.reference_dtype))
         print(json.dumps(rows[-1]), flush=True)
     serve = [r for r in rows if r["engine"] == "mmtune serve"]
     if len(serve) > 1:

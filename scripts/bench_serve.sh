@@ -4,12 +4,13 @@
 # ../shared/models (converted once into $MMTUNE_CACHE/bench-serve); --model DIR serves another
 # Hugging Face directory instead (e.g. the 7B shape of scripts/bench_7b.sh, with -- --dtype bf16).
 #   scripts/bench_serve.sh [--model DIR] [--clients "1 4 16"] [--requests 64] [--max-tokens 64]
-#                          [--threads N] [--skip-reference] [-- extra serve flags]
+#                          [--threads N] [--skip-reference] [--reference-dtype float32|bfloat16]
+#                          [-- extra serve flags]
 # One JSON object per line on stdout; BENCHMARKS.md has the numbers. MMTUNE_BIN overrides the binary.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$MMTUNE_ROOT"
-model="" clients="1 4 16" requests=64 max_tokens=64 threads=$(nproc) reference=1 extra=()
+model="" clients="1 4 16" requests=64 max_tokens=64 threads=$(nproc) reference=1 ref_dtype=float32 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model="$2"; shift 2 ;;
@@ -18,6 +19,7 @@ while [ $# -gt 0 ]; do
     --max-tokens) max_tokens="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --skip-reference) reference=0; shift ;;
+    --reference-dtype) ref_dtype="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) fail "unknown argument $1" "see the usage at the top of scripts/bench_serve.sh" ;;
   esac
@@ -52,5 +54,5 @@ echo "[bench_serve] server RSS: $(awk '/VmHWM/ {print $2 / 1024 " MiB peak"}' /p
 kill -TERM $pid; wait $pid || true
 if [ "$reference" = 1 ]; then
   "$MMTUNE_PY" scripts/bench_serve.py --transformers "$model" --requests "$requests" --max-tokens "$max_tokens" \
-    --threads "$threads"
+    --threads "$threads" --reference-dtype "$ref_dtype"
 fi
