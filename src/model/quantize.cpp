@@ -8,7 +8,7 @@
 #include <ATen/ops/_weight_int4pack_mm_for_cpu.h>
 #include <ATen/ops/_weight_int8pack_mm.h>
 
-#ifdef MMTUNE_WITH_NCCL  // a CUDA build of torch (the NCCL path compiles against the same headers)
+#ifdef MMTUNE_WITH_CUDA_TORCH  // a CUDA build of torch (third_party/cmake/MmtuneTorch.cmake)
 #include <ATen/cuda/CUDAContext.h>
 #endif
 
@@ -134,7 +134,7 @@ void check_int4_device(const torch::Device& device, const std::string& key) {
   if (!device.is_cuda())
     throw UsageError(cat("int4 weights (", key, "=int4) on ", device, ": LibTorch has no int4 kernel for this device"),
                      cat("use ", key, "=int8, or device cpu / cuda"));
-#ifdef MMTUNE_WITH_NCCL
+#ifdef MMTUNE_WITH_CUDA_TORCH
   if (!torch::cuda::is_available()) return;  // the device itself is refused elsewhere, with its own message
   const cudaDeviceProp* prop =
       at::cuda::getDeviceProperties(device.has_index() ? device.index() : at::cuda::current_device());

@@ -43,6 +43,8 @@ target_compile_definitions(mmtune_torch INTERFACE USE_C10D_GLOO)
 target_link_options(mmtune_torch INTERFACE "LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
 set(MMTUNE_HAVE_NCCL OFF)
 if(MMTUNE_WITH_CUDA AND TARGET torch_cuda)
+  # CUDA-only code (a GPU's properties through ATen/cuda) compiles under this one, NCCL or not
+  target_compile_definitions(mmtune_torch INTERFACE MMTUNE_WITH_CUDA_TORCH)
   find_path(MMTUNE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
   if(MMTUNE_NCCL_INCLUDE_DIR)
     set(MMTUNE_HAVE_NCCL ON)
