@@ -8,10 +8,12 @@
 #                                   (default -L unit)
 # The numerics label (tests/numerics.h) holds every test whose verdict rests on a floating-point
 # bound. A full run repeats it once more with the kernels another x86-64 CPU would pick: ATen's
-# portable kernels (ATEN_CPU_CAPABILITY=default) and oneDNN and MKL capped at AVX2
-# (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS) instead of this machine's AVX-512 (bf16) ones, and
-# with two intra-op threads in the test processes (MMTUNE_TEST_THREADS=2; the first run uses one):
-# other kernels and another reduction split in one pass (both were separate passes; CI's time).
+# portable kernels (ATEN_CPU_CAPABILITY=default), oneDNN and MKL capped at AVX2
+# (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS) instead of this machine's AVX-512 (bf16) ones, MKL
+# told the CPU is an Intel one (LD_PRELOAD of tests/kernels/mkl_as_on_intel.cpp: MKL picks its
+# kernels by vendor before instruction set, so on AMD the AVX2 cap alone changed nothing), and two
+# intra-op threads in the test processes (MMTUNE_TEST_THREADS=2; the first run uses one): other
+# kernels and another reduction split in one pass (both were separate passes; CI's time).
 # Environment: MMTUNE_BUILD_DIR (default build/), MMTUNE_CACHE (venv cache, default ~/.cache/mmtune).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -44,9 +46,10 @@ fi
 rc=0
 ctest -j2 --output-on-failure || rc=1
 t3=$(date +%s)
-echo "[test] numerics again with other CPU kernels and two threads: ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 MMTUNE_TEST_THREADS=2"
+as_intel="$build/lib/libmmtune_mkl_as_on_intel.so"
+echo "[test] numerics again with other CPU kernels and two threads: ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 LD_PRELOAD=$as_intel MMTUNE_TEST_THREADS=2"
 ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 MMTUNE_TEST_THREADS=2 \
-  ctest -j1 --output-on-failure -L numerics || rc=1
+  LD_PRELOAD="$as_intel${LD_PRELOAD:+:$LD_PRELOAD}" ctest -j1 --output-on-failure -L numerics || rc=1
 t4=$(date +%s)
 echo "[test] all tests $((t3 - t2)) s, numerics with other kernels and threads $((t4 - t3)) s"
 [ "$rc" -eq 0 ] || echo "[test] FAILED: a ctest run above has failures"
