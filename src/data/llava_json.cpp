@@ -4,9 +4,10 @@
 #include <mmtune/data/llava_json.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
+
+#include "json_file.h"
 
 namespace mmtune::data {
 namespace {
@@ -24,21 +25,8 @@ std::string remove_all(std::string s, const std::string& what) {
   return s;
 }
 
-json parse_llava_file(const std::string& path) {
-  std::ifstream f(path);
-  std::error_code ec;
-  if (!f) {
-    throw DataError(
-        path,
-        fs::exists(path, ec) ? "cannot open the conversations file" : "conversations file not found",
-        "set data.json to a LLaVA-format .json file");
-  }
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large (fuzz)
-    throw DataError(path, cat("not valid JSON: ", e.what()), kFormatHint);
-  }
+json read_conversations(const std::string& path) {
+  json j = read_json_data_file(path, "conversations file", "set data.json to a LLaVA-format .json file", kFormatHint);
   if (!j.is_array()) throw DataError(path, "the top level is not a list", kFormatHint);
   return j;
 }
@@ -104,7 +92,7 @@ LlavaJsonOptions llava_json_options(const config::DataConfig& data, const Sequen
 }
 
 LlavaJsonData read_llava_json(const LlavaJsonOptions& o) {
-  const json j = parse_llava_file(o.json_path);
+  const json j = read_conversations(o.json_path);
   // LLaVA requires an image folder; without one, paths are relative to the JSON file's folder
   const fs::path folder =
       o.image_folder.empty() ? fs::path(o.json_path).parent_path() : fs::path(o.image_folder);

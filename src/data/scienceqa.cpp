@@ -1,11 +1,12 @@
 // ScienceQA's official files -> Examples with LaVIN's prompts (see scienceqa.h).
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include <mmtune/core/errors.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/data/scienceqa.h>
+
+#include "json_file.h"
 
 namespace mmtune::data {
 namespace {
@@ -17,21 +18,6 @@ const char* const kLayoutHint =
     "data.root is the ScienceQA folder with problems.json, pid_splits.json and "
     "images/<split>/<pid>/"
     "image.png (the official download's layout)";
-
-json parse_scienceqa_file(const std::string& path, const std::string& what, const std::string& format_hint) {
-  std::ifstream f(path);
-  std::error_code ec;
-  if (!f) {
-    throw DataError(path,
-                    fs::exists(path, ec) ? cat("cannot open the ", what) : cat(what, " not found"),
-                    kLayoutHint);
-  }
-  try {
-    return json::parse(f);
-  } catch (const json::exception& e) {
-    throw DataError(path, cat("the ", what, " is not valid JSON: ", e.what()), format_hint);
-  }
-}
 
 // The field `key` as a string: absent or null -> "" unless required; anything else is an error.
 std::string text_field(const json& problem, const char* key, bool required) {
@@ -143,7 +129,7 @@ std::string scienceqa_path(const std::string& root, const std::string& file) {
 std::map<std::string, ScienceQAProblem> read_scienceqa_problems(const std::string& path) {
   const char* hint =
       "problems.json is an object {pid: {question, choices, answer, hint, image, ...}}";
-  const json j = parse_scienceqa_file(path, "problems file", hint);
+  const json j = read_json_data_file(path, "problems file", kLayoutHint, hint);
   if (!j.is_object()) throw DataError(path, "the top level is not an object", hint);
   std::map<std::string, ScienceQAProblem> problems;
   for (const auto& [pid, entry] : j.items()) {
@@ -158,7 +144,7 @@ std::map<std::string, ScienceQAProblem> read_scienceqa_problems(const std::strin
 
 std::map<std::string, std::vector<std::string>> read_scienceqa_splits(const std::string& path) {
   const char* hint = "pid_splits.json is an object {split: [pid, ...]} (train, val, test, ...)";
-  const json j = parse_scienceqa_file(path, "splits file", hint);
+  const json j = read_json_data_file(path, "splits file", kLayoutHint, hint);
   if (!j.is_object()) throw DataError(path, "the top level is not an object", hint);
   std::map<std::string, std::vector<std::string>> splits;
   for (const auto& [name, ids] : j.items()) {
@@ -177,7 +163,7 @@ std::map<std::string, std::vector<std::string>> read_scienceqa_splits(const std:
 
 std::map<std::string, std::string> read_scienceqa_captions(const std::string& path) {
   const char* hint = "captions.json is {\"captions\": {pid: caption}, ...} (ScienceQA's file)";
-  const json j = parse_scienceqa_file(path, "captions file", hint);
+  const json j = read_json_data_file(path, "captions file", kLayoutHint, hint);
   auto captions = j.is_object() ? j.find("captions") : j.end();
   if (captions == j.end() || !captions->is_object()) {
     throw DataError(path, "no \"captions\" object", hint);
