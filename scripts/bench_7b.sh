@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A 7B-shaped LLaMA + a ViT-L/14 on one machine (issue 18): load time, peak memory, prefill and decode
 # tokens/s at batch 1 and 8 for bf16, int8 and int4 (mmtune bench generate), transformers' bf16
-# generate on the same weights, the memory-bandwidth bound of decoding, and one LaVIN-7B training
+# generate on the same weights, the memory-bandwidth bound of decoding (each generate line gets
+# bandwidth_bound_tok_per_s and bandwidth_bound_fraction), and one LaVIN-7B training
 # step on the int4 base with activation checkpointing. One JSON object per line on stdout (and in
 # --out); BENCHMARKS.md has the numbers.
 #   scripts/bench_7b.sh [--device cpu|cuda] [--random-weights] [--new-tokens N] [--prompt-length P]
@@ -72,13 +73,27 @@ print(2 * a.numel() * 4 * n / (time.perf_counter() - t))
 EOF
 )
 emit "{\"what\": \"copy_bandwidth\", \"device\": \"$device\", \"bytes_per_s\": $bw}"
+# A result line with the bound added: batch x copy bandwidth / the bytes of weights a decode step
+# reads ("decode_weight_bytes", which mmtune bench and bench_generate.py report), and the decode
+# rate as a fraction of it (transformers' rate includes its prefill, as its line says).
+with_bound() {
+  "$py" - "$1" "$bw" <<'EOF'
+import json, sys
+r, bw = json.loads(sys.argv[1]), float(sys.argv[2])
+rate, nbytes = r.get("decode_tok_per_s", r.get("tok_per_s")), r.get("decode_weight_bytes")
+if rate and nbytes:
+    r["bandwidth_bound_tok_per_s"] = round(r.get("batch", 1) * bw / nbytes, 3)
+    r["bandwidth_bound_fraction"] = round(rate / r["bandwidth_bound_tok_per_s"], 3)
+print(json.dumps(r))
+EOF
+}
 
 for q in $quants; do
   for batch in $batches; do
     json=$(mktemp)
     if "$bin" bench generate "${common[@]}" --quantize "$q" --batch "$batch" --prompt-length "$prompt_length" \
       --new-tokens "$new_tokens" --steps "$steps" --warmup "$warmup" --json "$json" >/dev/null; then
-      emit "$(tr -d '\n' < "$json" | tr -s ' ')"
+      emit "$(with_bound "$(cat "$json")")"
     else
       emit "{\"mode\": \"generate\", \"quantize\": \"$q\", \"batch\": $batch, \"failed\": true}"; status=1
     fi
@@ -87,8 +102,8 @@ for q in $quants; do
 done
 
 if [ "$reference" = 1 ] && [ "$random" = 0 ]; then
-  emit "$("$py" scripts/reference/bench_generate.py --model "$dir/llama-7b" --new-tokens "$new_tokens" --dtype bf16 \
-    --threads "$(nproc)" 2>/dev/null)"
+  emit "$(with_bound "$("$py" scripts/reference/bench_generate.py --model "$dir/llama-7b" --new-tokens "$new_tokens" \
+    --dtype bf16 --threads "$(nproc)" 2>/dev/null)")"
 fi
 
 if [ "$train" = 1 ]; then

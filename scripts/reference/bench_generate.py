@@ -2,7 +2,8 @@
 """transformers' side of scripts/bench_generate_compare.sh: greedy decode speed of LlamaForCausalLM.
 
   python scripts/reference/bench_generate.py --model DIR --prompt TEXT --new-tokens N --dtype fp32|bf16 [--threads T]
-Prints one JSON line: load seconds, tokens generated, decode seconds, tokens/s, peak RSS (MB).
+Prints one JSON line: load seconds, tokens generated, decode seconds, tokens/s (prefill included),
+the bytes of weights one decode step reads, peak RSS (MB).
 Also: --make-small DIR writes a random 'small' LLaMA (D=512, 8 layers, GQA 8/4, V=32000) for benchmarks.
 """
 import argparse
@@ -52,8 +53,14 @@ def main():
         out = model.generate(ids, do_sample=False, max_new_tokens=args.new_tokens)
         dt = time.perf_counter() - t0
     n = out.shape[1] - ids.shape[1]
+    # bytes of weights one decode step reads (scripts/bench_7b.sh's bandwidth bound): every weight
+    # once, the embedding table only for its one row unless the LM head is the same matrix
+    emb = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight is emb
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if tied or p is not emb)
+    weight_bytes += emb.shape[1] * emb.element_size()
     print(json.dumps({"impl": "transformers", "dtype": args.dtype, "load_s": round(load, 3), "tokens": n,
-                      "decode_s": round(dt, 3), "tok_per_s": round(n / dt, 1),
+                      "decode_s": round(dt, 3), "tok_per_s": round(n / dt, 1), "decode_weight_bytes": weight_bytes,
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 
 

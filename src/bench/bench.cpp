@@ -143,6 +143,7 @@ std::string bench_json(const BenchReport& r) {
     j["decode_s_p50"] = r.decode_s_p50;
     j["prefill_tok_per_s"] = r.prefill_tok_per_s;
     j["decode_tok_per_s"] = r.decode_tok_per_s;
+    j["decode_weight_bytes"] = r.decode_weight_bytes;
   }
   j["peak_rss_mb"] = r.peak_rss_mb;
   j["peak_cuda_mb"] = opt(r.peak_cuda_mb);
@@ -270,6 +271,29 @@ void fill_timing(BenchReport& r, const std::vector<double>& times, double cpu_se
   r.tokens_per_s = tokens / sum;
   r.padded_tokens_per_s = padded / sum;
   r.samples_per_s = static_cast<double>(r.batch) * n / sum;
+}
+
+double llm_decode_weight_bytes(const runtime::BuiltModel& built, int64_t batch) {
+  double bytes = 0;
+  for (const auto& m : built.model->llm().modules(/*include_self=*/true)) {
+    if (const auto* proj = dynamic_cast<const model::ProjectionImpl*>(m.get()); proj && proj->quantized()) {
+      // the stored codes (int8 [N, K], int4 two per byte) and scales (int4: with the zeros); the
+      // kernels' packed layouts hold the same codes, int4's N padded to 16 at most
+      const auto& q = proj->quantized_weight();
+      const bool int4 = q.mode == "int4";
+      const double nk = int4 ? static_cast<double>(q.scales.size(0) * q.group * q.scales.size(1))
+                             : static_cast<double>(q.qweight.numel());
+      bytes += nk * (int4 ? 0.5 : 1.0) + static_cast<double>(q.scales.nbytes());
+      if (proj->bias.defined()) bytes += static_cast<double>(proj->bias.nbytes());
+      continue;
+    }
+    if (const auto* emb = dynamic_cast<const model::EmbeddingImpl*>(m.get())) {
+      bytes += static_cast<double>(batch * emb->weight.size(1) * emb->weight.element_size());  // one row each
+      continue;
+    }
+    for (const auto& p : m->named_parameters(/*recurse=*/false)) bytes += static_cast<double>(p.value().nbytes());
+  }
+  return bytes;
 }
 
 double vit_params_per_image(const runtime::BuiltModel& built) {

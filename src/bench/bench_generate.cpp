@@ -50,6 +50,10 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) 
   const int64_t P = o.prompt_length, N = o.new_tokens > 0 ? o.new_tokens : cfg.eval.generation.max_new_tokens;
 
   // one batch of image prompts of exactly P tokens: nothing to pad, every row ends at the last column
+  if (const int64_t slots = built.model->has_vision() ? built.model->visual_tokens() : 0; P < slots + 5)
+    throw UsageError(cat("--prompt-length ", P, " cannot hold BOS, 2 prefix tokens, this model's ", slots,
+                         " image slots and 2 text tokens"),
+                     cat("pass --prompt-length ", slots + 5, " or more"));
   const SyntheticBatchSpec spec = synthetic_spec(built, B, P, P, /*fixed_padding=*/false);
   torch::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed));
   const model::MultimodalInput prompts = runtime::model_input(synthetic_batch(spec, 0, gen), device);
@@ -88,6 +92,7 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) 
   r.decode_s_p50 = std::max(r.step_s_p50 - r.prefill_s_p50, 0.0);
   r.prefill_tok_per_s = static_cast<double>(B * P) / r.prefill_s_p50;
   r.decode_tok_per_s = N > 1 && r.decode_s_p50 > 0 ? static_cast<double>(B * (N - 1)) / r.decode_s_p50 : 0.0;
+  r.decode_weight_bytes = llm_decode_weight_bytes(built, B);
   const double vit = spec.image_tokens > 0 ? vit_params_per_image(built) : 0.0;
   r.flops_per_step = 2 * (llm_matmul_params(built.model->llm().config()) * static_cast<double>(B * (P + N)) +
                           vit * static_cast<double>(B));

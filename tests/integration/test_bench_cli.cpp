@@ -90,9 +90,37 @@ TEST(BenchCli, GenerateSmokeRunTimesPrefillAndDecode) {
   EXPECT_GT(j["prefill_tok_per_s"].get<double>(), 0.0);
 }
 
+TEST(BenchCli, GenerateReportsTheBytesADecodeStepReads) {
+  // the tiny llama-gqa (its config.json): D 64, 3 layers, 4 query + 2 KV heads of 16, F 176, V 400,
+  // untied. Linear weights: 3 x (q 64x64 + k, v 2 x 32x64 + o 64x64 + gate, up, down 3 x 176x64)
+  // + the LM head 400x64 = 163840 entries; their output rows 3 x (64 + 32 + 32 + 64 + 176 + 176 + 64)
+  // + 400 = 2224; RMSNorm weights: 2 per layer + the final one = 7 x 64.
+  const double linear = 3 * (64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 176 * 64) + 400 * 64, rows = 3 * 608 + 400;
+  const double norms = 7 * 64, batch = 2;
+  auto run = [&](const char* quantize) {
+    const auto r = bench({"generate", "--steps", "1", "--warmup", "0", "--batch", "2", "--prompt-length", "16",
+                          "--new-tokens", "2", "--quantize", quantize});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  };
+  const auto fp32 = run("none"), int8 = run("int8");
+  const double none_bytes = fp32["decode_weight_bytes"].get<double>();
+  // fp32: every weight 4 bytes, one embedding row per sequence; the adapters inside the LLM on top
+  // (fewer than all the trainable parameters, which include the vision side's)
+  const double frozen = 4 * (linear + norms + batch * 64);
+  EXPECT_GE(none_bytes, frozen);
+  EXPECT_LE(none_bytes, frozen + 4 * fp32["trainable_params"].get<double>());
+  // int8: each Linear weight one byte per entry plus an fp32 scale per output row; all else alike
+  EXPECT_EQ(none_bytes - int8["decode_weight_bytes"].get<double>(), 4 * linear - (linear + 4 * rows));
+}
+
 TEST(BenchCli, BadArgumentsExitTwo) {
   EXPECT_EQ(bench({"train", "--steps", "0"}).exit_code, 2);
   EXPECT_EQ(bench({"train", "--steps", "1", "--min-length", "3"}).exit_code, 2) << "rows too short for the image slots";
+  const auto r = bench({"generate", "--steps", "1", "--prompt-length", "3"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--prompt-length 3 cannot hold"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("pass --prompt-length"), std::string::npos) << r.err << " (generate names its own option)";
 }
 
 }  // namespace test_bench_cli
