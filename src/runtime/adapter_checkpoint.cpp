@@ -1,5 +1,6 @@
 #include <mmtune/core/atomic_file.h>
 #include <mmtune/core/errors.h>
+#include <mmtune/core/logging.h>
 #include <mmtune/core/read_file.h>
 #include <mmtune/core/strings.h>
 #include <mmtune/core/version.h>
@@ -87,6 +88,12 @@ json read_config(const std::string& dir) {
   return j;
 }
 
+// How a frozen tower's Linear weights were stored: "none", "int8", "int4-g128" (int4 with its group;
+// the ViT shares model.quant_group).
+std::string quantization_label(const std::string& mode, int64_t group) {
+  return mode == "int4" ? cat("int4-g", group) : mode;
+}
+
 }  // namespace
 
 std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& built) {
@@ -110,14 +117,17 @@ std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& 
                      {"num_heads", lc.num_heads},
                      {"num_kv_heads", lc.num_kv_heads},
                      {"intermediate_size", lc.intermediate_size},
-                     {"vocab_size", lc.vocab_size}};
+                     {"vocab_size", lc.vocab_size},
+                     {"dtype", cfg.dtype},
+                     {"quantize", quantization_label(cfg.model.quantize, cfg.model.quant_group)}};
   if (built.model->has_vision()) {
     const auto& vc = built.model->vision().config();
     j["vision_model"] = {{"id", fs::path(cfg.vision.path).filename().string()},
                          {"hidden_size", vc.hidden_size},
                          {"num_layers", vc.num_layers},
                          {"image_size", vc.image_size},
-                         {"patch_size", vc.patch_size}};
+                         {"patch_size", vc.patch_size},
+                         {"quantize", quantization_label(cfg.vision.quantize, cfg.model.quant_group)}};
   } else {
     j["vision_model"] = nullptr;
   }
@@ -190,6 +200,25 @@ void check_base(const json& j, const std::string& cfg_path, const BuiltModel& bu
   }
 }
 
+// An adapter carries over to another precision of the same base (trained on int4, served in bf16:
+// QLoRA's use), so a difference is said, not refused: the outputs differ slightly from the
+// training run's. Checkpoints written before these fields existed say nothing.
+void note_base_precision(const json& j, const std::string& cfg_path, const config::RunConfig& cfg) {
+  std::vector<std::string> differ;
+  auto compare = [&](const json& rec, const char* key, const std::string& what, const std::string& now) {
+    if (rec.is_object() && rec.contains(key) && rec[key].is_string() && rec[key].get<std::string>() != now)
+      differ.push_back(cat(what, " ", rec[key].get<std::string>(), " (now ", now, ")"));
+  };
+  const json bm = j.value("base_model", json()), vm = j.value("vision_model", json());
+  compare(bm, "dtype", "dtype", cfg.dtype);
+  compare(bm, "quantize", "model.quantize", quantization_label(cfg.model.quantize, cfg.model.quant_group));
+  if (!cfg.vision.path.empty())
+    compare(vm, "quantize", "vision.quantize", quantization_label(cfg.vision.quantize, cfg.model.quant_group));
+  if (!differ.empty())
+    log::info() << cfg_path << ": the adapter was trained with " << join(differ, ", ")
+                << "; it carries over to this precision, with outputs slightly different from the training run's";
+}
+
 // Copies dir's tensors into `targets` (name in the file -> model tensor); every target must be in
 // the file with its shape and the file must hold nothing else, else one CheckpointError lists all.
 void load_tensors(const std::string& dir, const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
@@ -236,6 +265,7 @@ void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltMod
                           "drop adapter.* from the config (the checkpoint sets it) or use a " + cfg.adapter.family + " checkpoint");
   }
   check_base(j, cfg_path, built);
+  note_base_precision(j, cfg_path, cfg);
   load_tensors(dir, built.trainable);
 }
 

@@ -227,6 +227,21 @@ TEST_F(EvalCli, ACheckpointOfAnotherBaseModelIsRefused) {
   EXPECT_NE(r.err.find("base_model.id: llama-gqa"), std::string::npos) << r.err;
 }
 
+TEST_F(EvalCli, AnAdapterOnAnotherPrecisionOfItsBaseLoadsAndSaysSo) {
+  // the fixture's run trained on the fp32 base, unquantized; adapter_config.json records that
+  const json cfg = read_json(checkpoint() + "/adapter_config.json");
+  EXPECT_EQ(cfg["base_model"]["dtype"], "fp32");
+  EXPECT_EQ(cfg["base_model"]["quantize"], "none");
+  EXPECT_EQ(cfg["vision_model"]["quantize"], "none");
+  // QLoRA's use: the same adapter on an int8 base is loaded (not refused) and the difference named
+  const auto r = eval({"--task", "scienceqa", "--limit", "2", "model.quantize=int8"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("the adapter was trained with model.quantize none (now int8)"), std::string::npos) << r.err;
+  const auto same = eval({"--task", "scienceqa", "--limit", "2"});
+  EXPECT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(same.err.find("the adapter was trained with"), std::string::npos) << "same precision: nothing to say";
+}
+
 TEST_F(EvalCli, AnAdapterOfAnotherFamilyIsRefused) {
   // the config asks for LoRA, the checkpoint holds LaVIN's MMA
   const auto r = eval({"--task", "scienceqa", "--limit", "2", "adapter.family=lora"});
