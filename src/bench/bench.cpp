@@ -275,6 +275,7 @@ void fill_timing(BenchReport& r, const std::vector<double>& times, double cpu_se
 
 double llm_decode_weight_bytes(const runtime::BuiltModel& built, int64_t batch) {
   double bytes = 0;
+  const bool tied = built.model->llm().config().tie_word_embeddings;  // the LM head is the table
   for (const auto& m : built.model->llm().modules(/*include_self=*/true)) {
     if (const auto* proj = dynamic_cast<const model::ProjectionImpl*>(m.get()); proj && proj->quantized()) {
       // the stored codes (int8 [N, K], int4 two per byte) and scales (int4: with the zeros); the
@@ -289,6 +290,7 @@ double llm_decode_weight_bytes(const runtime::BuiltModel& built, int64_t batch) 
     }
     if (const auto* emb = dynamic_cast<const model::EmbeddingImpl*>(m.get())) {
       bytes += static_cast<double>(batch * emb->weight.size(1) * emb->weight.element_size());  // one row each
+      if (tied) bytes += static_cast<double>(emb->weight.nbytes());  // and all of it for the logits
       continue;
     }
     for (const auto& p : m->named_parameters(/*recurse=*/false)) bytes += static_cast<double>(p.value().nbytes());

@@ -112,6 +112,24 @@ TEST(BenchCli, GenerateReportsTheBytesADecodeStepReads) {
   EXPECT_LE(none_bytes, frozen + 4 * fp32["trainable_params"].get<double>());
   // int8: each Linear weight one byte per entry plus an fp32 scale per output row; all else alike
   EXPECT_EQ(none_bytes - int8["decode_weight_bytes"].get<double>(), 4 * linear - (linear + 4 * rows));
+
+  // llama-mha-tied: D 64, 2 layers, 4 + 4 heads of 16, F 160, V 400, the LM head is the embedding
+  // table (read whole for the logits, never quantized). Linear weights 2 x (4 x 64x64 + 3 x 160x64)
+  // = 94208 entries, output rows 2 x (4 x 64 + 160 + 160 + 64) = 1280, norms 5 x 64.
+  const std::string tied = std::string("model.path=") + kTinyDir + "/llama-mha-tied";
+  auto run_tied = [&](const char* quantize) {
+    const auto r = bench({"generate", "--steps", "1", "--warmup", "0", "--batch", "2", "--prompt-length", "16",
+                          "--new-tokens", "2", "--quantize", quantize, tied});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  };
+  const auto tied32 = run_tied("none"), tied8 = run_tied("int8");
+  const double tied_linear = 2 * (4 * 64 * 64 + 3 * 160 * 64), tied_rows = 2 * (4 * 64 + 160 + 160 + 64);
+  const double tied_bytes = tied32["decode_weight_bytes"].get<double>();
+  const double tied_frozen = 4 * (tied_linear + 5 * 64 + 400 * 64 + batch * 64);
+  EXPECT_GE(tied_bytes, tied_frozen) << "the whole table for the logits";
+  EXPECT_LE(tied_bytes, tied_frozen + 4 * tied32["trainable_params"].get<double>());
+  EXPECT_EQ(tied_bytes - tied8["decode_weight_bytes"].get<double>(), 4 * tied_linear - (tied_linear + 4 * tied_rows));
 }
 
 TEST(BenchCli, BadArgumentsExitTwo) {

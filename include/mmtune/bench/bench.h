@@ -88,7 +88,8 @@ struct BenchReport {
   int64_t prompt_length = 0, new_tokens = 0;
   double prefill_tok_per_s = 0, decode_tok_per_s = 0, prefill_s_p50 = 0, decode_s_p50 = 0;
   /// Bytes of weights one decode step reads (every LLM weight once as stored, one embedding row
-  /// per sequence): the memory-bandwidth bound of decoding is batch x bandwidth / this.
+  /// per sequence, the whole table if tied): the memory-bandwidth bound of decoding is
+  /// batch x bandwidth / this.
   double decode_weight_bytes = 0;
 };
 
