@@ -88,11 +88,10 @@ json read_config(const std::string& dir) {
   return j;
 }
 
-// How a frozen tower's Linear weights were stored: "none", "int8", "int4-g128" (int4 with its group;
-// the ViT shares model.quant_group).
-std::string quantization_label(const std::string& mode, int64_t group) {
-  return mode == "int4" ? cat("int4-g", group) : mode;
-}
+// How a frozen tower's Linear weights are stored: "none", "int8", "int4-g128" (int4 with its group).
+// From the built model, not the config: a directory written by `mmtune convert quantize` loads
+// quantized whatever model.quantize says.
+std::string quantization_label(const model::Quantization& q) { return q.mode == "int4" ? cat("int4-g", q.group) : q.mode; }
 
 }  // namespace
 
@@ -119,7 +118,7 @@ std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& 
                      {"intermediate_size", lc.intermediate_size},
                      {"vocab_size", lc.vocab_size},
                      {"dtype", cfg.dtype},
-                     {"quantize", quantization_label(cfg.model.quantize, cfg.model.quant_group)}};
+                     {"quantize", quantization_label(lc.quantization)}};
   if (built.model->has_vision()) {
     const auto& vc = built.model->vision().config();
     j["vision_model"] = {{"id", fs::path(cfg.vision.path).filename().string()},
@@ -127,7 +126,7 @@ std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& 
                          {"num_layers", vc.num_layers},
                          {"image_size", vc.image_size},
                          {"patch_size", vc.patch_size},
-                         {"quantize", quantization_label(cfg.vision.quantize, cfg.model.quant_group)}};
+                         {"quantize", quantization_label(vc.quantization)}};
   } else {
     j["vision_model"] = nullptr;
   }
@@ -203,7 +202,8 @@ void check_base(const json& j, const std::string& cfg_path, const BuiltModel& bu
 // An adapter carries over to another precision of the same base (trained on int4, served in bf16:
 // QLoRA's use), so a difference is said, not refused: the outputs differ slightly from the
 // training run's. Checkpoints written before these fields existed say nothing.
-void note_base_precision(const json& j, const std::string& cfg_path, const config::RunConfig& cfg) {
+void note_base_precision(const json& j, const std::string& cfg_path, const config::RunConfig& cfg,
+                         const BuiltModel& built) {
   std::vector<std::string> differ;
   auto compare = [&](const json& rec, const char* key, const std::string& what, const std::string& now) {
     if (rec.is_object() && rec.contains(key) && rec[key].is_string() && rec[key].get<std::string>() != now)
@@ -211,9 +211,9 @@ void note_base_precision(const json& j, const std::string& cfg_path, const confi
   };
   const json bm = j.value("base_model", json()), vm = j.value("vision_model", json());
   compare(bm, "dtype", "dtype", cfg.dtype);
-  compare(bm, "quantize", "model.quantize", quantization_label(cfg.model.quantize, cfg.model.quant_group));
-  if (!cfg.vision.path.empty())
-    compare(vm, "quantize", "vision.quantize", quantization_label(cfg.vision.quantize, cfg.model.quant_group));
+  compare(bm, "quantize", "model.quantize", quantization_label(built.model->llm().config().quantization));
+  if (built.model->has_vision())
+    compare(vm, "quantize", "vision.quantize", quantization_label(built.model->vision().config().quantization));
   if (!differ.empty())
     log::info() << cfg_path << ": the adapter was trained with " << join(differ, ", ")
                 << "; it carries over to this precision, with outputs slightly different from the training run's";
@@ -265,7 +265,7 @@ void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltMod
                           "drop adapter.* from the config (the checkpoint sets it) or use a " + cfg.adapter.family + " checkpoint");
   }
   check_base(j, cfg_path, built);
-  note_base_precision(j, cfg_path, cfg);
+  note_base_precision(j, cfg_path, cfg, built);
   load_tensors(dir, built.trainable);
 }
 
