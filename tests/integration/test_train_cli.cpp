@@ -96,6 +96,12 @@ TEST(TrainCli, TinyLavinOnQuantizedTowersHalvesTheLoss) {
     vit_adapter = vit_adapter || name.find("vision") != std::string::npos;
   }
   EXPECT_TRUE(vit_adapter) << "LaVIN's MMA adapters sit in the ViT too";
+  // the checkpoint names the base's precision it was trained on (docs/QUANTIZATION.md)
+  const auto cfg = nlohmann::json::parse(
+      read_text(out + "/checkpoint-" + std::to_string(l.size()) + "/adapter_config.json"));
+  EXPECT_EQ(cfg["base_model"]["quantize"], "int4-g32");
+  EXPECT_EQ(cfg["vision_model"]["quantize"], "int4-g32");
+  EXPECT_EQ(cfg["base_model"]["dtype"], "fp32");
 }
 
 TEST(TrainCli, OverfitsSixteenSamples) {
