@@ -50,12 +50,13 @@ t3=$(date +%s)
 # with a warning, which would quietly make this pass the first one again
 as_intel="$(pwd)/lib/libmmtune_mkl_as_on_intel.so"
 [ -f "$as_intel" ] || { echo "[test] $as_intel is missing: the build did not make mmtune_mkl_as_on_intel"; exit 1; }
-check=0  # this pass's own preload reaches MKL (77: this LibTorch has no MKL, nothing to redirect)
-LD_PRELOAD="$as_intel${LD_PRELOAD:+:$LD_PRELOAD}" "$MMTUNE_PY" "$MMTUNE_ROOT/tests/kernels/check_mkl_as_on_intel.py" || check=$?
+pass_env=(ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 MMTUNE_TEST_THREADS=2
+          LD_PRELOAD="$as_intel${LD_PRELOAD:+:$LD_PRELOAD}")
+echo "[test] numerics again with other CPU kernels and two threads: ${pass_env[*]}"
+check=0  # in this pass's environment, MKL asks the preload (77: this LibTorch has no MKL, nothing to redirect)
+env "${pass_env[@]}" "$MMTUNE_PY" "$MMTUNE_ROOT/tests/kernels/check_mkl_as_on_intel.py" || check=$?
 [ "$check" -eq 0 ] || [ "$check" -eq 77 ] || rc=1
-echo "[test] numerics again with other CPU kernels and two threads: ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 LD_PRELOAD=$as_intel MMTUNE_TEST_THREADS=2"
-ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 MMTUNE_TEST_THREADS=2 \
-  LD_PRELOAD="$as_intel${LD_PRELOAD:+:$LD_PRELOAD}" ctest -j1 --output-on-failure -L numerics || rc=1
+env "${pass_env[@]}" ctest -j1 --output-on-failure -L numerics || rc=1
 t4=$(date +%s)
 echo "[test] all tests $((t3 - t2)) s, numerics with other kernels and threads $((t4 - t3)) s"
 [ "$rc" -eq 0 ] || echo "[test] FAILED: a ctest run above has failures"
