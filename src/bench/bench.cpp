@@ -197,9 +197,8 @@ BenchReport common_report(const std::string& mode, const config::RunConfig& cfg,
   r.mode = mode;
   r.device = cfg.device;
   r.dtype = cfg.dtype;
-  r.quantize = cfg.model.quantize == "int4" ? cat("int4-g", cfg.model.quant_group) : cfg.model.quantize;
-  if (cfg.vision.quantize != "none")
-    r.quantize += "+vit-" + (cfg.vision.quantize == "int4" ? cat("int4-g", cfg.model.quant_group) : cfg.vision.quantize);
+  r.quantize = runtime::quantization(cfg.model).label();
+  if (cfg.vision.quantize != "none") r.quantize += "+vit-" + runtime::vision_quantization(cfg).label();
   r.precision = cfg.train.precision;
   r.threads = static_cast<int>(torch::get_num_threads());
   r.random_weights = o.random_weights;

@@ -115,6 +115,8 @@ std::string Quantization::describe() const {
   return mode;
 }
 
+std::string Quantization::label() const { return mode == "int4" ? cat("int4-g", group) : mode; }
+
 std::string LlamaConfig::describe() const {
   return cat("L=", num_layers, " D=", hidden_size, " H=", num_heads, "/", num_kv_heads, " hd=", head_dim,
              " F=", intermediate_size, " V=", vocab_size, tie_word_embeddings ? " tied" : " untied",

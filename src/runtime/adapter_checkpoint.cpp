@@ -88,11 +88,6 @@ json read_config(const std::string& dir) {
   return j;
 }
 
-// How a frozen tower's Linear weights are stored: "none", "int8", "int4-g128" (int4 with its group).
-// From the built model, not the config: a directory written by `mmtune convert quantize` loads
-// quantized whatever model.quantize says.
-std::string quantization_label(const model::Quantization& q) { return q.mode == "int4" ? cat("int4-g", q.group) : q.mode; }
-
 }  // namespace
 
 std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& built) {
@@ -110,6 +105,8 @@ std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& 
   for (auto it = vision.begin(); it != vision.end();) it = kVisionKeys.count(it.key()) ? std::next(it) : vision.erase(it);
   j["vision"] = vision;
   const auto& lc = built.model->llm().config();
+  // quantization as built, not as configured: a `convert quantize` directory loads quantized
+  // whatever model.quantize says
   j["base_model"] = {{"id", cfg.model.id.empty() ? fs::path(cfg.model.path).filename().string() : cfg.model.id},
                      {"hidden_size", lc.hidden_size},
                      {"num_layers", lc.num_layers},
@@ -118,7 +115,7 @@ std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& 
                      {"intermediate_size", lc.intermediate_size},
                      {"vocab_size", lc.vocab_size},
                      {"dtype", cfg.dtype},
-                     {"quantize", quantization_label(lc.quantization)}};
+                     {"quantize", lc.quantization.label()}};
   if (built.model->has_vision()) {
     const auto& vc = built.model->vision().config();
     j["vision_model"] = {{"id", fs::path(cfg.vision.path).filename().string()},
@@ -126,7 +123,7 @@ std::string adapter_config_json(const config::RunConfig& cfg, const BuiltModel& 
                          {"num_layers", vc.num_layers},
                          {"image_size", vc.image_size},
                          {"patch_size", vc.patch_size},
-                         {"quantize", quantization_label(vc.quantization)}};
+                         {"quantize", vc.quantization.label()}};
   } else {
     j["vision_model"] = nullptr;
   }
@@ -211,9 +208,9 @@ void note_base_precision(const json& j, const std::string& cfg_path, const confi
   };
   const json bm = j.value("base_model", json()), vm = j.value("vision_model", json());
   compare(bm, "dtype", "dtype", cfg.dtype);
-  compare(bm, "quantize", "model.quantize", quantization_label(built.model->llm().config().quantization));
+  compare(bm, "quantize", "model.quantize", built.model->llm().config().quantization.label());
   if (built.model->has_vision())
-    compare(vm, "quantize", "vision.quantize", quantization_label(built.model->vision().config().quantization));
+    compare(vm, "quantize", "vision.quantize", built.model->vision().config().quantization.label());
   if (!differ.empty())
     log::info() << cfg_path << ": the adapter was trained with " << join(differ, ", ")
                 << "; it carries over to this precision, with outputs slightly different from the training run's";

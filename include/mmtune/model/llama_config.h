@@ -27,6 +27,8 @@ struct Quantization {
   bool enabled() const { return mode != "none"; }
   /// "int4 (group 128)", "int8", "none".
   std::string describe() const;
+  /// The same as one token, for files and reports: "int4-g128", "int8", "none".
+  std::string label() const;
   bool operator==(const Quantization&) const = default;
 };
 
