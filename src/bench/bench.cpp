@@ -175,16 +175,14 @@ std::string cuda_device_name(int index) {
 
 namespace {
 
-// Parameters plus quantized weights (buffers), N x K each: counted from the scales' shape for int4,
-// whose codes pack_for_inference may have freed by the time a report is made.
+// Parameters plus quantized weights (buffers), N x K each.
 int64_t weights_in(const torch::nn::Module& root) {
   int64_t n = 0;
   for (const auto& p : root.parameters()) n += p.numel();
   for (const auto& m : root.modules()) {
     const auto* proj = dynamic_cast<const model::ProjectionImpl*>(m.get());
     if (!proj || !proj->quantized()) continue;
-    const auto& q = proj->quantized_weight();
-    n += q.mode == "int4" ? q.scales.size(0) * q.group * q.scales.size(1) : q.qweight.numel();  // [K/G, N, 2] : [N, K]
+    n += proj->quantized_weight().entries();
   }
   return n;
 }
@@ -280,10 +278,7 @@ double llm_decode_weight_bytes(const runtime::BuiltModel& built, int64_t batch) 
       // the stored codes (int8 [N, K], int4 two per byte) and scales (int4: with the zeros); the
       // kernels' packed layouts hold the same codes, int4's N padded to 16 at most
       const auto& q = proj->quantized_weight();
-      const bool int4 = q.mode == "int4";
-      const double nk = int4 ? static_cast<double>(q.scales.size(0) * q.group * q.scales.size(1))
-                             : static_cast<double>(q.qweight.numel());
-      bytes += nk * (int4 ? 0.5 : 1.0) + static_cast<double>(q.scales.nbytes());
+      bytes += static_cast<double>(q.entries()) * (q.mode == "int4" ? 0.5 : 1.0) + static_cast<double>(q.scales.nbytes());
       if (proj->bias.defined()) bytes += static_cast<double>(proj->bias.nbytes());
       continue;
     }

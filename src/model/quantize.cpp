@@ -54,6 +54,10 @@ std::string mode_for(const Quantization& q, const std::string& name, int64_t n, 
                    fix + "set model.quant_fallback=int8 to keep such weights in int8, or use " + key + "=int8");
 }
 
+int64_t QuantizedWeight::entries() const {
+  return mode == "int4" ? scales.size(0) * group * scales.size(1) : qweight.numel();  // [K/G, N, 2] : [N, K]
+}
+
 QuantizedWeight quantize_weight(const torch::Tensor& w, const std::string& mode, int64_t group) {
   torch::NoGradGuard no_grad;
   if (mode != "int8" && mode != "int4") throw std::invalid_argument("quantize_weight: unknown mode " + mode);

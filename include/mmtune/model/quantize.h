@@ -25,6 +25,9 @@ struct QuantizedWeight {
   int64_t group = 0;        // int4
   torch::Tensor qweight;    // int8: int8 [N, K];  int4: uint8 [N, K / 2], even k in the high nibble
   torch::Tensor scales;     // int8: fp32 [N];     int4: bf16 [K / group, N, 2] (scale, zero)
+  /// N x K, the entries of the weight this stands for: from the scales for int4, whose codes
+  /// pack_for_inference may have freed.
+  int64_t entries() const;
 };
 
 /// The mode one weight of N outputs and K inputs gets under `q` ("int4", or "int8" by the int4
