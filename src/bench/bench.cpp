@@ -246,10 +246,11 @@ SyntheticBatchSpec synthetic_spec(const runtime::BuiltModel& built, int64_t batc
   s.max_length = max_length;
   s.image_tokens = built.model->has_vision() ? built.model->visual_tokens() : 0;
   s.min_length = min_length > 0 ? min_length : std::max(max_length / 4, s.image_tokens + 8);
-  if (s.min_length < s.image_tokens + 5 || s.min_length > s.max_length)
+  const int64_t shortest = shortest_synthetic_row(s.image_tokens);
+  if (s.min_length < shortest || s.min_length > s.max_length)
     throw UsageError(cat("synthetic rows of ", s.min_length, " to ", s.max_length, " tokens: the shortest must hold BOS, ",
                          "2 prefix tokens, ", s.image_tokens, " image slots and 2 text tokens, and not exceed the longest"),
-                     cat("pass --min-length in [", s.image_tokens + 5, ", ", s.max_length, "]"));
+                     cat("pass --min-length in [", shortest, ", ", s.max_length, "]"));
   s.fixed_padding = fixed_padding;
   s.vocab = built.model->llm().config().vocab_size;
   s.image_size = built.model->has_vision() ? built.model->vision().config().image_size : 0;

@@ -27,8 +27,9 @@ void fill_timing(BenchReport& r, const std::vector<double>& times, double cpu_se
 double vit_params_per_image(const runtime::BuiltModel& built);
 /// Bytes of weights one decode step of `batch` sequences reads: every LLM weight once as stored
 /// (bf16 / fp32, or int8 / int4 codes plus their scales and zeros), adapters included, and one
-/// embedding row per sequence (and the whole table when the LM head is tied to it). The KV cache and activations are left out. Decoding one token is
-/// bound by this over the memory bandwidth (scripts/bench_7b.sh divides).
+/// embedding row per sequence (and the whole table when the LM head is tied to it). The KV cache
+/// and activations are left out. Decoding one token is bound by this over the memory bandwidth
+/// (scripts/bench_7b.sh divides).
 double llm_decode_weight_bytes(const runtime::BuiltModel& built, int64_t batch);
 /// Peak memory, and the peak TFLOP/s and MFU for r.achieved_tflops.
 void finish_report(BenchReport& r, const config::RunConfig& cfg, const BenchOptions& o);

@@ -50,10 +50,12 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) 
   const int64_t P = o.prompt_length, N = o.new_tokens > 0 ? o.new_tokens : cfg.eval.generation.max_new_tokens;
 
   // one batch of image prompts of exactly P tokens: nothing to pad, every row ends at the last column
-  if (const int64_t slots = built.model->has_vision() ? built.model->visual_tokens() : 0; P < slots + 5)
+  // (synthetic_spec checks the same with train's option in its hint)
+  const int64_t slots = built.model->has_vision() ? built.model->visual_tokens() : 0;
+  if (P < shortest_synthetic_row(slots))
     throw UsageError(cat("--prompt-length ", P, " cannot hold BOS, 2 prefix tokens, this model's ", slots,
                          " image slots and 2 text tokens"),
-                     cat("pass --prompt-length ", slots + 5, " or more"));
+                     cat("pass --prompt-length ", shortest_synthetic_row(slots), " or more"));
   const SyntheticBatchSpec spec = synthetic_spec(built, B, P, P, /*fixed_padding=*/false);
   torch::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed));
   const model::MultimodalInput prompts = runtime::model_input(synthetic_batch(spec, 0, gen), device);

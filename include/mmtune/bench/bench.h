@@ -107,6 +107,9 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& opt
 
 /// hash(i) and L_i of the file comment.
 int64_t synthetic_length(int64_t row, int64_t min_length, int64_t max_length);
+/// The shortest synthetic row (and generation prompt): BOS, 2 prefix tokens, the image slots and
+/// 2 text tokens.
+inline int64_t shortest_synthetic_row(int64_t image_tokens) { return image_tokens + 5; }
 
 struct SyntheticBatchSpec {
   int64_t batch = 4, min_length = 64, max_length = 256;
