@@ -261,14 +261,15 @@ void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltMod
                                         cfg.adapter.family + "'",
                           "drop adapter.* from the config (the checkpoint sets it) or use a " + cfg.adapter.family + " checkpoint");
   }
-  check_base(j, cfg_path, built);
-  note_base_precision(j, cfg_path, cfg, built);
-  load_tensors(dir, built.trainable);
+  load_adapter_into(dir, cfg, built, built.trainable);
 }
 
-void load_adapter_into(const std::string& dir, const BuiltModel& built,
+void load_adapter_into(const std::string& dir, const config::RunConfig& cfg, const BuiltModel& built,
                        const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
-  check_base(read_config(dir), (fs::path(dir) / kAdapterConfigFile).string(), built);
+  const json j = read_config(dir);
+  const std::string cfg_path = (fs::path(dir) / kAdapterConfigFile).string();
+  check_base(j, cfg_path, built);
+  note_base_precision(j, cfg_path, cfg, built);
   load_tensors(dir, targets);
 }
 

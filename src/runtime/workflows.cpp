@@ -103,7 +103,7 @@ void load_workflows(const std::vector<WorkflowSpec>& specs,
     for (const auto& p : built.model->named_parameters(true)) {
       if (p.key().rfind(ours, 0) == 0) targets.emplace_back(in_file + p.key().substr(ours.size()), p.value());
     }
-    load_adapter_into(spec.dir, built, targets);
+    load_adapter_into(spec.dir, cfg, built, targets);
     for (auto& [name, t] : targets) t.requires_grad_(false);
   }
 }

@@ -1,7 +1,8 @@
 // Several IAA workflows on one frozen base in one process (issue 8 item 4): `--adapter NAME=DIR`
 // (repeated) in `mmtune eval` and `mmtune chat`. Each workflow served together with another gives
 // exactly what its adapter gives loaded alone with --checkpoint (loss and greedy answers), a
-// workflow may serve under another name than it was trained under, and wrong uses are clear errors.
+// workflow may serve under another name than it was trained under, one on another precision of its
+// base loads and says so, and wrong uses are clear errors.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -116,6 +117,27 @@ TEST(IaaServing, ChatSwitchesBetweenServedWorkflowsAsBetweenSeparateProcesses) {
   ASSERT_EQ(served.exit_code, 0) << served.err;
   EXPECT_EQ(served.out, alone_a.out + alone_b.out + alone_a.out) << served.err;
   EXPECT_NE(served.err.find("workflows x=" + a + ", y=" + b), std::string::npos) << served.err;
+}
+
+TEST(IaaServing, AWorkflowOnAnotherPrecisionOfItsBaseLoadsAndSaysSo) {
+  // as --checkpoint does (EvalCli.AnAdapterOnAnotherPrecisionOfItsBaseLoadsAndSaysSo): the adapter
+  // was saved from the fp32, unquantized base; served on its int8 form it loads and the log says so
+  TempDir d;
+  const std::string a = write_iaa_adapter(d, "a", "mm", 6);
+  auto eval = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"eval", "--config", iaa_config(), "--task", "loss", "--split", "val", "--limit",
+                                  "2", "--no-progress", "--output", d.path() + "/x.json", "--adapter", "x=" + a};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return mmtune(with_base(args));
+  };
+  const auto other = eval({"model.quantize=int8"});
+  EXPECT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_NE(other.err.find(a + "/adapter_config.json: the adapter was trained with model.quantize none (now int8)"),
+            std::string::npos)
+      << other.err;
+  const auto same = eval({});
+  EXPECT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(same.err.find("the adapter was trained with"), std::string::npos) << "same precision: nothing to say";
 }
 
 TEST(IaaServing, WrongUsesAreClearErrors) {

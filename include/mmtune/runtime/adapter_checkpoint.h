@@ -37,14 +37,16 @@ std::vector<std::string> adapter_overrides(const std::string& dir);
 std::string resolve_adapter_dir(const std::string& spec);
 
 /// Loads dir's adapter into built.trainable: the family must be cfg's, the base shapes the
-/// model's; missing, unexpected and wrongly shaped tensors are listed in one CheckpointError.
+/// model's; missing, unexpected and wrongly shaped tensors are listed in one CheckpointError. A
+/// base precision other than the recorded one is allowed (QLoRA's use) and logged once.
 void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltModel& built);
 
 /// load_adapter without the family check, into `targets` (name in dir's file -> model tensor)
 /// instead of built.trainable: the base shapes are checked against `built`, and the file must hold
-/// exactly the targets' names and shapes. For an adapter loaded under other names (an IAA
-/// workflow served under another name, runtime/workflows.h).
-void load_adapter_into(const std::string& dir, const BuiltModel& built,
+/// exactly the targets' names and shapes; a base precision other than the recorded one (cfg.dtype,
+/// the built towers' quantization) is logged, as load_adapter does. For an adapter loaded under
+/// other names (an IAA workflow served under another name, runtime/workflows.h).
+void load_adapter_into(const std::string& dir, const config::RunConfig& cfg, const BuiltModel& built,
                        const std::vector<std::pair<std::string, torch::Tensor>>& targets);
 
 }  // namespace mmtune::runtime
