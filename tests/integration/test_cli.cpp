@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <limits>
+#include <map>
 
 #include "test_utils.h"
 
@@ -78,7 +79,13 @@ TEST(Cli, GenerateChecksItsFlagsBeforeLoading) {
 }
 
 TEST(Cli, WeightsHoldingNanOrInfAreReportedAtLoad) {
-  // issue 20: weights containing NaN/Inf loaded silently
+  // issue 20: weights containing NaN/Inf loaded silently. One NaN, one +Inf and one -Inf, each a
+  // single value in another tensor (a matrix, a norm, the last value of the LM head), found in each
+  // load path: fp32 as stored (the file's pages kept), cast to bf16, and quantized from the file
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::map<std::string, float> bad{{"model.layers.1.mlp.up_proj.weight", nan},
+                                         {"model.layers.0.input_layernorm.weight", inf},
+                                         {"lm_head.weight", -inf}};
   TempDir d;
   const std::string src = std::string(kTinyDir) + "/llama-gqa", dst = d.path() + "/model";
   std::filesystem::create_directories(dst);
@@ -87,13 +94,18 @@ TEST(Cli, WeightsHoldingNanOrInfAreReportedAtLoad) {
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& name : ckpt.names()) {
     torch::Tensor t = ckpt.tensor(name).clone();
-    if (name == "model.layers.1.mlp.up_proj.weight") t[0][0] = std::numeric_limits<float>::quiet_NaN();
+    if (const auto it = bad.find(name); it != bad.end()) t.view({-1})[name == "lm_head.weight" ? -1 : 0] = it->second;
     tensors.emplace_back(name, t);
   }
+  ASSERT_EQ(tensors.size(), ckpt.names().size());
   io::save_safetensors(dst + "/model.safetensors", tensors);
-  const auto r = mmtune({"generate", "--model", dst, "--prompt", "hi", "--max-new-tokens", "1"});
-  EXPECT_NE(r.err.find("1 tensor(s) hold NaN or Inf after loading, e.g. model.layers.1.mlp.up_proj.weight"),
-            std::string::npos) << r.err;
+  for (const std::vector<std::string>& how : {std::vector<std::string>{}, {"--dtype", "bf16"}, {"--quantize", "int8"}}) {
+    std::vector<std::string> args{"generate", "--model", dst, "--prompt", "hi", "--max-new-tokens", "1"};
+    args.insert(args.end(), how.begin(), how.end());
+    const auto r = mmtune(args);
+    EXPECT_NE(r.err.find("3 tensor(s) hold NaN or Inf after loading, e.g. "), std::string::npos)
+        << (how.empty() ? "fp32" : how[1]) << "\n" << r.err;
+  }
   const auto clean = mmtune({"generate", "--model", src, "--prompt", "hi", "--max-new-tokens", "1"});
   EXPECT_EQ(clean.exit_code, 0) << clean.err;
   EXPECT_EQ(clean.err.find("NaN"), std::string::npos) << clean.err;
