@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <set>
 
 namespace mmtune::model {
@@ -16,15 +15,16 @@ namespace mmtune::model {
 namespace {
 
 // The least and greatest value in one pass: a NaN anywhere makes both NaN (torch's min/max
-// propagate it), an Inf is one of them. A reduction to two scalars allocates nothing the size of t:
-// isfinite(t).all(), even over 4M-value chunks, left its freed temporaries in the heap, which
-// glibc keeps (its mmap threshold rises after the first large free): measured 262 MiB more RSS
-// held after loading ViT-L/14 bf16 (579 MiB of weights), 309 MiB after 7B bf16, whose load it
-// also slowed from 0.9 to 10 s (BENCHMARKS.md).
+// propagate it), an Inf is one of them. A reduction to two scalars allocates nothing the size of t
+// (t contiguous, as both callers' are): isfinite(t).all(), even over 4M-value chunks, left its
+// freed temporaries in the heap, which glibc keeps (its mmap threshold rises after the first large
+// free): measured 262 MiB more RSS held after loading ViT-L/14 bf16 (579 MiB of weights), 309 MiB
+// after 7B bf16, whose load it also slowed from 0.9 to 10 s (BENCHMARKS.md). One item() at the
+// end: one device sync per tensor on a GPU.
 bool all_finite(const torch::Tensor& t) {
   if (t.numel() == 0) return true;  // aminmax refuses an empty tensor
   const auto [lo, hi] = torch::aminmax(t);
-  return std::isfinite(lo.item<double>()) && std::isfinite(hi.item<double>());
+  return torch::isfinite(torch::stack({lo, hi})).all().item<bool>();
 }
 
 }  // namespace
