@@ -3,8 +3,9 @@
 // fp32 results differ between CPUs: ATen and oneDNN pick other kernels by instruction set (AVX2,
 // AVX-512, AVX-512 bf16, AMX) and MKL by vendor as well (Intel vs AMD; scripts/test.sh's second
 // pass runs MKL's Intel kernels on any CPU, tests/kernels/mkl_as_on_intel.cpp), with other
-// blockings and other reduction orders, so a constant tuned on one machine fails on the next. The tests therefore never compare fp32 numbers against a constant; they measure
-// the fp32 noise of the very computation under test, in the same run, by doing it in float64 too:
+// blockings and other reduction orders, so a constant tuned on one machine fails on the next. The
+// tests therefore never compare fp32 numbers against a constant; they measure the fp32 noise of the
+// very computation under test, in the same run, by doing it in float64 too:
 //
 //  * Parity against an oracle (transformers, peft, a re-implementation from the spec): the oracle
 //    writes every output in float32 and float64 (scripts/reference/precision.py: NAME, NAME.fp64).

@@ -52,10 +52,10 @@ BenchReport bench_generate(const config::RunConfig& cfg, const BenchOptions& o) 
   // one batch of image prompts of exactly P tokens: nothing to pad, every row ends at the last column
   // (synthetic_spec checks the same with train's option in its hint)
   const int64_t slots = built.model->has_vision() ? built.model->visual_tokens() : 0;
-  if (P < shortest_synthetic_row(slots))
+  if (const int64_t shortest = shortest_synthetic_row(slots); P < shortest)
     throw UsageError(cat("--prompt-length ", P, " cannot hold BOS, 2 prefix tokens, this model's ", slots,
                          " image slots and 2 text tokens"),
-                     cat("pass --prompt-length ", shortest_synthetic_row(slots), " or more"));
+                     cat("pass --prompt-length ", shortest, " or more"));
   const SyntheticBatchSpec spec = synthetic_spec(built, B, P, P, /*fixed_padding=*/false);
   torch::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed));
   const model::MultimodalInput prompts = runtime::model_input(synthetic_batch(spec, 0, gen), device);

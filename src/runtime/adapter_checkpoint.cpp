@@ -250,27 +250,32 @@ void load_tensors(const std::string& dir, const std::vector<std::pair<std::strin
   for (const auto& [name, t] : targets) const_cast<torch::Tensor&>(t).copy_(file->tensor(name));
 }
 
-}  // namespace
-
-void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltModel& built) {
-  const json j = read_config(dir);
-  const std::string cfg_path = (fs::path(dir) / kAdapterConfigFile).string();
-  const std::string family = j["family"].get<std::string>();
-  if (family != cfg.adapter.family) {
-    throw CheckpointError(cfg_path, "holds a '" + family + "' adapter, but the config builds adapter.family '" +
-                                        cfg.adapter.family + "'",
-                          "drop adapter.* from the config (the checkpoint sets it) or use a " + cfg.adapter.family + " checkpoint");
-  }
-  load_adapter_into(dir, cfg, built, built.trainable);
-}
-
-void load_adapter_into(const std::string& dir, const config::RunConfig& cfg, const BuiltModel& built,
-                       const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
-  const json j = read_config(dir);
+// load_adapter and load_adapter_into after their own checks: j is dir's adapter_config.json, read once
+void load_checked(const json& j, const std::string& dir, const config::RunConfig& cfg, const BuiltModel& built,
+                  const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
   const std::string cfg_path = (fs::path(dir) / kAdapterConfigFile).string();
   check_base(j, cfg_path, built);
   note_base_precision(j, cfg_path, cfg, built);
   load_tensors(dir, targets);
+}
+
+}  // namespace
+
+void load_adapter(const std::string& dir, const config::RunConfig& cfg, BuiltModel& built) {
+  const json j = read_config(dir);
+  const std::string family = j["family"].get<std::string>();
+  if (family != cfg.adapter.family) {
+    throw CheckpointError((fs::path(dir) / kAdapterConfigFile).string(),
+                          "holds a '" + family + "' adapter, but the config builds adapter.family '" +
+                              cfg.adapter.family + "'",
+                          "drop adapter.* from the config (the checkpoint sets it) or use a " + cfg.adapter.family + " checkpoint");
+  }
+  load_checked(j, dir, cfg, built, built.trainable);
+}
+
+void load_adapter_into(const std::string& dir, const config::RunConfig& cfg, const BuiltModel& built,
+                       const std::vector<std::pair<std::string, torch::Tensor>>& targets) {
+  load_checked(read_config(dir), dir, cfg, built, targets);
 }
 
 std::string resolve_adapter_dir(const std::string& spec) {
